@@ -1,0 +1,100 @@
+"""The ``genossm`` command: ``genossm <workflow> [hydra overrides...]``.
+
+Each workflow is a thin Hydra entry point in ``workflows/<name>.py`` exposing ``main()``; this module
+only finds it (in a checkout or inside an installed wheel) and hands it the remaining arguments, so
+every Hydra flag works as usual (``--cfg job``, ``--multirun``, ``hydra/launcher=submitit_slurm``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from typing import Callable
+
+from genossm import __version__
+from genossm.errors import GenossmError
+
+# name on the command line -> (file in workflows/, one-line summary)
+WORKFLOWS: dict[str, tuple[str, str]] = {
+    "inspect": ("inspect_genome.py", "list a FASTA's contigs with length, N and soft-mask fractions"),
+    "pretrain": ("pretrain.py", "train a masked-LM on genomes (demo: tiny model, bundled genome, CPU)"),
+    "evaluate": ("evaluate.py", "bits per base of a saved model on any FASTA, beside Markov baselines"),
+    "score-variants": ("score_variants.py", "score a VCF/BCF/TSV of variants with a pretrained model"),
+    "finetune": ("finetune.py", "fine-tune or linear-probe a pretrained model on labelled regions"),
+    "score-regions": ("score_regions.py", "apply a fine-tuned model to new regions"),
+    "embed": ("embed.py", "write RC-invariant embeddings of regions or FASTA records"),
+}
+
+USAGE = """usage: genossm <workflow> [key=value ...] [hydra flags]
+
+genossm {version}: genomic language models with bidirectional selective state-space models.
+
+workflows:
+{table}
+
+Arguments after the workflow are Hydra overrides, the same keys in every workflow:
+  fasta=PATH  pretrained=PATH  variants=PATH  regions=PATH  output=PATH
+  experiment=NAME  model=NAME  trainer=NAME  data=NAME
+
+examples:
+  genossm inspect
+  genossm pretrain
+  genossm pretrain experiment=human_chr20_131k trainer=gpu fasta=chr20.fa.gz
+  genossm score-variants pretrained=runs/x/model fasta=chr20.fa.gz variants=calls.vcf.gz output=scored.vcf.gz
+  genossm pretrain --cfg job        # print the composed config and exit
+  genossm <workflow> --help         # that workflow's config groups and options
+"""
+
+
+def usage() -> str:
+    width = max(len(name) for name in WORKFLOWS)
+    table = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in WORKFLOWS.items())
+    return USAGE.format(version=__version__, table=table)
+
+
+def user_errors(func: Callable) -> Callable:
+    """Turn a :class:`GenossmError` raised inside a workflow into one clean message and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except GenossmError as err:
+            print(f"genossm: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+def load_workflow(name: str):
+    from genossm.paths import workflows_dir
+
+    filename, _ = WORKFLOWS[name]
+    path = workflows_dir() / filename
+    spec = importlib.util.spec_from_file_location(f"genossm_workflow_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    if argv[0] in ("-V", "--version"):
+        print(f"genossm {__version__}")
+        return
+    name = argv[0].replace("_", "-")
+    if name not in WORKFLOWS:
+        print(f"genossm: unknown workflow {argv[0]!r}\n", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        raise SystemExit(2)
+    module = load_workflow(name)
+    sys.argv = [f"genossm {name}", *argv[1:]]
+    module.main()
+
+
+if __name__ == "__main__":
+    main()

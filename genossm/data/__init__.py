@@ -1,0 +1,1 @@
+"""Genome, variant and region input; tokenizer; windows and the Lightning data module."""

@@ -1,0 +1,1 @@
+"""Plain PyTorch models: Mamba block, bidirectional (RC-equivariant) backbone, heads, save/load."""

@@ -1,0 +1,81 @@
+"""Selective scan (S6): one function, three backends that agree in value and gradient.
+
+``selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+return_last_state=False, *, reverse=False, initial_state=None, backend="auto")`` takes the arguments of
+``mamba_ssm``'s ``selective_scan_fn`` with the same shapes and meaning:
+
+    u, delta, z      (batch, dim, length), any float dtype
+    A                (dim, state) float32 (negative real parts for a stable scan)
+    B, C             (batch, state, length) or (batch, groups, state, length)
+    D, delta_bias    (dim,) float32
+    initial_state    (batch, dim, state): h before the first step taken
+    returns          out (batch, dim, length) in u's dtype; with return_last_state also the final state
+                     (batch, dim, state) float32
+
+Backends: ``reference`` (sequential loop, the specification), ``chunked`` (PyTorch, any device, O(L)
+memory), ``triton`` (fused GPU kernels). ``auto`` picks ``triton`` for CUDA tensors when Triton is
+importable, else ``chunked``.
+
+``selective_scan_bidirectional`` runs the forward and the reverse scan over the same inputs, reading
+them once, and returns ``(out_forward, out_reverse)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+BACKENDS = ("reference", "chunked", "triton")
+
+
+def _triton_usable(tensor) -> bool:
+    if not tensor.is_cuda:
+        return False
+    return importlib.util.find_spec("triton") is not None
+
+
+def resolve_backend(backend: str, tensor) -> str:
+    if backend == "auto":
+        return "triton" if _triton_usable(tensor) else "chunked"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    return backend
+
+
+def selective_scan(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False,
+    *, reverse=False, initial_state=None, backend="auto",
+):
+    backend = resolve_backend(backend, u)
+    if backend == "reference":
+        from genossm.ops.selective_scan.reference import selective_scan_ref as fn
+    elif backend == "chunked":
+        from genossm.ops.selective_scan.chunked import selective_scan_chunked as fn
+    else:
+        from genossm.ops.selective_scan.triton import selective_scan_triton as fn
+    return fn(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+        reverse=reverse, initial_state=initial_state,
+    )
+
+
+def selective_scan_bidirectional(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *, backend="auto",
+):
+    """Forward and reverse scans of the same inputs -> ``(out_forward, out_reverse)``.
+
+    The Triton backend computes both directions in one pass over the inputs; the other backends call
+    :func:`selective_scan` twice with ``reverse`` off and on (never flipping tensors).
+    """
+    backend = resolve_backend(backend, u)
+    if backend == "triton":
+        from genossm.ops.selective_scan.triton import selective_scan_bidirectional_triton
+
+        return selective_scan_bidirectional_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return (
+        selective_scan(*args, reverse=False, backend=backend),
+        selective_scan(*args, reverse=True, backend=backend),
+    )
+
+
+__all__ = ["selective_scan", "selective_scan_bidirectional", "BACKENDS", "resolve_backend"]

@@ -1,0 +1,1 @@
+"""LightningModules: masked-LM pretraining, region classification/regression, variant scoring."""

@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The full genomes and VCFs kept beside the repository; the test skips when they are absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"full data set not found at {SHARED_DATA} (only the slices in data/ ship with the repository)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def bundled_data() -> Path:
+    return DATA
+
+
+os.environ.setdefault("HYDRA_FULL_ERROR", "0")
