@@ -1,0 +1,78 @@
+"""The `genossm` command: help, unknown workflows, clean user errors, and running from any directory."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genossm import cli
+from genossm.errors import GenossmError, atomic_write
+from genossm.paths import conf_dir, data_dir, workflows_dir
+
+
+def test_help_lists_every_workflow(capsys):
+    cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in cli.WORKFLOWS:
+        assert name in out
+
+
+def test_every_listed_workflow_has_its_script():
+    for name, (filename, _) in cli.WORKFLOWS.items():
+        assert (workflows_dir() / filename).is_file(), f"workflow {name} has no {filename}"
+
+
+def test_unknown_workflow_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["pretrian"])
+    assert exc.value.code == 2
+    assert "unknown workflow 'pretrian'" in capsys.readouterr().err
+
+
+def test_user_errors_print_one_line(capsys):
+    @cli.user_errors
+    def job():
+        raise GenossmError("genome.fa line 3: not a FASTA header")
+
+    with pytest.raises(SystemExit) as exc:
+        job()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "genossm: error: genome.fa line 3: not a FASTA header"
+    assert "Traceback" not in err
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as handle:
+            handle.write("half")
+            raise RuntimeError("crash mid-way")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    with atomic_write(target, "w") as handle:
+        handle.write("new")
+    assert target.read_text() == "new"
+
+
+def test_configs_and_data_are_found():
+    assert (conf_dir() / "pretrain.yaml").is_file()
+    assert any(data_dir().iterdir())
+
+
+def test_console_script_runs_from_any_directory(tmp_path):
+    # the script installed beside this interpreter (the active environment), else the one on PATH
+    script = Path(sys.executable).with_name("genossm")
+    script = str(script) if script.exists() else shutil.which("genossm")
+    assert script, "the genossm console script is not installed"
+    result = subprocess.run([script, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "score-variants" in result.stdout
+    # the installed package finds its configs wherever it is run from
+    probe = "from genossm.paths import conf_dir; print(conf_dir())"
+    located = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert located.returncode == 0, located.stderr
+    assert located.stdout.strip().endswith(("conf", "_conf"))
