@@ -1,1 +1,7 @@
 """Plain PyTorch models: Mamba block, bidirectional (RC-equivariant) backbone, heads, save/load."""
+
+from genossm.models.bimamba import BiMambaConfig, BiMambaLM
+from genossm.models.heads import LMHead, SequenceHead
+from genossm.models.hub import from_pretrained, load_extra, save_pretrained
+
+__all__ = ["BiMambaConfig", "BiMambaLM", "LMHead", "SequenceHead", "save_pretrained", "from_pretrained", "load_extra"]

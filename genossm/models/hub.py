@@ -1,0 +1,160 @@
+"""Save and load models: a folder with ``model.safetensors`` + ``config.json``, or a Lightning ``.ckpt``.
+
+``config.json`` holds::
+
+    {"format": "genossm-model", "format_version": 1,
+     "model_config": {...BiMambaConfig fields...},
+     "tokenizer": {...Tokenizer().to_dict()...},
+     "extra": {...whatever the caller passed, e.g. {"train_window_len": 2048}...}}
+
+Loading needs only torch and safetensors (no Lightning, no Hydra). A Lightning checkpoint is read from
+``checkpoint["hyper_parameters"]["model_config"]`` (a dict of config fields) and the ``state_dict``
+entries prefixed ``model.``; its ``extra`` is ``hyper_parameters["extra"]`` when present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from genossm.data.tokenizer import Tokenizer
+from genossm.errors import GenossmError, atomic_path, atomic_write
+from genossm.models.bimamba import BiMambaConfig, BiMambaLM
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "genossm-model"
+FORMAT_VERSION = 1
+CKPT_PREFIX = "model."
+
+
+def save_pretrained(model: BiMambaLM, folder: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json`` (each atomically); returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": model.config.to_dict(),
+        "tokenizer": Tokenizer().to_dict(),
+        "extra": dict(extra or {}),
+    }
+    try:
+        text = json.dumps(meta, indent=2, sort_keys=True)
+    except TypeError as err:
+        raise GenossmError(f"save_pretrained: extra must be JSON-serialisable ({err})") from err
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_NAME, ".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    with atomic_write(folder / CONFIG_NAME, "w") as handle:
+        handle.write(text + "\n")
+    return folder
+
+
+def _read_config_json(folder: Path) -> dict:
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise GenossmError(f"{path}: not found; a saved model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GenossmError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or "model_config" not in meta:
+        raise GenossmError(f"{path}: no 'model_config' entry; is this a model saved by genossm?")
+    if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise GenossmError(f"{path}: format_version {meta['format_version']} is newer than this genossm reads "
+                           f"({FORMAT_VERSION}); upgrade genossm")
+    try:
+        Tokenizer.check_compatible(meta.get("tokenizer", Tokenizer().to_dict()))
+    except ValueError as err:
+        raise GenossmError(f"{path}: {err}") from err
+    return meta
+
+
+def _read_checkpoint(path: Path, map_location) -> dict:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # hyper-parameters holding OmegaConf containers need the full unpickler (trusted file only)
+        pass
+    except (RuntimeError, EOFError, OSError) as err:
+        raise GenossmError(f"{path}: cannot read as a PyTorch/Lightning checkpoint ({err})") from err
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
+        raise GenossmError(f"{path}: cannot read as a PyTorch/Lightning checkpoint ({err})") from err
+
+
+def _checkpoint_parts(path: Path, map_location) -> tuple[dict, dict, dict]:
+    """(model_config dict, state dict without the ``model.`` prefix, extra) from a Lightning .ckpt."""
+    ckpt = _read_checkpoint(path, map_location)
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or "model_config" not in hparams:
+        raise GenossmError(f"{path}: no hyper_parameters['model_config'] in this checkpoint; "
+                           "was it written by genossm's pretraining task?")
+    model_config = {str(k): v for k, v in dict(hparams["model_config"]).items()}
+    state = ckpt.get("state_dict", {})
+    weights = {k[len(CKPT_PREFIX):]: v for k, v in state.items() if k.startswith(CKPT_PREFIX)}
+    if not weights:
+        raise GenossmError(f"{path}: no state_dict entries prefixed '{CKPT_PREFIX}'")
+    extra = hparams.get("extra") or {}
+    return model_config, weights, dict(extra)
+
+
+def _load_weights(model: BiMambaLM, weights: dict, source: Path) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    shapes = [f"{k}: {tuple(weights[k].shape)} in the file, {tuple(v.shape)} from the config"
+              for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es), first: " + "; ".join(shapes[:3]))
+        if missing:
+            parts.append(f"{len(missing)} missing tensor(s), first: {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s), first: {', '.join(unexpected[:3])}")
+        raise GenossmError(f"{source}: weights do not match the model config: " + "; ".join(parts))
+    model.load_state_dict(weights, strict=True)
+
+
+def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
+    """Load a model saved by :func:`save_pretrained` (a folder) or a Lightning ``.ckpt`` file; eval mode."""
+    path = Path(path)
+    if path.is_dir():
+        meta = _read_config_json(path)
+        config = BiMambaConfig.from_dict(meta["model_config"], source=str(path / CONFIG_NAME))
+        weights_path = path / WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise GenossmError(f"{weights_path}: not found")
+        try:
+            weights = load_file(str(weights_path), device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise GenossmError(f"{weights_path}: cannot read safetensors weights ({err})") from err
+        source = weights_path
+    elif path.is_file():
+        model_config, weights, _ = _checkpoint_parts(path, map_location)
+        config = BiMambaConfig.from_dict(model_config, source=f"{path} (hyper_parameters['model_config'])")
+        source = path
+    else:
+        raise GenossmError(f"{path}: no such model folder or checkpoint file")
+    model = BiMambaLM(config)
+    _load_weights(model, weights, source)
+    return model.to(map_location).eval()
+
+
+def load_extra(path: str | os.PathLike) -> dict:
+    """The ``extra`` dict saved with a model (folder: config.json; .ckpt: hyper_parameters['extra'])."""
+    path = Path(path)
+    if path.is_dir():
+        return dict(_read_config_json(path).get("extra") or {})
+    if path.is_file():
+        return _checkpoint_parts(path, "cpu")[2]
+    raise GenossmError(f"{path}: no such model folder or checkpoint file")
