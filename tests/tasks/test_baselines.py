@@ -1,0 +1,66 @@
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from genossm.data.tokenizer import encode
+from genossm.tasks.baselines import MarkovBaseline, baseline_report, composition_entropy
+
+
+def naive_markov_bits(train: list[str], test: list[str], k: int, alpha: float = 1.0) -> float:
+    """Plain-Python reference: counts in dicts, a loop over every test base."""
+    counts: list[Counter] = [Counter() for _ in range(k + 1)]
+    for seq in train:
+        for j in range(k + 1):
+            for t in range(j, len(seq)):
+                kmer = seq[t - j : t + 1]
+                if all(b in "ACGT" for b in kmer):
+                    counts[j][kmer] += 1
+    bits, n = 0.0, 0
+    for seq in test:
+        for t, base in enumerate(seq):
+            if base not in "ACGT":
+                continue
+            context = ""
+            while len(context) < k and t - len(context) - 1 >= 0 and seq[t - len(context) - 1] in "ACGT":
+                context = seq[t - len(context) - 1] + context
+            j = len(context)
+            num = counts[j][context + base] + alpha
+            den = sum(counts[j][context + b] for b in "ACGT") + 4 * alpha
+            bits -= math.log2(num / den)
+            n += 1
+    return bits / n
+
+
+def test_hand_computed_order1():
+    # train AAAC: order 0 counts A=3 C=1; order 1 counts AA=2 AC=1.
+    # test AC: 'A' has no context -> order 0: (3+1)/(4+4) = 1/2 -> 1 bit;
+    #          'C' after 'A': (1+1)/(3+4) = 2/7 -> log2(7/2) bits.
+    m = MarkovBaseline(max_order=1).fit([encode("AAAC")])
+    got = m.bits_per_base([encode("AC")])
+    assert got[1] == pytest.approx((1 + math.log2(7 / 2)) / 2)
+    assert got[0] == pytest.approx((1 + math.log2(8 / 2)) / 2)
+
+
+def test_matches_naive_reference_with_n_and_several_sequences():
+    rng = np.random.default_rng(0)
+    alphabet = np.array(list("ACGTN"))
+    train = ["".join(rng.choice(alphabet, size=n, p=[0.3, 0.2, 0.2, 0.25, 0.05])) for n in (300, 57, 5)]
+    test = ["".join(rng.choice(alphabet, size=n, p=[0.3, 0.2, 0.2, 0.25, 0.05])) for n in (200, 3)]
+    model = MarkovBaseline(max_order=4, pseudocount=0.5).fit([encode(s) for s in train])
+    got = model.bits_per_base([encode(s) for s in test])
+    for k in range(5):
+        assert got[k] == pytest.approx(naive_markov_bits(train, test, k, alpha=0.5), rel=1e-9), k
+
+
+def test_composition_entropy_and_report():
+    assert composition_entropy([encode("ACGT" * 5 + "NN")]) == pytest.approx(2.0)
+    assert composition_entropy([encode("AAAA")]) == pytest.approx(0.0)
+    # a periodic sequence: a Markov chain of order >= 2 predicts it almost perfectly
+    train, test = encode("ACGTTGCA" * 200), encode("ACGTTGCA" * 20)
+    rep = baseline_report([train], [test], max_order=4)
+    assert rep["composition_entropy"] == pytest.approx(2.0)
+    assert rep["markov"][0] == pytest.approx(2.0, abs=1e-3)
+    assert rep["best_markov"] < 0.1 and rep["best_order"] >= 2
+    assert rep["n_bases"] == len(test)
