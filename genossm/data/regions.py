@@ -282,7 +282,7 @@ def check_regions(regions: RegionSet, genome) -> list[str]:
         return []
     resolved: dict[str, str] = {}
     out = []
-    lengths = genome.lengths
+    lengths = getattr(genome, "all_lengths", None) or genome.lengths
     for i, (chrom, end) in enumerate(zip(regions.table["chrom"], regions.table["end"])):
         if chrom not in resolved:
             try:
