@@ -1,0 +1,522 @@
+"""Token cache and sequence windows.
+
+:class:`TokenCache` encodes a FASTA once into uint8 memory-mapped files (one per contig, one byte per base:
+token id in the low bits, soft-mask in bit 7, see :func:`genossm.data.tokenizer.pack`). It is reused while
+the FASTA is unchanged (same size and modification time) and rebuilt when it changed.
+
+Splits are lists of intervals ``(contig, start, end)`` (0-based, half-open) that never overlap; a window
+always lies inside one interval, so no window crosses a split boundary. A window longer than its interval
+(or contig) is padded with ``<pad>`` and marked ``valid=False`` there.
+
+:class:`RandomWindows` (training) and :class:`TiledWindows` (evaluation) are iterable datasets that yield
+whole batches, built with numpy slicing of the memmap (no per-base Python), so one worker serves hundreds of
+millions of tokens per second. Each batch is drawn from its own random generator seeded by
+``(seed, epoch, rank, batch index)``: a run repeats exactly, whatever the number of workers, and each
+DDP rank reads different windows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from genossm.data import tokenizer
+from genossm.data.genome import Genome, cache_folder, fingerprint, resolve_contig, select_contigs
+from genossm.errors import GenossmError, atomic_write
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+BUILD_BLOCK = 1 << 23  # bases per pyfaidx read while building the cache
+
+# packed byte -> packed byte of the complementary base (soft-mask bit kept)
+_PACKED_COMPLEMENT = np.arange(256, dtype=np.uint8)
+for _byte in range(256):
+    _id = _byte & 0x7F
+    if _id < tokenizer.VOCAB_SIZE:
+        _PACKED_COMPLEMENT[_byte] = (_byte & 0x80) | int(tokenizer.COMPLEMENT[_id])
+
+
+# --------------------------------------------------------------------------------------------------
+# token cache
+
+
+class TokenCache:
+    """Packed tokens of a FASTA's contigs in memory-mapped files, built once and reused.
+
+    Open with :meth:`TokenCache.open`. Only the contigs asked for are encoded (all by default); asking for
+    more later encodes just those.
+    """
+
+    def __init__(self, fasta: Path, folder: Path, manifest: dict, contig_names: list[str]):
+        self.fasta = fasta
+        self.folder = folder
+        self._manifest = manifest
+        self.contig_names = contig_names
+        self.all_lengths: dict[str, int] = {n: int(c["length"]) for n, c in manifest["contigs"].items()}
+        self.lengths: dict[str, int] = {n: self.all_lengths[n] for n in contig_names}
+        self._maps: dict[str, np.ndarray] = {}
+
+    # -- building ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        fasta: str | os.PathLike,
+        cache_dir: str | os.PathLike | None = None,
+        contigs=None,
+    ) -> "TokenCache":
+        """The token cache of ``fasta`` (plain, gzip or bgzip), building the missing parts.
+
+        ``cache_dir``: where caches go (default: ``.genossm-cache/`` beside the FASTA, or the user cache
+        folder when that is read-only). ``contigs``: names, aliases or a regular expression (default all).
+        """
+        fasta = Path(fasta)
+        if not fasta.exists():
+            raise GenossmError(f"{fasta}: FASTA file not found")
+        folder = cache_folder(fasta, cache_dir) / "tokens"
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest_path = folder / "manifest.json"
+        source = {"path": str(fasta.resolve()), **fingerprint(fasta), "version": CACHE_VERSION}
+        manifest = None
+        if manifest_path.exists():
+            with contextlib.suppress(ValueError, OSError):
+                manifest = json.loads(manifest_path.read_text())
+            if manifest is not None and manifest.get("source") != source:
+                log.info("%s changed since its token cache was built: rebuilding %s", fasta, folder)
+                manifest = None
+                for child in folder.iterdir():
+                    if child.name != manifest_path.name:
+                        child.unlink()
+        genome = None
+        if manifest is None:
+            genome = Genome(fasta, cache_dir=cache_dir)
+            manifest = {
+                "source": source,
+                "contigs": {
+                    name: {"length": genome.all_lengths[name], "file": f"contig{i:06d}.u8", "built": False}
+                    for i, name in enumerate(genome.all_lengths)
+                },
+            }
+        names = select_contigs(list(manifest["contigs"]), contigs, str(fasta))
+        if not names:
+            raise GenossmError(f"{fasta}: no contig matches {contigs!r}")
+        todo = [n for n in names if not manifest["contigs"][n]["built"] or not (folder / manifest["contigs"][n]["file"]).exists()]
+        if todo:
+            genome = genome or Genome(fasta, cache_dir=cache_dir)
+            started = time.perf_counter()
+            total = sum(manifest["contigs"][n]["length"] for n in todo)
+            log.info("encoding %d contig(s), %s bases of %s into the token cache %s", len(todo), f"{total:,}", fasta, folder)
+            for name in todo:
+                entry = manifest["contigs"][name]
+                _encode_contig(genome, name, folder / entry["file"])
+                entry["built"] = True
+                with atomic_write(manifest_path, "w") as handle:
+                    json.dump(manifest, handle, indent=1)
+            log.info("token cache built in %.1f s", time.perf_counter() - started)
+        return cls(fasta, folder, manifest, names)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> str:
+        return resolve_contig(list(self.all_lengths), name, str(self.fasta))
+
+    def packed(self, contig: str) -> np.ndarray:
+        """The whole contig as a read-only uint8 memmap of packed tokens."""
+        name = contig if contig in self._maps else self.resolve(contig)
+        arr = self._maps.get(name)
+        if arr is None:
+            entry = self._manifest["contigs"][name]
+            if not entry["built"]:
+                raise GenossmError(f"{self.fasta}: contig {name!r} was not selected when the token cache was opened")
+            length = int(entry["length"])
+            arr = np.memmap(self.folder / entry["file"], dtype=np.uint8, mode="r", shape=(length,)) if length else np.zeros(0, np.uint8)
+            self._maps[name] = arr
+        return arr
+
+    def tokens(self, contig: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(uint8 ids, bool soft-mask)`` of bases ``[start, end)`` (0-based, half-open)."""
+        arr = self.packed(contig)
+        if not 0 <= start <= end <= len(arr):
+            raise GenossmError(f"{self.fasta}: region {contig}:{start}-{end} is outside the contig (length {len(arr)})")
+        return tokenizer.unpack(np.asarray(arr[start:end]))
+
+    def n_fraction(self, contig: str, start: int = 0, end: int | None = None) -> float:
+        arr = self.packed(contig)
+        end = len(arr) if end is None else end
+        return float(np.count_nonzero((arr[start:end] & 0x7F) == tokenizer.N)) / max(end - start, 1)
+
+    def __getstate__(self):  # memmaps reopen lazily in each worker process
+        state = dict(self.__dict__)
+        state["_maps"] = {}
+        return state
+
+    def __repr__(self) -> str:
+        return f"TokenCache({str(self.fasta)!r}, {len(self.contig_names)} contigs, {sum(self.lengths.values()):,} bp)"
+
+
+def _encode_contig(genome: Genome, name: str, target: Path) -> None:
+    length = genome.all_lengths[name]
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            for _, seq in genome.iter_blocks(name, BUILD_BLOCK):
+                ids, soft = tokenizer.encode_with_softmask(seq.encode("ascii", errors="replace"))
+                out.write(tokenizer.pack(ids, soft).tobytes())
+        if tmp.stat().st_size != length:
+            raise GenossmError(f"{genome.path}: contig {name!r} gave {tmp.stat().st_size} bases instead of {length}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# splits
+
+
+Interval = tuple[str, int, int]
+
+
+def read_bed(path: str | os.PathLike, cache: TokenCache) -> list[Interval]:
+    """BED intervals (0-based half-open, as BED is) with contig names resolved against the cache."""
+    path = Path(path)
+    if not path.exists():
+        raise GenossmError(f"{path}: BED file not found")
+    out = []
+    with open(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            fields = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+            if len(fields) < 3:
+                raise GenossmError(f"{path}: line {lineno}: expected at least 3 columns (contig, start, end)")
+            try:
+                start, end = int(fields[1]), int(fields[2])
+            except ValueError:
+                raise GenossmError(f"{path}: line {lineno}: start and end must be integers, got {fields[1]!r}, {fields[2]!r}") from None
+            try:
+                contig = cache.resolve(fields[0])
+            except GenossmError as err:
+                raise GenossmError(f"{path}: line {lineno}: {err}") from None
+            length = cache.all_lengths[contig]
+            if not 0 <= start < end <= length:
+                raise GenossmError(f"{path}: line {lineno}: interval {fields[0]}:{start}-{end} is empty or outside the contig (length {length})")
+            out.append((contig, start, end))
+    if not out:
+        raise GenossmError(f"{path}: no intervals in the BED file")
+    return merge_intervals(out)
+
+
+def merge_intervals(intervals: Sequence[Interval]) -> list[Interval]:
+    """Sorted (by contig first appearance, then start) with overlapping or touching intervals merged."""
+    order: dict[str, int] = {}
+    for c, _, _ in intervals:
+        order.setdefault(c, len(order))
+    out: list[list] = []
+    for c, s, e in sorted(intervals, key=lambda iv: (order[iv[0]], iv[1], iv[2])):
+        if out and out[-1][0] == c and s <= out[-1][2]:
+            out[-1][2] = max(out[-1][2], e)
+        else:
+            out.append([c, s, e])
+    return [(c, int(s), int(e)) for c, s, e in out]
+
+
+def subtract_intervals(base: Sequence[Interval], remove: Sequence[Interval]) -> list[Interval]:
+    out = []
+    by_contig: dict[str, list[tuple[int, int]]] = {}
+    for c, s, e in merge_intervals(remove):
+        by_contig.setdefault(c, []).append((s, e))
+    for c, s, e in base:
+        pos = s
+        for rs, re_ in by_contig.get(c, []):
+            if re_ <= pos or rs >= e:
+                continue
+            if rs > pos:
+                out.append((c, pos, rs))
+            pos = max(pos, re_)
+        if pos < e:
+            out.append((c, pos, e))
+    return out
+
+
+def _overlap(a: Sequence[Interval], b: Sequence[Interval]) -> Interval | None:
+    for c, s, e in a:
+        for c2, s2, e2 in b:
+            if c == c2 and s < e2 and s2 < e:
+                return (c, max(s, s2), min(e, e2))
+    return None
+
+
+@dataclass
+class SplitSpec:
+    """How to split a genome into train/val/test (see :func:`make_splits`)."""
+
+    val_contigs: Sequence[str] | None = None
+    test_contigs: Sequence[str] | None = None
+    train_bed: str | None = None
+    val_bed: str | None = None
+    test_bed: str | None = None
+    val_fraction: float = 0.0
+    test_fraction: float = 0.0
+
+
+def make_splits(cache: TokenCache, spec: SplitSpec) -> dict[str, list[Interval]]:
+    """Train/val/test intervals over ``cache.contig_names`` that never overlap.
+
+    * ``val_bed``/``test_bed`` (and optionally ``train_bed``; default: everything else);
+    * ``val_contigs``/``test_contigs``: whole contigs (train: the other selected contigs);
+    * ``val_fraction``/``test_fraction``: the last stretches of every contig (train ``| val | test`` at the end).
+    Kinds combine: a contig named in ``val_contigs`` is removed from every other split.
+    """
+    whole = [(c, 0, cache.lengths[c]) for c in cache.contig_names if cache.lengths[c] > 0]
+    splits: dict[str, list[Interval]] = {"train": [], "val": [], "test": []}
+    held: list[Interval] = []
+    for split, names in (("val", spec.val_contigs), ("test", spec.test_contigs)):
+        for name in names or []:
+            c = cache.resolve(name)
+            if c not in cache.lengths:
+                raise GenossmError(f"{cache.fasta}: {split} contig {name!r} is not among the selected contigs {cache.contig_names}")
+            splits[split].append((c, 0, cache.all_lengths[c]))
+    for split, bed in (("val", spec.val_bed), ("test", spec.test_bed)):
+        if bed:
+            splits[split] += read_bed(bed, cache)
+    if spec.val_fraction or spec.test_fraction:
+        if not 0 <= spec.val_fraction + spec.test_fraction < 1:
+            raise GenossmError(f"val_fraction + test_fraction must be in [0, 1), got {spec.val_fraction} + {spec.test_fraction}")
+        taken = merge_intervals(splits["val"] + splits["test"])
+        for c, s, e in subtract_intervals(whole, taken):
+            n = e - s
+            n_test = int(round(n * spec.test_fraction))
+            n_val = int(round(n * spec.val_fraction))
+            if n_val:
+                splits["val"].append((c, e - n_test - n_val, e - n_test))
+            if n_test:
+                splits["test"].append((c, e - n_test, e))
+    for split in ("val", "test"):
+        splits[split] = merge_intervals(splits[split])
+    clash = _overlap(splits["val"], splits["test"])
+    if clash:
+        raise GenossmError(f"the validation and test splits overlap at {clash[0]}:{clash[1]}-{clash[2]} (check {spec.val_bed or spec.val_contigs} and {spec.test_bed or spec.test_contigs})")
+    held = merge_intervals(splits["val"] + splits["test"])
+    if spec.train_bed:
+        train = read_bed(spec.train_bed, cache)
+        clash = _overlap(train, held)
+        if clash:
+            raise GenossmError(f"{spec.train_bed}: training intervals overlap the validation/test split at {clash[0]}:{clash[1]}-{clash[2]}")
+        splits["train"] = train
+    else:
+        splits["train"] = subtract_intervals(whole, held)
+    return splits
+
+
+# --------------------------------------------------------------------------------------------------
+# windows
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class _WindowBatches(IterableDataset):
+    """Shared machinery: fill a (B, L) packed array from intervals and turn it into a batch dict."""
+
+    def __init__(self, cache: TokenCache, intervals: Sequence[Interval], window_len: int, batch_size: int,
+                 seed: int = 0, rc_augment: bool = False, max_n_fraction: float = 1.0,
+                 rank: int | None = None, world_size: int | None = None):
+        if window_len < 1 or batch_size < 1:
+            raise GenossmError(f"window_len and batch_size must be positive, got {window_len} and {batch_size}")
+        if not 0.0 <= max_n_fraction <= 1.0:
+            raise GenossmError(f"max_n_fraction must be between 0 and 1, got {max_n_fraction}")
+        self.cache = cache
+        self.intervals = [(c, int(s), int(e)) for c, s, e in intervals if e > s]
+        self.window_len = int(window_len)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.rc_augment = bool(rc_augment)
+        self.max_n_fraction = float(max_n_fraction)
+        if rank is None or world_size is None:
+            rank, world_size = _rank_and_world()
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch = 0
+        self._iters = 0  # iterations started in this process since ``epoch`` was set
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._iters = 0
+
+    def _next_epoch(self) -> int:
+        epoch = self.epoch + self._iters
+        self._iters += 1
+        return epoch
+
+    def _my_batches(self, n_batches: int) -> range:
+        """Indices of this worker's batches: DataLoader takes batches from workers in turn, so batch order
+        is 0, 1, 2, ... whatever the number of workers."""
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        return range(worker, n_batches, n_workers)
+
+    def _fill(self, packed: np.ndarray, row: int, contig: str, start: int, end: int, rc: bool) -> None:
+        """Window ``[start, start+L)`` of ``contig`` clipped at ``end``, padded beyond."""
+        n = min(self.window_len, end - start)
+        src = self.cache.packed(contig)[start : start + n]
+        if rc:
+            packed[row, self.window_len - n :] = _PACKED_COMPLEMENT[src[::-1]]
+            packed[row, : self.window_len - n] = tokenizer.PAD
+        else:
+            packed[row, :n] = src
+            packed[row, n:] = tokenizer.PAD
+
+    def _n_ok(self, contig: str, start: int, end: int) -> bool:
+        if self.max_n_fraction >= 1.0:
+            return True
+        n = min(self.window_len, end - start)
+        window = self.cache.packed(contig)[start : start + n]
+        return np.count_nonzero((window & 0x7F) == tokenizer.N) <= self.max_n_fraction * n
+
+    @staticmethod
+    def _to_batch(packed: np.ndarray, contigs: list[str], starts: np.ndarray, rc: np.ndarray) -> dict:
+        ids = packed & 0x7F
+        return {
+            "tokens": torch.from_numpy(ids).long(),
+            "softmask": torch.from_numpy(packed >= 0x80),
+            "valid": torch.from_numpy(ids != tokenizer.PAD),
+            "contig": contigs,
+            "start": torch.from_numpy(starts.astype(np.int64)),
+            "rc": torch.from_numpy(rc),
+        }
+
+
+class RandomWindows(_WindowBatches):
+    """Training batches of windows at random positions inside the split's intervals.
+
+    An interval is drawn with probability proportional to the number of window positions it holds
+    (``max(len - L + 1, 1)``), then a start uniformly; windows with more than ``max_n_fraction`` N are
+    redrawn (up to 100 times). With ``rc_augment`` half of the windows are reverse-complemented (tokens
+    complemented and reversed, soft-mask and padding reversed). ``samples_per_epoch`` windows are served per
+    epoch across all ranks.
+    """
+
+    MAX_TRIES = 100
+
+    def __init__(self, *args, samples_per_epoch: int = 1024, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.intervals:
+            raise GenossmError("the training split is empty: no interval to draw windows from")
+        self.samples_per_epoch = int(samples_per_epoch)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        lengths = np.array([e - s for _, s, e in self.intervals], dtype=np.int64)
+        weights = np.maximum(lengths - self.window_len + 1, 1).astype(np.float64)
+        self._cum = np.cumsum(weights / weights.sum())
+        self._cum[-1] = 1.0
+
+    def set_window_len(self, window_len: int) -> None:
+        self.window_len = int(window_len)
+        self._refresh()
+
+    def __len__(self) -> int:
+        return max(1, math.ceil(self.samples_per_epoch / (self.batch_size * self.world_size)))
+
+    def draw(self, rng: np.random.Generator) -> tuple[str, int, int]:
+        """One window: (contig, start, interval end)."""
+        for _ in range(self.MAX_TRIES):
+            i = int(np.searchsorted(self._cum, rng.random(), side="right"))
+            contig, s, e = self.intervals[min(i, len(self.intervals) - 1)]
+            start = s + int(rng.integers(0, max(e - s - self.window_len, 0) + 1))
+            if self._n_ok(contig, start, e):
+                return contig, start, e
+        return contig, start, e
+
+    def batch(self, epoch: int, index: int) -> dict:
+        """Batch ``index`` of ``epoch`` on this rank: a pure function of (seed, epoch, rank, index)."""
+        rng = np.random.default_rng([self.seed, epoch, self.rank, index])
+        packed = np.empty((self.batch_size, self.window_len), dtype=np.uint8)
+        contigs, starts = [], np.empty(self.batch_size, dtype=np.int64)
+        rc = rng.random(self.batch_size) < 0.5 if self.rc_augment else np.zeros(self.batch_size, dtype=bool)
+        for row in range(self.batch_size):
+            contig, start, end = self.draw(rng)
+            self._fill(packed, row, contig, start, end, bool(rc[row]))
+            contigs.append(contig)
+            starts[row] = start
+        return self._to_batch(packed, contigs, starts, rc)
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch = self._next_epoch()
+        for index in self._my_batches(len(self)):
+            yield self.batch(epoch, index)
+
+
+class TiledWindows(_WindowBatches):
+    """Evaluation batches: each interval cut into consecutive windows of ``window_len`` (``stride`` apart,
+    default ``window_len``: every base once), the last one padded at the interval's end. Tiles with more than
+    ``max_n_fraction`` N are left out. No reverse complement. DDP ranks take batches in turn."""
+
+    def __init__(self, *args, stride: int | None = None, max_windows: int | None = None, **kwargs):
+        kwargs.setdefault("rc_augment", False)
+        super().__init__(*args, **kwargs)
+        self.stride = int(stride or self.window_len)
+        self.max_windows = max_windows
+        self._tile()
+
+    def _tile(self) -> None:
+        tiles = []
+        for k, (contig, s, e) in enumerate(self.intervals):
+            starts = np.arange(s, max(e - self.window_len, s) + 1, self.stride, dtype=np.int64)
+            if len(starts) and starts[-1] + self.window_len < e:  # cover the tail with a (padded) last tile
+                starts = np.append(starts, starts[-1] + self.stride)
+            if self.max_n_fraction < 1.0 and len(starts):
+                is_n = (np.asarray(self.cache.packed(contig)[s:e]) & 0x7F) == tokenizer.N
+                cum = np.concatenate([[0], np.cumsum(is_n, dtype=np.int64)])
+                lo = starts - s
+                hi = np.minimum(lo + self.window_len, e - s)
+                keep = (cum[hi] - cum[lo]) <= self.max_n_fraction * (hi - lo)
+                starts = starts[keep]
+            tiles.append(np.stack([np.full(len(starts), k, dtype=np.int64), starts], axis=1))
+        self.tiles = np.concatenate(tiles) if tiles else np.zeros((0, 2), dtype=np.int64)
+        if self.max_windows is not None and len(self.tiles) > self.max_windows:
+            pick = np.linspace(0, len(self.tiles) - 1, int(self.max_windows)).round().astype(np.int64)
+            self.tiles = self.tiles[np.unique(pick)]
+
+    def set_window_len(self, window_len: int) -> None:
+        self.window_len = self.stride = int(window_len)
+        self._tile()
+
+    def _n_global(self) -> int:
+        return math.ceil(len(self.tiles) / self.batch_size)
+
+    def __len__(self) -> int:
+        n = self._n_global()
+        return len(range(self.rank, n, self.world_size))
+
+    def batch(self, index: int) -> dict:
+        """Global batch ``index`` (rows ``index*B ... index*B + B - 1`` of the tile list; the last may be short)."""
+        rows = self.tiles[index * self.batch_size : (index + 1) * self.batch_size]
+        packed = np.empty((len(rows), self.window_len), dtype=np.uint8)
+        contigs = []
+        for row, (k, start) in enumerate(rows):
+            contig, _, end = self.intervals[int(k)]
+            self._fill(packed, row, contig, int(start), end, False)
+            contigs.append(contig)
+        return self._to_batch(packed, contigs, rows[:, 1].copy(), np.zeros(len(rows), dtype=bool))
+
+    def __iter__(self) -> Iterator[dict]:
+        self._next_epoch()
+        mine = list(range(self.rank, self._n_global(), self.world_size))
+        for local in self._my_batches(len(mine)):
+            yield self.batch(mine[local])
