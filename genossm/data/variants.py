@@ -1,0 +1,535 @@
+"""Variant input and output: VCF/BCF (pysam) and TSV in, a scored VCF and a TSV/Parquet table out.
+
+Reading streams record by record, so a VCF of any size is read in bounded memory. Every record becomes
+one :class:`VariantRecord` (1-based ``pos`` as in the file) and every ALT allele of it one
+:class:`Allele` (0-based ``start`` inside the code). Alleles that cannot be scored are never dropped:
+:func:`check_record` gives each a ``reason`` (see :data:`REASONS`), which the writers carry to the output.
+
+Input formats, recognised from the file's content (not its name):
+
+* VCF, plain text, bgzip or plain gzip; BCF. ``region="20:1,000-2,000"`` restricts a bgzip/BCF file that
+  has a ``.tbi``/``.csi`` index to that region (contig names matched through the ``chr`` aliases).
+* TSV (plain or gzip) with a header line naming at least ``chrom``, ``pos`` (1-based), ``ref``, ``alt``
+  (optional ``id``); several ALT alleles may be given comma-separated.
+
+A broken file raises :class:`~genossm.errors.GenossmError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pysam
+
+from genossm.data.genome import resolve_contig
+from genossm.errors import GenossmError, atomic_path
+
+# Why an allele has no score. The keys are written to the output (VCF INFO GENOSSM_SKIP, table column
+# `reason`); the values document them (VCF header, README).
+REASONS: dict[str, str] = {
+    "missing_alt": "ALT is '.' (no alternative allele)",
+    "symbolic_allele": "ALT is symbolic (<DEL>, <*>, a breakend) or the spanning deletion '*'",
+    "non_acgt_allele": "REF or ALT holds a letter other than A, C, G, T",
+    "contig_absent": "the contig is not in the FASTA (chr/MT aliases tried)",
+    "beyond_contig_end": "REF reaches past the end of the contig in the FASTA",
+    "ref_mismatch": "REF differs from the FASTA at that position",
+}
+REASON_CODES: tuple[str, ...] = ("",) + tuple(REASONS)  # 0 = scored
+
+_ACGT = re.compile(r"^[ACGTacgt]+$")
+_REGION = re.compile(r"^(?P<contig>[^:\s]+?)(?::(?P<start>[\d,_]+)(?:-(?P<end>[\d,_]+))?)?$")
+
+
+@dataclass(frozen=True)
+class VariantRecord:
+    """One input record (a VCF line or a TSV row), as written in the file."""
+
+    index: int  # 0-based record number in input order
+    line: int | None  # 1-based line in a text file, None for BCF/region queries
+    chrom: str
+    pos: int  # 1-based, as in VCF
+    id: str | None
+    ref: str
+    alts: tuple[str, ...]  # empty when ALT is '.'
+
+
+@dataclass
+class Allele:
+    """One ALT allele of a record: the unit that gets a score (or a reason for having none)."""
+
+    index: int  # global 0-based ordinal over all alleles of the input, in input order
+    record: int  # VariantRecord.index
+    allele: int  # 1-based ALT number inside the record (0 for a record without ALT)
+    chrom: str  # as in the input
+    pos: int  # 1-based
+    id: str | None
+    ref: str
+    alt: str
+    kind: str  # snv | mnv | indel | symbolic | missing
+    contig: str | None = None  # the FASTA's own contig name, once resolved
+    reason: str | None = None  # None when scorable, else a key of REASONS
+
+    @property
+    def start(self) -> int:
+        """0-based start of REF on the contig."""
+        return self.pos - 1
+
+
+def allele_kind(ref: str, alt: str | None) -> str:
+    if alt is None or alt == ".":
+        return "missing"
+    if alt == "*" or alt.startswith("<") or "[" in alt or "]" in alt:
+        return "symbolic"
+    if len(ref) == len(alt):
+        return "snv" if len(ref) == 1 else "mnv"
+    return "indel"
+
+
+def record_alleles(record: VariantRecord, first_index: int) -> list[Allele]:
+    """The alleles of a record (one per ALT; one 'missing' allele for ALT '.'), before any FASTA check."""
+    alts = record.alts or (".",)
+    out = []
+    for i, alt in enumerate(alts):
+        kind = allele_kind(record.ref, alt)
+        reason = None
+        if kind == "missing":
+            reason = "missing_alt"
+        elif kind == "symbolic":
+            reason = "symbolic_allele"
+        elif not (_ACGT.match(record.ref) and _ACGT.match(alt)):
+            reason = "non_acgt_allele"
+        out.append(Allele(
+            index=first_index + i, record=record.index, allele=i + 1 if record.alts else 0,
+            chrom=record.chrom, pos=record.pos, id=record.id, ref=record.ref.upper(), alt=alt.upper(),
+            kind=kind, reason=reason,
+        ))
+    return out
+
+
+def check_alleles(alleles: list[Allele], genome) -> list[Allele]:
+    """Resolve each allele's contig in ``genome`` and set ``reason`` when it cannot be scored.
+
+    ``genome`` is a :class:`genossm.data.genome.Genome` (``resolve``, ``lengths``, ``fetch``). Never raises
+    for a variant that does not fit the genome: the reason says why.
+    """
+    ref_cache: dict[tuple, str] = {}
+    for a in alleles:
+        if a.reason is not None:
+            continue
+        try:
+            a.contig = genome.resolve(a.chrom)
+        except GenossmError:
+            a.reason = "contig_absent"
+            continue
+        length = genome.lengths[a.contig]
+        end = a.start + len(a.ref)
+        if a.start < 0 or end > length:
+            a.reason = "beyond_contig_end"
+            continue
+        key = (a.contig, a.start, end)
+        if key not in ref_cache:
+            ref_cache[key] = genome.fetch(a.contig, a.start, end).upper()
+        if ref_cache[key] != a.ref:
+            a.reason = "ref_mismatch"
+    return alleles
+
+
+def parse_region(region: str) -> tuple[str, int | None, int | None]:
+    """``"20:1,001-2,000"`` (1-based, inclusive, as samtools) -> ``("20", 1000, 2000)`` 0-based half-open."""
+    m = _REGION.match(str(region).strip())
+    if not m:
+        raise GenossmError(f"region {region!r} is not CHROM, CHROM:START or CHROM:START-END (1-based, inclusive)")
+    contig = m["contig"]
+    start = int(m["start"].replace(",", "").replace("_", "")) - 1 if m["start"] else None
+    end = int(m["end"].replace(",", "").replace("_", "")) if m["end"] else None
+    if start is not None and start < 0:
+        raise GenossmError(f"region {region!r}: positions are 1-based, START must be at least 1")
+    if start is not None and end is not None and end <= start:
+        raise GenossmError(f"region {region!r}: END must not be before START")
+    return contig, start, end
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+def sniff(path: str | Path) -> tuple[str, str]:
+    """``(format, compression)``: format ``vcf`` | ``bcf`` | ``tsv``; compression ``none`` | ``gzip`` | ``bgzf``."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenossmError(f"{path}: variants file not found")
+    with open(path, "rb") as fh:
+        head = fh.read(18)
+    if not head:
+        raise GenossmError(f"{path}: the variants file is empty")
+    compression = "none"
+    data = head
+    if head[:2] == b"\x1f\x8b":
+        compression = "bgzf" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
+        try:
+            with gzip.open(path, "rb") as g:
+                data = g.read(64)
+        except (OSError, EOFError) as err:
+            raise GenossmError(f"{path}: cannot decompress ({err})") from None
+    if data.startswith(b"BCF"):
+        return "bcf", compression
+    if data.startswith(b"##fileformat=VCF"):
+        return "vcf", compression
+    return "tsv", compression
+
+
+class VariantReader:
+    """Stream the records of a VCF/BCF/TSV file in input order.
+
+    ``for rec in reader`` yields :class:`VariantRecord`; :meth:`pysam_records` yields ``(VariantRecord,
+    pysam.VariantRecord)`` pairs for writing a VCF that keeps every original field. ``header`` is the
+    pysam header (``None`` for TSV).
+    """
+
+    TSV_REQUIRED = ("chrom", "pos", "ref", "alt")
+
+    def __init__(self, path: str | Path, region: str | None = None, chunk_rows: int = 50_000):
+        self.path = Path(path)
+        self.region = region
+        self.chunk_rows = chunk_rows
+        self.format, self.compression = sniff(self.path)
+        self.header: pysam.VariantHeader | None = None
+        if self.format == "tsv" and region:
+            raise GenossmError(f"{self.path}: region= is supported for indexed VCF/BCF files, not for a TSV")
+        if self.format != "tsv":
+            vf, _ = self._open_vcf()
+            self.header = vf.header.copy()
+            try:
+                if region:
+                    self._check_region()
+                    self._fetch(vf)
+            finally:
+                vf.close()
+
+    # -- VCF/BCF -----------------------------------------------------------------------------------
+    def _open_vcf(self):
+        handle = None
+        try:
+            if self.compression == "gzip":
+                # htslib cannot seek in plain gzip; reading through a Python stream works
+                handle = gzip.open(self.path, "rb")
+                vf = pysam.VariantFile(handle)
+            else:
+                vf = pysam.VariantFile(str(self.path))
+        except (ValueError, OSError) as err:
+            if handle is not None:
+                handle.close()
+            raise GenossmError(f"{self.path}: cannot read as VCF/BCF ({err})") from None
+        return vf, handle
+
+    def _header_lines(self) -> int | None:
+        if self.format != "vcf":
+            return None
+        opener = gzip.open if self.compression != "none" else open
+        n = 0
+        with opener(self.path, "rb") as fh:
+            for line in fh:
+                if not line.startswith(b"#"):
+                    break
+                n += 1
+        return n
+
+    def _check_region(self) -> None:
+        parse_region(self.region)
+        if self.compression == "gzip":
+            raise GenossmError(
+                f"{self.path} is plain gzip, not bgzip, so it cannot be indexed for region={self.region}: "
+                "recompress it with bgzip (zcat in.vcf.gz | bgzip > out.vcf.gz) and index it "
+                "(tabix -p vcf out.vcf.gz), or leave region= out"
+            )
+
+    def _fetch(self, vf):
+        contig, start, end = parse_region(self.region)
+        if vf.index is None:
+            kind = "plain-text VCF" if self.compression == "none" else "file"
+            raise GenossmError(
+                f"{self.path}: region={self.region} needs an index, and this {kind} has no .tbi/.csi index: "
+                "bgzip it and run `tabix -p vcf` (or `bcftools index`), or leave region= out"
+            )
+        known = list(vf.index.keys()) if hasattr(vf.index, "keys") else list(vf.header.contigs)
+        try:
+            name = resolve_contig(known, contig, str(self.path))
+        except GenossmError:
+            return iter(())  # no record on that contig
+        return vf.fetch(name, start, end)
+
+    def pysam_records(self) -> Iterator[tuple[VariantRecord, pysam.VariantRecord]]:
+        if self.format == "tsv":
+            raise GenossmError(f"{self.path}: a TSV has no VCF records")
+        vf, handle = self._open_vcf()
+        header_lines = None if self.region else self._header_lines()
+        try:
+            it = self._fetch(vf) if self.region else iter(vf)
+            index = 0
+            previous = None
+            while True:
+                try:
+                    rec = next(it)
+                except StopIteration:
+                    return
+                except (OSError, ValueError) as err:
+                    where = f"line {header_lines + index + 1}" if header_lines is not None else f"record {index + 1}"
+                    after = f" (after {previous})" if previous else ""
+                    raise GenossmError(f"{self.path}: {where}{after}: malformed VCF record (htslib: {err})") from None
+                line = header_lines + index + 1 if header_lines is not None else None
+                yield VariantRecord(
+                    index=index, line=line, chrom=rec.chrom, pos=rec.pos, id=rec.id, ref=rec.ref or "",
+                    alts=tuple(rec.alts or ()),
+                ), rec
+                previous = f"{rec.chrom}:{rec.pos}"
+                index += 1
+        finally:
+            vf.close()
+            if handle is not None:
+                handle.close()
+
+    # -- TSV ---------------------------------------------------------------------------------------
+    def _tsv_records(self) -> Iterator[VariantRecord]:
+        try:
+            reader = pd.read_csv(
+                self.path, sep="\t", dtype=str, chunksize=self.chunk_rows, keep_default_na=False,
+                skip_blank_lines=False, quoting=csv.QUOTE_NONE, compression="gzip" if self.compression != "none" else None,
+            )
+            index = 0
+            first = True
+            for chunk in reader:
+                if first:
+                    self._check_tsv_columns(chunk.columns)
+                    first = False
+                chunk.columns = [self._column(c) for c in chunk.columns]
+                yield from self._tsv_chunk(chunk, index)
+                index += len(chunk)
+            if first:
+                raise GenossmError(f"{self.path}: line 1: empty TSV, expected a header with {', '.join(self.TSV_REQUIRED)}")
+        except pd.errors.ParserError as err:
+            raise GenossmError(f"{self.path}: malformed TSV ({err})") from None
+        except pd.errors.EmptyDataError:
+            raise GenossmError(f"{self.path}: line 1: empty TSV, expected a header with {', '.join(self.TSV_REQUIRED)}") from None
+        except UnicodeDecodeError as err:
+            raise GenossmError(f"{self.path}: not a VCF, BCF or text TSV of variants ({err})") from None
+
+    @staticmethod
+    def _column(name: str) -> str:
+        return str(name).strip().lstrip("#").strip().lower()
+
+    def _check_tsv_columns(self, columns) -> None:
+        names = [self._column(c) for c in columns]
+        missing = [c for c in self.TSV_REQUIRED if c not in names]
+        if missing:
+            raise GenossmError(
+                f"{self.path}: line 1: not a VCF/BCF (no ##fileformat line) and not a TSV with columns "
+                f"{', '.join(self.TSV_REQUIRED)}: missing {', '.join(missing)} (header: {' | '.join(map(str, columns))[:200]})"
+            )
+
+    def _tsv_chunk(self, chunk: pd.DataFrame, first_index: int) -> Iterator[VariantRecord]:
+        has_id = "id" in chunk.columns
+        cols = [chunk[c].to_numpy() for c in self.TSV_REQUIRED]
+        ids = chunk["id"].to_numpy() if has_id else None
+        for i in range(len(chunk)):
+            line = first_index + i + 2
+            chrom, pos, ref, alt = (str(c[i]).strip() for c in cols)
+            for name, value in (("chrom", chrom), ("pos", pos), ("ref", ref), ("alt", alt)):
+                if not value:
+                    raise GenossmError(f"{self.path}: line {line}: empty value in column {name}")
+            if not pos.isdigit() or int(pos) < 1:
+                raise GenossmError(f"{self.path}: line {line}: pos {pos!r} is not a 1-based position (a whole number >= 1)")
+            alts = () if alt == "." else tuple(a.strip() for a in alt.split(","))
+            vid = str(ids[i]).strip() if has_id else ""
+            yield VariantRecord(
+                index=first_index + i, line=line, chrom=chrom, pos=int(pos), id=vid if vid not in ("", ".") else None,
+                ref=ref, alts=alts,
+            )
+
+    def __iter__(self) -> Iterator[VariantRecord]:
+        if self.format == "tsv":
+            yield from self._tsv_records()
+        else:
+            for rec, _ in self.pysam_records():
+                yield rec
+
+
+def iter_alleles(records, genome=None) -> Iterator[tuple[VariantRecord, list[Allele]]]:
+    """``(record, alleles)`` for each record, with global allele ordinals; checked against ``genome`` if given."""
+    index = 0
+    for rec in records:
+        alleles = record_alleles(rec, index)
+        index += len(alleles)
+        if genome is not None:
+            check_alleles(alleles, genome)
+        yield rec, alleles
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+LLR_DESCRIPTION = (
+    "genossm zero-shot log-likelihood ratio per ALT allele, natural log: log P(alt) - log P(ref) "
+    "(SNV: at the masked position; indel/MNV: pseudo-log-likelihood difference of the alt and ref windows), "
+    "averaged over both strands. Negative = alt less likely than ref under the model. Missing when the allele "
+    "could not be scored (see GENOSSM_SKIP)"
+)
+EMB_DESCRIPTION = (
+    "genossm embedding distance per ALT allele between the ref and alt windows (reverse-complement-invariant "
+    "embeddings); 0 = no change, larger = the alt window looks more different to the model. Missing when the "
+    "allele could not be scored (see GENOSSM_SKIP)"
+)
+SKIP_DESCRIPTION = "Why an ALT allele has no genossm score ('.' when scored): " + "; ".join(
+    f"{k} = {v}" for k, v in REASONS.items()
+)
+
+TABLE_COLUMNS = ("record", "chrom", "pos", "id", "ref", "alt", "allele", "kind", "llr", "emb_dist", "reason")
+
+
+def _vcf_mode(path: Path) -> tuple[str, str]:
+    name = path.name.lower()
+    if name.endswith(".bcf"):
+        return "wb", ".bcf"
+    if name.endswith((".vcf.gz", ".vcf.bgz")):
+        return "wz", ".vcf.gz"
+    return "w", ".vcf"
+
+
+def is_vcf_path(path: str | Path) -> bool:
+    return str(path).lower().endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf"))
+
+
+def is_table_path(path: str | Path) -> bool:
+    return str(path).lower().endswith((".tsv", ".tsv.gz", ".txt", ".parquet", ".pq"))
+
+
+class VcfOutput:
+    """Write a copy of the input VCF with genossm's INFO fields, atomically (temp file, then rename).
+
+    Use as a context manager; call :meth:`write` once per input record, in input order.
+    """
+
+    def __init__(self, path: str | Path, header: pysam.VariantHeader):
+        self.path = Path(path)
+        self.mode, self.suffix = _vcf_mode(self.path)
+        self.header = header.copy()
+        for key, number, typ, desc in (
+            ("GENOSSM_LLR", "A", "Float", LLR_DESCRIPTION),
+            ("GENOSSM_EMB_DIST", "A", "Float", EMB_DESCRIPTION),
+            ("GENOSSM_SKIP", "A", "String", SKIP_DESCRIPTION),
+        ):
+            if key in self.header.info:
+                self.header.info.remove_header(key)
+            self.header.add_line(f'##INFO=<ID={key},Number={number},Type={typ},Description="{desc}">')
+        self._ctx = None
+        self._vf = None
+
+    def __enter__(self):
+        self._ctx = atomic_path(self.path, self.suffix)
+        tmp = self._ctx.__enter__()
+        self._vf = pysam.VariantFile(str(tmp), self.mode, header=self.header)
+        return self
+
+    def __exit__(self, *exc):
+        self._vf.close()
+        return self._ctx.__exit__(*exc)
+
+    def write(self, rec: pysam.VariantRecord, llr, emb_dist, reasons) -> None:
+        """``llr``, ``emb_dist``: one float (NaN = missing) per ALT; ``reasons``: one str or None per ALT."""
+        rec.translate(self.header)
+        n = len(rec.alts or ())
+        for key in ("GENOSSM_LLR", "GENOSSM_EMB_DIST", "GENOSSM_SKIP"):
+            if key in rec.info:
+                del rec.info[key]
+        if n:
+            llr = [None if v is None or np.isnan(v) else float(v) for v in llr[:n]]
+            dist = [None if v is None or np.isnan(v) else float(v) for v in emb_dist[:n]]
+            if any(v is not None for v in llr):
+                rec.info["GENOSSM_LLR"] = llr
+            if any(v is not None for v in dist):
+                rec.info["GENOSSM_EMB_DIST"] = dist
+            if any(reasons[:n]):
+                rec.info["GENOSSM_SKIP"] = [r or "." for r in reasons[:n]]
+        self._vf.write(rec)
+
+
+class TableOutput:
+    """One row per variant-allele, TSV (optionally .gz) or Parquet, written in chunks, atomically."""
+
+    def __init__(self, path: str | Path, extra_columns: tuple[str, ...] = ()):
+        self.path = Path(path)
+        self.parquet = self.path.name.lower().endswith((".parquet", ".pq"))
+        self.columns = TABLE_COLUMNS + tuple(extra_columns)
+        self._ctx = None
+        self._fh = None
+        self._writer = None
+        self._rows: list[dict] = []
+        self.n_rows = 0
+
+    def __enter__(self):
+        suffix = ".parquet" if self.parquet else ""
+        self._ctx = atomic_path(self.path, suffix)
+        self._tmp = self._ctx.__enter__()
+        if not self.parquet:
+            raw = open(self._tmp, "wb")
+            self._fh = gzip.GzipFile(fileobj=raw, mode="wb") if self.path.name.endswith(".gz") else raw
+            self._raw = raw
+            self._fh.write(("\t".join(self.columns) + "\n").encode())
+        return self
+
+    def add(self, row: dict) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= 10_000:
+            self.flush()
+
+    def _frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self._rows, columns=list(self.columns))
+        for col in ("record", "pos", "allele"):
+            df[col] = df[col].astype("int64")
+        for col in ("llr", "emb_dist"):
+            df[col] = df[col].astype("float64")
+        return df
+
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        df = self._frame()
+        self.n_rows += len(df)
+        self._rows = []
+        if self.parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(str(self._tmp), table.schema)
+            self._writer.write_table(table.cast(self._writer.schema))
+        else:
+            buf = io.StringIO()
+            df.to_csv(buf, sep="\t", header=False, index=False, na_rep="", float_format="%.6g")
+            self._fh.write(buf.getvalue().encode())
+
+    def __exit__(self, *exc):
+        try:
+            if exc[0] is None:
+                self.flush()
+                if self.parquet and self._writer is None:  # no rows: still a valid, empty table
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    pq.write_table(pa.Table.from_pandas(self._frame(), preserve_index=False), str(self._tmp))
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+            if self._fh is not None:
+                self._fh.close()
+                if self._fh is not self._raw:
+                    self._raw.close()
+        return self._ctx.__exit__(*exc)
