@@ -16,13 +16,19 @@ Task: is a 200 bp window the region just upstream of an annotated gene start (la
   matches its own reverse complement). Each window is linked to the windows overlapping it and to those
   overlapping its mirror image in the other repeat; each linked group goes to one split, so no test
   window has an identical copy (or an overlapping one) in training.
-* Splits: groups shuffled with the seed and filled to 70 % train, 15 % val, 15 % test (by window count).
+* Splits (default ``--split heldout``): the same genome intervals the bundled pretraining demo holds out
+  (``athaliana_chloroplast.val.bed``, ``athaliana_chloroplast.test.bed``): a window inside the val/test
+  interval is val/test, a window touching neither is train, and the few windows straddling a boundary
+  are dropped. A model pretrained on the demo's train split has then never seen a val/test base.
+  Both held-out intervals lie in the single-copy regions, so no mirror image crosses the split; the
+  script checks that no linked group crosses it. ``--split random`` instead shuffles the linked groups
+  with the seed and fills 70 % train, 15 % val, 15 % test (by window count).
 
 Output: ``chloroplast_promoters.tsv`` (tab separated, header ``chrom start end strand label split name``,
 0-based half-open coordinates as in BED). Deterministic: the same inputs and seed give the same file.
 
     python data/make_promoter_task.py                      # rewrites data/chloroplast_promoters.tsv
-    python data/make_promoter_task.py --genbank X.gb --out task.tsv --window 200 --seed 0
+    python data/make_promoter_task.py --genbank X.gb --out task.tsv --window 200 --seed 0 --split random
 """
 
 from __future__ import annotations
@@ -33,14 +39,17 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-GENBANK_NAME = "athaliana_chloroplast_NC_000932.gb"
+GENBANK = HERE / "athaliana_chloroplast.gb"  # NC_000932.1
+HELDOUT = {"val": HERE / "athaliana_chloroplast.val.bed", "test": HERE / "athaliana_chloroplast.test.bed"}
 
 
-def default_genbank() -> Path:
-    for candidate in (HERE / GENBANK_NAME, HERE.parent.parent / "shared" / "data" / "annotations" / GENBANK_NAME):
-        if candidate.is_file():
-            return candidate
-    raise SystemExit(f"cannot find {GENBANK_NAME}; pass --genbank PATH")
+def read_bed_intervals(path: Path) -> list[tuple[int, int]]:
+    out = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip() and not line.startswith(("#", "track", "browser")):
+            fields = line.split("\t")
+            out.append((int(fields[1]), int(fields[2])))
+    return out
 
 
 def inverted_repeat(seq: str, k: int = 32) -> tuple[int, int, int, int]:
@@ -91,7 +100,8 @@ def overlaps(start: int, end: int, intervals: list[tuple[int, int]]) -> bool:
     return any(start < e and s < end for s, e in intervals)
 
 
-def build(genbank: Path, window: int, seed: int, negatives_per_positive: int = 2, fractions=(0.7, 0.15, 0.15)):
+def build(genbank: Path, window: int, seed: int, split: str = "heldout", negatives_per_positive: int = 2,
+          fractions=(0.7, 0.15, 0.15)):
     from Bio import SeqIO
 
     record = SeqIO.read(str(genbank), "genbank")
@@ -155,26 +165,41 @@ def build(genbank: Path, window: int, seed: int, negatives_per_positive: int = 2
 
     from genossm.data.regions import SPLITS, fill_splits
 
-    assigned = fill_splits(np.bincount(groups), fractions, np.random.default_rng(seed + 1))
-    splits = [SPLITS[k] for k in assigned[groups]]
+    if split == "random":
+        assigned = fill_splits(np.bincount(groups), fractions, np.random.default_rng(seed + 1))
+        splits = [SPLITS[k] for k in assigned[groups]]
+    else:
+        heldout = {name: read_bed_intervals(path) for name, path in HELDOUT.items()}
+        splits = []
+        for s, e, *_rest in rows:
+            inside = [name for name, ivs in heldout.items() if any(a <= s and e <= b for a, b in ivs)]
+            touching = any(overlaps(s, e, ivs) for ivs in heldout.values())
+            splits.append(inside[0] if inside else ("drop" if touching else "train"))
+        for g in np.unique(groups):
+            members = {splits[i] for i in np.flatnonzero(groups == g)} - {"drop"}
+            if len(members) > 1:
+                raise SystemExit(f"linked windows {[rows[i][:2] for i in np.flatnonzero(groups == g)]} cross splits {members}")
+        keep = [i for i, sp in enumerate(splits) if sp != "drop"]
+        rows, splits = [rows[i] for i in keep], [splits[i] for i in keep]
     return chrom, rows, splits, ir
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--genbank", type=Path, default=None)
+    parser.add_argument("--genbank", type=Path, default=GENBANK)
     parser.add_argument("--out", type=Path, default=HERE / "chloroplast_promoters.tsv")
     parser.add_argument("--window", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=("heldout", "random"), default="heldout")
     args = parser.parse_args()
-    chrom, rows, splits, ir = build(args.genbank or default_genbank(), args.window, args.seed)
+    chrom, rows, splits, ir = build(args.genbank, args.window, args.seed, args.split)
     with open(args.out, "w") as out:
         out.write("chrom\tstart\tend\tstrand\tlabel\tsplit\tname\n")
         for (s, e, strand, label, name), split in zip(rows, splits):
             out.write(f"{chrom}\t{s}\t{e}\t{strand}\t{label}\t{split}\t{name}\n")
     counts = {sp: (sum(1 for x, r in zip(splits, rows) if x == sp and r[3] == 1), splits.count(sp)) for sp in ("train", "val", "test")}
     print(f"inverted repeats: [{ir[0]}, {ir[1]}) and [{ir[2]}, {ir[3]}) ({ir[1] - ir[0]} bp)")
-    print(f"wrote {len(rows)} windows to {args.out}: " + ", ".join(f"{k} {p}/{t} positive" for k, (p, t) in counts.items()))
+    print(f"wrote {len(rows)} windows to {args.out.name}: " + ", ".join(f"{k} {p}/{t} positive" for k, (p, t) in counts.items()))
 
 
 if __name__ == "__main__":

@@ -114,7 +114,10 @@ def _is_int(text: str) -> bool:
 
 
 def read_regions(path, label_column: str | None = "label", need_labels: bool = False) -> RegionSet:
-    """Read a BED/TSV/FASTA of regions (see the module docstring); ``need_labels`` requires a label column."""
+    """Read a BED/TSV/FASTA of regions (see the module docstring); ``need_labels`` requires a label column.
+
+    ``label_column=None`` reads no label: a headerless BED's 4th column is then the region name.
+    """
     path = Path(path)
     if not path.is_file():
         raise GenossmError(f"regions file {path} not found")
@@ -203,7 +206,7 @@ def _read_table(path: Path, label_column: str | None) -> RegionSet:
             raise GenossmError(f"{path} line {lines[0]}: no header line naming the columns (chrom start end label ...)")
         width = max((len(r) for r in rows), default=3)
         names = list(_BED_COLUMNS[:width]) + [f"column{i + 1}" for i in range(len(_BED_COLUMNS), width)]
-        if len(names) > 3 and (label_column in (None, "label", "name")):
+        if len(names) > 3 and label_column in ("label", "name"):
             names[3] = "label"  # headerless BED: the 4th column is the label (or just a name when unlabelled)
         columns = names
     else:

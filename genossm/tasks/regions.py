@@ -118,6 +118,7 @@ class RegionModel(L.LightningModule):
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32))
         if mode == "head":
             self.backbone.requires_grad_(False)
+        self.backbone.train(mode == "finetune")  # Lightning keeps the modes it finds at fit start
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def train(self, mode: bool = True):
@@ -357,3 +358,227 @@ def plot_curves(task: str, y: torch.Tensor, scores: dict[str, torch.Tensor], fol
         plt.close(fig)
         written.append(path)
     return written
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+
+def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
+    """(backbone, pretrained?) from a saved model, or a random initialisation of ``model_config``."""
+    from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained
+
+    if pretrained:
+        if not Path(pretrained).exists():
+            raise GenossmError(f"pretrained model {pretrained} not found")
+        return from_pretrained(pretrained), True
+    if model_config is None:
+        raise GenossmError("no pretrained=PATH given and no model config to initialise one")
+    return BiMambaLM(BiMambaConfig(**dict(model_config))), False
+
+
+def input_columns(regions) -> pd.DataFrame:
+    """The identifying columns of every region (name, chrom, start, end, strand), in input order."""
+    t = regions.table
+    cols = ["name", "chrom", "start", "end", "strand"] if regions.has_coords else ["name"]
+    return t[cols].reset_index(drop=True).copy()
+
+
+def run_finetune(cfg, out_dir) -> dict:
+    """The ``genossm finetune`` run: every output goes to ``out_dir``; returns the metrics dict.
+
+    ``cfg`` keys: fasta, pretrained, regions, seed, task, label_column, region_len, pooling, mode,
+    split.{mode,fractions,val_contigs,test_contigs}, train.{...}, probe, kmer.{enabled,k,canonical},
+    model (used only without ``pretrained``), trainer (Lightning Trainer arguments).
+    """
+    import logging
+
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from omegaconf import OmegaConf
+
+    from genossm.data.regions import assign_splits, encode_labels, open_genome, read_regions, region_tokens
+    from genossm.tasks.kmer_baseline import class_weights, fit_linear, kmer_baseline
+
+    log = logging.getLogger("genossm.finetune")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mode = cfg.mode
+    if mode not in ("finetune", "head", "probe"):
+        raise GenossmError(f"mode must be finetune, head or probe, got {mode!r}")
+    L.seed_everything(cfg.seed, workers=True)
+
+    if not cfg.regions:
+        raise GenossmError("regions=PATH (a labelled BED/TSV/FASTA) is required")
+    regions = read_regions(cfg.regions, label_column=cfg.label_column, need_labels=True)
+    genome = open_genome(cfg.fasta) if regions.has_coords else None
+    labels = encode_labels(regions, cfg.task)
+    sp = cfg.split
+    splits = assign_splits(regions, sp.mode, list(sp.fractions), cfg.seed, sp.val_contigs, sp.test_contigs)
+    for needed in ("train", "val"):
+        if not (splits == needed).any():
+            raise GenossmError(f"{regions.source}: the {needed} split is empty; change split.mode or split.fractions")
+    tokens, valid = region_tokens(regions, genome, cfg.region_len)
+    region_len = int(tokens.shape[1])
+    n_classes = len(labels.classes) if labels.classes else 1
+    train_rows = np.flatnonzero(splits == "train")
+    val_rows = np.flatnonzero(splits == "val")
+    y = labels.y
+    weights = class_weights(y[train_rows], labels.task, n_classes) if cfg.train.class_weights else None
+    log.info("%d regions (%s), %s; split %s", len(regions), labels.task, regions.source,
+             {s: int((splits == s).sum()) for s in ("train", "val", "test")})
+
+    backbone, was_pretrained = load_backbone(cfg.pretrained, cfg.get("model"))
+    if not was_pretrained:
+        log.warning("no pretrained=PATH: the backbone is randomly initialised (a baseline, not a pretrained model)")
+    meta = {"task": labels.task, "classes": labels.classes, "pooling": cfg.pooling, "region_len": region_len,
+            "label_column": cfg.label_column, "source_regions": Path(regions.source).name}
+    scores: dict[str, torch.Tensor] = {}
+
+    if cfg.kmer.enabled:
+        _, scores["kmer"] = kmer_baseline(tokens, valid, y, splits, labels.task, n_classes, cfg.kmer.k, cfg.kmer.canonical,
+                                          balance=bool(cfg.train.class_weights))
+    if cfg.probe or mode == "probe":  # frozen pretrained embeddings, before any fine-tuning touches them
+        emb = embed_regions(backbone, tokens, valid, cfg.pooling, cfg.train.batch_size)
+        probe = fit_linear(emb[train_rows], y[train_rows], labels.task, n_classes, emb[val_rows], y[val_rows],
+                           balance=bool(cfg.train.class_weights))
+        scores["probe"] = probe.predict(emb)
+        save_region_model(out_dir / ("model" if mode == "probe" else "probe"), backbone, probe.folded(),
+                          dict(meta, mode="probe", l2=probe.l2))
+
+    if mode in ("finetune", "head"):
+        t = cfg.train
+        module = RegionModel(backbone, labels.task, labels.n_outputs, mode=mode, pooling=cfg.pooling, lr=t.lr,
+                             backbone_lr=t.backbone_lr, weight_decay=t.weight_decay,
+                             class_weights=None if weights is None else weights.tolist(), dropout=t.dropout)
+        generator = torch.Generator().manual_seed(int(cfg.seed))
+        train_dl = DataLoader(RegionDataset(tokens, valid, y, train_rows), batch_size=t.batch_size, shuffle=True,
+                              generator=generator)
+        val_dl = DataLoader(RegionDataset(tokens, valid, y, val_rows), batch_size=t.batch_size)
+        trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
+        for key in ("_target_", "callbacks", "logger", "default_root_dir"):
+            trainer_args.pop(key, None)
+        checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
+                                     save_top_k=1, save_weights_only=True)
+        callbacks = [checkpoint, EarlyStopping(monitor="val/loss", mode="min", patience=t.patience)]
+        trainer = L.Trainer(**trainer_args, callbacks=callbacks, default_root_dir=str(out_dir),
+                            logger=CSVLogger(str(out_dir), name="logs", version=""))
+        trainer.fit(module, train_dl, val_dl)
+        if checkpoint.best_model_path and Path(checkpoint.best_model_path).is_file():
+            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+            log.info("best epoch by val/loss: %s", checkpoint.best_model_path)
+        module.cpu()
+        scores[mode] = output_scores(module.predict_logits(tokens, valid, t.batch_size), labels.task)
+        save_region_model(out_dir / "model", module.backbone, module.head, dict(meta, mode=mode))
+
+    # predictions (input order), metrics, plots
+    table = input_columns(regions)
+    table["label"] = regions.table["label"].to_numpy()
+    table["split"] = splits
+    for name, s in scores.items():
+        for col, values in score_columns(s, labels.task, labels.classes, f"_{name}").items():
+            table[col] = values
+    write_table(table, out_dir / "predictions.tsv")
+    metrics = {
+        "task": labels.task,
+        "classes": labels.classes,
+        "regions": str(regions.source),
+        "pretrained": str(cfg.pretrained) if cfg.pretrained else None,
+        "mode": mode,
+        "region_len": region_len,
+        "split_sizes": {s: int((splits == s).sum()) for s in ("train", "val", "test")},
+        "methods": {name: metrics_by_split(labels.task, s, y, splits, n_classes) for name, s in scores.items()},
+    }
+    write_json(metrics, out_dir / "metrics.json")
+    eval_split = "test" if (splits == "test").any() else "val"
+    rows = torch.from_numpy(splits == eval_split)
+    plot_curves(labels.task, y[rows], {n: s[rows] for n, s in scores.items()}, out_dir,
+                title=f"{Path(regions.source).name}: {eval_split} split")
+    print(format_metrics(metrics, eval_split))
+    print(f"outputs in {out_dir}")
+    return metrics
+
+
+def format_metrics(metrics: dict, split: str = "test") -> str:
+    """A small text table: one row per method, the metrics of one split."""
+    rows = []
+    keys = ("auroc", "auprc", "mcc", "accuracy") if metrics["task"] != "regression" else ("pearson", "spearman", "mse")
+    rows.append(f"{'method':<10}" + "".join(f"{k:>10}" for k in keys) + f"   ({split} split)")
+    for name, by_split in metrics["methods"].items():
+        m = by_split.get(split, {})
+        rows.append(f"{name:<10}" + "".join(f"{m[k]:>10.3f}" if m.get(k) is not None else f"{'-':>10}" for k in keys))
+    return "\n".join(rows)
+
+
+@torch.no_grad()
+def embed_variable(backbone: nn.Module, seqs: list[np.ndarray], pooling: str = "mean", batch_size: int = 64,
+                   region_len: int | None = None) -> torch.Tensor:
+    """RC-invariant embeddings (N, H) in input order.
+
+    With ``region_len`` every sequence is centred/padded to it; without, sequences are batched only with
+    others of the same length, so no padding ever enters the bidirectional scan.
+    """
+    from genossm.data.regions import center_fit
+
+    if region_len:
+        fitted = [center_fit(s, int(region_len)) for s in seqs]
+        tokens = torch.from_numpy(np.stack([f[0] for f in fitted]).astype(np.int64))
+        valid = torch.from_numpy(np.stack([f[1] for f in fitted]))
+        return embed_regions(backbone, tokens, valid, pooling, batch_size)
+    out = torch.zeros(len(seqs), embedding_dim(backbone, pooling))
+    by_length: dict[int, list[int]] = {}
+    for i, s in enumerate(seqs):
+        by_length.setdefault(len(s), []).append(i)
+    for length, rows in by_length.items():
+        tokens = torch.from_numpy(np.stack([seqs[i] for i in rows]).astype(np.int64))
+        out[rows] = embed_regions(backbone, tokens, torch.ones_like(tokens, dtype=torch.bool), pooling, batch_size)
+    return out
+
+
+def score_regions(pretrained, regions_path, output, fasta=None, batch_size: int = 64) -> pd.DataFrame:
+    """Scores of every region (input order) from a fine-tuned region model; written atomically to ``output``."""
+    from genossm.data.regions import open_genome, read_regions, region_tokens
+
+    if not output:
+        raise GenossmError("output=PATH is required (.tsv, .tsv.gz, .csv or .parquet)")
+    backbone, head, meta = load_region_model(pretrained)
+    regions = read_regions(regions_path, label_column=None)
+    genome = open_genome(fasta) if regions.has_coords else None
+    tokens, valid = region_tokens(regions, genome, meta["region_len"])
+    with torch.no_grad():
+        logits = head(embed_regions(backbone, tokens, valid, meta["pooling"], batch_size))
+    table = input_columns(regions)
+    for col, values in score_columns(output_scores(logits, meta["task"]), meta["task"], meta.get("classes")).items():
+        table[col] = values
+    write_table(table, output)
+    print(f"scored {len(table)} regions -> {output}")
+    return table
+
+
+def embed_file(pretrained, regions_path, output, fasta=None, pooling: str = "mean", region_len=None,
+               batch_size: int = 64) -> np.ndarray:
+    """RC-invariant embeddings of every region / FASTA record, input order, to ``.npy`` or ``.parquet``."""
+    from genossm.data.regions import open_genome, read_regions, region_sequences
+    from genossm.models import from_pretrained
+
+    if not output:
+        raise GenossmError("output=PATH is required (.npy or .parquet)")
+    suffix = Path(str(output)).suffix.lower()
+    if suffix not in (".npy", ".parquet"):
+        raise GenossmError(f"output {output}: the suffix must be .npy or .parquet")
+    if not Path(str(pretrained)).exists():
+        raise GenossmError(f"pretrained model {pretrained} not found")
+    backbone = from_pretrained(pretrained)
+    regions = read_regions(regions_path, label_column=None)
+    genome = open_genome(fasta) if regions.has_coords else None
+    emb = embed_variable(backbone, region_sequences(regions, genome), pooling, batch_size, region_len).numpy()
+    emb = emb.astype(np.float32)
+    if suffix == ".npy":
+        with atomic_write(output, "wb") as fh:
+            np.save(fh, emb)
+    else:
+        table = input_columns(regions)
+        table = pd.concat([table, pd.DataFrame(emb, columns=[f"emb_{i}" for i in range(emb.shape[1])])], axis=1)
+        write_table(table, output)
+    print(f"embedded {len(emb)} regions ({emb.shape[1]} dims) -> {output}")
+    return emb

@@ -244,8 +244,7 @@ def test_shipped_task_has_no_leak_across_splits(bundled_data):
         assert set(splits[linked.to_numpy()]) <= {splits[i]}
 
 
-@pytest.mark.slow
-def test_shipped_task_is_reproducible_and_repeats_found(shared_data, bundled_data, tmp_path):
+def test_shipped_task_is_reproducible_and_repeats_found(bundled_data, tmp_path):
     sys.path.insert(0, str(bundled_data))
     try:
         import make_promoter_task as script
@@ -253,7 +252,7 @@ def test_shipped_task_is_reproducible_and_repeats_found(shared_data, bundled_dat
         sys.path.remove(str(bundled_data))
     from Bio import SeqIO
 
-    gb = shared_data / "annotations" / "athaliana_chloroplast_NC_000932.gb"
+    gb = bundled_data / "athaliana_chloroplast.gb"
     seq = str(SeqIO.read(str(gb), "genbank").seq)
     a0, a1, b0, b1 = script.inverted_repeat(seq)
     assert (a0, a1, b0, b1) == (84170, 110434, 128214, 154478)
