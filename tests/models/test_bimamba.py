@@ -65,18 +65,18 @@ def test_rc_check_fails_when_the_rc_strand_skips_the_mirror(make_model):
 @pytest.mark.parametrize("variant", ["tied-add", "tied-proj", "untied-add", "untied-proj"])
 def test_mirrored_mixer_is_the_flipped_mixer(variant):
     torch.manual_seed(0)
-    mixer = BiMambaMixer(tiny(**RC_VARIANTS[variant])).double()
+    mixer = BiMambaMixer(tiny(scan_backend="reference", **RC_VARIANTS[variant])).double()
     h = torch.randn(2, 23, 16, dtype=torch.float64)
     torch.testing.assert_close(mixer(h.flip(1), mirror=True), mixer(h).flip(1))
 
 
 def test_reverse_scan_equals_forward_scan_of_the_flipped_sequence():
     torch.manual_seed(0)
-    branch = SSMBranch(16, 32, 4, 4, 1).double()
-    h = torch.randn(2, 19, 16, dtype=torch.float64)
+    branch = SSMBranch(16, 32, 4, 4, 1)
+    h = torch.randn(2, 19, 16)
     y_rev = branch.run(h, "anticausal", reverse=True, backend=tiny().scan_backend)
     y_ref = branch.run(h.flip(1), "causal", reverse=False, backend="reference").flip(-1)
-    torch.testing.assert_close(y_rev, y_ref)
+    torch.testing.assert_close(y_rev, y_ref, atol=1e-5, rtol=1e-5)
 
 
 def test_conv_modes_match_a_loop():

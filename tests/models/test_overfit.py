@@ -39,7 +39,7 @@ def test_tiny_model_overfits_a_real_sequence():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
     target = seq.expand(8, -1)
-    for step in range(150):
+    for step in range(100):
         x, masked = masked_batch(seq, 8, g)
         loss = F.cross_entropy(model(x)[masked], target[masked])
         opt.zero_grad()
