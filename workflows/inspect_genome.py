@@ -1,0 +1,69 @@
+"""genossm inspect: list a FASTA's contigs with length, N, GC and soft-mask fractions; config: conf/inspect.yaml."""
+
+from __future__ import annotations
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from genossm.cli import user_errors
+from genossm.data import tokenizer as tk
+from genossm.data.windows import TokenCache
+from genossm.errors import atomic_write
+from genossm.paths import conf_dir
+
+CHUNK = 1 << 24
+
+
+def contig_stats(cache: TokenCache, contig: str) -> dict:
+    """Counts over the contig's packed tokens (one bincount per 16 Mb chunk)."""
+    packed = cache.packed(contig)
+    counts = np.zeros(256, dtype=np.int64)
+    for start in range(0, len(packed), CHUNK):
+        counts += np.bincount(packed[start : start + CHUNK], minlength=256)
+    ids = counts[:128] + counts[128:]
+    length = int(len(packed))
+    acgt = int(ids[: tk.NUM_BASES].sum())
+    return {
+        "contig": contig,
+        "length": length,
+        "n_fraction": int(ids[tk.N]) / max(length, 1),
+        "gc_fraction": int(ids[tk.C] + ids[tk.G]) / max(acgt, 1),
+        "softmask_fraction": int(counts[128:].sum()) / max(length, 1),
+    }
+
+
+def inspect(cfg: DictConfig) -> list[dict]:
+    cache = TokenCache.open(cfg.fasta, cache_dir=cfg.cache_dir, contigs=cfg.contigs)
+    rows = [contig_stats(cache, name) for name in cache.contig_names]
+    total = sum(r["length"] for r in rows)
+    summary = {
+        "contig": f"all {len(rows)}",
+        "length": total,
+        **{k: sum(r[k] * r["length"] for r in rows) / max(total, 1) for k in ("n_fraction", "softmask_fraction")},
+        "gc_fraction": sum(r["gc_fraction"] * r["length"] * (1 - r["n_fraction"]) for r in rows)
+        / max(sum(r["length"] * (1 - r["n_fraction"]) for r in rows), 1),
+    }
+    print(f"{cfg.fasta}")
+    width = max(len(r["contig"]) for r in rows[: cfg.max_rows] + [summary])
+    print(f"{'contig':<{width}}  {'length':>13}  {'N':>7}  {'GC':>7}  {'soft-masked':>11}")
+    shown = rows[: cfg.max_rows]
+    for r in shown + [summary]:
+        print(f"{r['contig']:<{width}}  {r['length']:>13,}  {r['n_fraction']:>7.2%}  {r['gc_fraction']:>7.2%}  {r['softmask_fraction']:>11.2%}")
+    if len(rows) > len(shown):
+        print(f"... {len(rows) - len(shown)} more contigs (set max_rows or output=contigs.tsv)")
+    if cfg.output:
+        with atomic_write(cfg.output, "w") as handle:
+            handle.write("contig\tlength\tn_fraction\tgc_fraction\tsoftmask_fraction\n")
+            for r in rows:
+                handle.write(f"{r['contig']}\t{r['length']}\t{r['n_fraction']:.6f}\t{r['gc_fraction']:.6f}\t{r['softmask_fraction']:.6f}\n")
+    return rows
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="inspect", version_base="1.3")
+def main(cfg: DictConfig):
+    return user_errors(inspect)(cfg)
+
+
+if __name__ == "__main__":
+    main()
