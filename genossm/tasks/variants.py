@@ -32,6 +32,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -681,7 +682,9 @@ def score_variants(
         pl_trainer = L.Trainer(**kwargs)
     scorer = VariantScorer(model, opts)
     try:
-        pl_trainer.predict(scorer, dataloaders=loader, return_predictions=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
+            pl_trainer.predict(scorer, dataloaders=loader, return_predictions=False)
         writer.close()
         summary = Summary()
         if pl_trainer.is_global_zero:

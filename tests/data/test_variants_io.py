@@ -1,0 +1,197 @@
+"""Variant input/output: VCF/BCF/TSV reading against pysam itself, checks against the FASTA, writers."""
+
+import gzip
+import shutil
+
+import pandas as pd
+import pysam
+import pytest
+
+from genossm.data.genome import Genome
+from genossm.data.variants import (
+    REASONS,
+    TableOutput,
+    VariantReader,
+    VcfOutput,
+    check_alleles,
+    iter_alleles,
+    parse_region,
+    record_alleles,
+    sniff,
+)
+from genossm.errors import GenossmError
+
+INDELS = "variants_chr20_indels_1000g.vcf.gz"  # plain gzip, as distributed
+MULTI = "variants_chr20_multiallelic.vcf"
+SLICE = "variants_chr20_slice.fa.gz"
+
+HEADER = "##fileformat=VCFv4.2\n##contig=<ID=20,length=63025520>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+
+
+def pysam_rows(path):
+    with gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb") as fh:
+        return [(r.chrom, r.pos, r.ref, tuple(r.alts or ())) for r in pysam.VariantFile(fh)]
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_plain_gzip_vcf_matches_pysam(bundled_data):
+    path = bundled_data / INDELS
+    assert sniff(path) == ("vcf", "gzip")
+    records = list(VariantReader(path))
+    assert [(r.chrom, r.pos, r.ref, r.alts) for r in records] == pysam_rows(path)
+    assert len(records) == 194 and [r.index for r in records] == list(range(194))
+    # line numbers count the header: the first record is on the line after the last '#' line
+    n_header = sum(1 for line in gzip.open(path, "rt") if line.startswith("#"))
+    assert records[0].line == n_header + 1 and records[-1].line == n_header + 194
+
+
+def test_multiallelic_record_gives_one_allele_per_alt(bundled_data):
+    (rec,) = list(VariantReader(bundled_data / MULTI))
+    assert (rec.chrom, rec.pos, rec.ref, rec.alts) == ("1", 1219477, "TG", ("TGG", "T"))
+    alleles = record_alleles(rec, 5)
+    assert [(a.index, a.allele, a.alt, a.kind) for a in alleles] == [(5, 1, "TGG", "indel"), (6, 2, "T", "indel")]
+
+
+def test_bgzip_bcf_and_region_queries(tmp_path, bundled_data):
+    src = tmp_path / "indels.vcf"
+    with gzip.open(bundled_data / INDELS, "rb") as fh, open(src, "wb") as out:
+        shutil.copyfileobj(fh, out)
+    bgz = pysam.tabix_index(str(src), preset="vcf", keep_original=True)  # bgzip + .tbi
+    bcf = tmp_path / "indels.bcf"
+    with pysam.VariantFile(bgz) as vin, pysam.VariantFile(str(bcf), "wb", header=vin.header) as vout:
+        for r in vin:
+            vout.write(r)
+    expected = pysam_rows(src)
+    assert sniff(bgz) == ("vcf", "bgzf") and sniff(bcf)[0] == "bcf"
+    for path in (src, bgz, bcf):
+        assert [(r.chrom, r.pos, r.ref, r.alts) for r in VariantReader(path)] == expected
+    # 1-based inclusive region, contig through its alias
+    inside = [e for e in expected if 1_000_000 <= e[1] <= 3_000_000]
+    assert inside
+    got = [(r.chrom, r.pos, r.ref, r.alts) for r in VariantReader(bgz, region="chr20:1,000,000-3,000,000")]
+    assert got == inside
+    assert list(VariantReader(bgz, region="chr7:1-100")) == []
+
+
+def test_region_on_unindexed_files_is_a_clear_error(tmp_path, bundled_data):
+    with pytest.raises(GenossmError, match="plain gzip, not bgzip"):
+        VariantReader(bundled_data / INDELS, region="20:1-100000")
+    with pytest.raises(GenossmError, match="needs an index"):
+        VariantReader(bundled_data / MULTI, region="1:1-100000")
+    with pytest.raises(GenossmError, match="region"):
+        parse_region("20:500-100")
+
+
+def test_parse_region():
+    assert parse_region("20:1,001-2,000") == ("20", 1000, 2000)
+    assert parse_region("chrX") == ("chrX", None, None)
+
+
+def test_broken_vcf_line_names_file_and_line(tmp_path):
+    bad = write(tmp_path / "bad.vcf", HEADER + "20\t100\t.\tA\tC\t.\t.\t.\n20\tabc\t.\tA\tC\t.\t.\t.\n")
+    with pytest.raises(GenossmError, match=r"bad\.vcf: line 5.*malformed VCF record"):
+        list(VariantReader(bad))
+    short = write(tmp_path / "short.vcf", HEADER + "20\t100\t.\tA\tC\t.\t.\t.\n20\t300\n")
+    with pytest.raises(GenossmError, match=r"short\.vcf: line 5"):
+        list(VariantReader(short))
+
+
+def test_not_a_variants_file(tmp_path):
+    junk = write(tmp_path / "notes.txt", "hello world\nthis is not a VCF\n")
+    with pytest.raises(GenossmError, match=r"notes\.txt: line 1: not a VCF/BCF .* missing chrom, pos, ref, alt"):
+        list(VariantReader(junk))
+    empty = write(tmp_path / "empty.vcf", "")
+    with pytest.raises(GenossmError, match="empty"):
+        VariantReader(empty)
+
+
+def test_tsv_input_and_its_errors(tmp_path):
+    good = write(tmp_path / "v.tsv", "#chrom\tpos\tid\tref\talt\n20\t421808\trs1\tA\tACCA\n20\t421810\t.\tC\tA,G\n")
+    recs = list(VariantReader(good))
+    assert [(r.chrom, r.pos, r.id, r.ref, r.alts, r.line) for r in recs] == [
+        ("20", 421808, "rs1", "A", ("ACCA",), 2), ("20", 421810, None, "C", ("A", "G"), 3)]
+    missing = write(tmp_path / "m.tsv", "chrom\tpos\tref\n20\t5\tA\n")
+    with pytest.raises(GenossmError, match=r"m\.tsv: line 1: .*missing alt"):
+        list(VariantReader(missing))
+    bad_pos = write(tmp_path / "p.tsv", "chrom\tpos\tref\talt\n20\t5\tA\tC\n20\tfive\tA\tC\n")
+    with pytest.raises(GenossmError, match=r"p\.tsv: line 3: pos 'five'"):
+        list(VariantReader(bad_pos))
+    ragged = write(tmp_path / "r.tsv", "chrom\tpos\tref\talt\n20\t5\tA\tC\n20\t6\tA\tC\tX\tY\n")
+    with pytest.raises(GenossmError, match=r"r\.tsv: malformed TSV .*line 3"):
+        list(VariantReader(ragged))
+
+
+def test_checks_against_the_fasta(tmp_path, bundled_data):
+    genome = Genome(bundled_data / SLICE)
+    real = genome.fetch("20", 421807, 421812).upper()  # bases at 1-based 421808..421812
+    wrong = "ACGT".replace(real[1], "")[0]
+    vcf = write(tmp_path / "planted.vcf", HEADER + "".join([
+        f"chr20\t421808\tok\t{real[0]}\t{'G' if real[0] != 'G' else 'T'}\t.\t.\t.\n",  # alias chr20 -> 20
+        f"20\t421809\tmismatch\t{wrong}\tA\t.\t.\t.\n",
+        "7\t100\tunknown\tA\tC\t.\t.\t.\n",
+        "20\t63025520\tlast\tN\tA\t.\t.\t.\n",
+        "20\t63025521\tpast\tA\tC\t.\t.\t.\n",
+        f"20\t421810\tsym\t{real[2]}\t<DEL>,*\t.\t.\t.\n",
+        f"20\t421810\tnoalt\t{real[2]}\t.\t.\t.\t.\n",
+        f"20\t421808\tmulti\t{real[:2]}\t{real[0]},{real[:2]}A\t.\t.\t.\n",
+    ]))
+    result = {rec.id: [(a.kind, a.reason) for a in alleles] for rec, alleles in iter_alleles(VariantReader(vcf), genome)}
+    assert result["ok"] == [("snv", None)]
+    assert result["mismatch"] == [("snv", "ref_mismatch")]
+    assert result["unknown"] == [("snv", "contig_absent")]
+    assert result["last"] == [("snv", "non_acgt_allele")]
+    assert result["past"] == [("snv", "beyond_contig_end")]
+    assert result["sym"] == [("symbolic", "symbolic_allele"), ("symbolic", "symbolic_allele")]
+    assert result["noalt"] == [("missing", "missing_alt")]
+    assert result["multi"] == [("indel", None), ("indel", None)]
+    assert set(r for rows in result.values() for _, r in rows if r) <= set(REASONS)
+    # the contig is resolved to the FASTA's own name
+    ((_, (a,)),) = [(r, al) for r, al in iter_alleles(VariantReader(vcf), genome) if r.id == "ok"]
+    assert a.contig == "20" and a.chrom == "chr20"
+
+
+def test_vcf_output_keeps_records_and_reads_back(tmp_path, bundled_data):
+    reader = VariantReader(bundled_data / MULTI)
+    out = tmp_path / "scored.vcf.gz"
+    with VcfOutput(out, reader.header) as vcf:
+        for rec, prec in reader.pysam_records():
+            vcf.write(prec, [-1.5, float("nan")], [0.25, float("nan")], [None, "ref_mismatch"])
+    assert not list(tmp_path.glob(".*tmp*"))  # renamed into place, no temp file left
+    with pysam.VariantFile(str(out)) as vf:
+        assert "GENOSSM_LLR" in vf.header.info and vf.header.info["GENOSSM_LLR"].number == "A"
+        assert "Negative = alt less likely than ref" in vf.header.info["GENOSSM_LLR"].description
+        assert "36722" in list(vf.header.samples)
+        (rec,) = list(vf)
+    assert rec.info["GENOSSM_LLR"] == (-1.5, None)
+    assert rec.info["GENOSSM_EMB_DIST"] == (0.25, None)
+    assert rec.info["GENOSSM_SKIP"] == (".", "ref_mismatch")
+    assert rec.info["RU"] == "G" and rec.samples["36722"]["GT"] == (0, 1)
+
+
+@pytest.mark.parametrize("name", ["t.tsv", "t.tsv.gz", "t.parquet"])
+def test_table_output_roundtrip(tmp_path, name):
+    path = tmp_path / name
+    with TableOutput(path) as tab:
+        tab.add({"record": 0, "chrom": "20", "pos": 5, "id": "", "ref": "A", "alt": "C", "allele": 1, "kind": "snv",
+                 "llr": -0.5, "emb_dist": 0.1, "reason": ""})
+        tab.add({"record": 1, "chrom": "7", "pos": 9, "id": "x", "ref": "A", "alt": "C", "allele": 1, "kind": "snv",
+                 "llr": float("nan"), "emb_dist": float("nan"), "reason": "contig_absent"})
+    df = pd.read_parquet(path) if name.endswith("parquet") else pd.read_csv(path, sep="\t", keep_default_na=False)
+    assert list(df["chrom"].astype(str)) == ["20", "7"] and list(df["pos"]) == [5, 9]
+    assert float(df["llr"][0]) == -0.5
+    assert df["llr"][1] in ("", None) or pd.isna(df["llr"][1])
+    assert list(df["reason"].fillna("")) == ["", "contig_absent"]
+
+
+def test_table_output_is_atomic(tmp_path):
+    path = tmp_path / "t.tsv"
+    with pytest.raises(RuntimeError):
+        with TableOutput(path) as tab:
+            tab.add({"record": 0, "chrom": "20", "pos": 5, "id": "", "ref": "A", "alt": "C", "allele": 1,
+                     "kind": "snv", "llr": 0.0, "emb_dist": 0.0, "reason": ""})
+            raise RuntimeError("crash half-way")
+    assert list(tmp_path.iterdir()) == []
