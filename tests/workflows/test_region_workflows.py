@@ -1,0 +1,102 @@
+"""genossm finetune / score-regions / embed end to end on the shipped task, with a random-weight tiny model."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from genossm import cli
+from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2, rc_equivariant=True))
+    return save_pretrained(model, tmp_path_factory.mktemp("pretrained") / "tiny")
+
+
+def run(argv, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cli.main(argv)
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetune") / "run"
+    mp = pytest.MonkeyPatch()
+    try:
+        run(["finetune", f"pretrained={tiny_model}", f"output={out}", "trainer.fast_dev_run=true",
+             "trainer.enable_progress_bar=false", "train.batch_size=16"], mp, out.parent)
+    finally:
+        mp.undo()
+    return out
+
+
+@pytest.mark.slow
+def test_finetune_writes_every_output(finetuned, bundled_data):
+    task = pd.read_csv(bundled_data / "chloroplast_promoters.tsv", sep="\t")
+    pred = pd.read_csv(finetuned / "predictions.tsv", sep="\t")
+    assert pred["name"].tolist() == task["name"].tolist()  # one row per region, input order
+    assert pred[["start", "end", "strand", "split"]].equals(task[["start", "end", "strand", "split"]])
+    for col in ("score_finetune", "score_probe", "score_kmer"):
+        assert pred[col].between(0, 1).all()
+    metrics = json.loads((finetuned / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"finetune", "probe", "kmer"}
+    assert metrics["split_sizes"] == task["split"].value_counts().to_dict()
+    for name in ("finetune", "probe", "kmer"):
+        test = metrics["methods"][name]["test"]
+        assert {"auroc", "auprc", "mcc", "accuracy"} <= set(test) and 0 <= test["auroc"] <= 1
+    for f in ("roc.png", "pr.png", "config.yaml", "model/head.safetensors", "model/config.json", "probe/head.safetensors"):
+        assert (finetuned / f).is_file(), f
+
+
+@pytest.mark.slow
+def test_score_regions_matches_finetune_predictions(finetuned, bundled_data, tmp_path, monkeypatch):
+    task = pd.read_csv(bundled_data / "chloroplast_promoters.tsv", sep="\t")
+    subset = task.iloc[[5, 1, 200, 3]]  # not sorted: output must keep this order
+    bed = tmp_path / "new.bed"
+    subset[["chrom", "start", "end", "name"]].assign(score=0, strand=subset["strand"]).to_csv(bed, sep="\t", header=False, index=False)
+    run(["score-regions", f"pretrained={finetuned / 'model'}", f"regions={bed}", "output=scores.tsv"], monkeypatch, tmp_path)
+    scores = pd.read_csv(tmp_path / "scores.tsv", sep="\t")
+    assert scores["name"].tolist() == subset["name"].tolist()
+    pred = pd.read_csv(finetuned / "predictions.tsv", sep="\t").set_index("name")
+    np.testing.assert_allclose(scores["score"], pred.loc[subset["name"], "score_finetune"], rtol=1e-4, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.bed", "scores.tsv"]  # atomic: no temp left
+
+
+@pytest.mark.slow
+def test_embed_npy_and_parquet_in_input_order(tiny_model, tmp_path, monkeypatch):
+    fa = tmp_path / "seqs.fa"
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), n)) for n in (50, 20, 50, 35)]
+    fa.write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(seqs)))
+    run(["embed", f"pretrained={tiny_model}", f"regions={fa}", "output=e.npy"], monkeypatch, tmp_path)
+    run(["embed", f"pretrained={tiny_model}", f"regions={fa}", "output=e.parquet"], monkeypatch, tmp_path)
+    emb = np.load(tmp_path / "e.npy")
+    table = pd.read_parquet(tmp_path / "e.parquet")
+    assert emb.shape == (4, 16) and table["name"].tolist() == ["s0", "s1", "s2", "s3"]
+    np.testing.assert_allclose(table[[f"emb_{i}" for i in range(16)]].to_numpy(), emb)
+    # RC-invariant: the reverse complement of record 1 embeds the same
+    from Bio.Seq import reverse_complement
+
+    fa2 = tmp_path / "rc.fa"
+    fa2.write_text(f">rc\n{reverse_complement(seqs[1])}\n")
+    run(["embed", f"pretrained={tiny_model}", f"regions={fa2}", "output=rc.npy"], monkeypatch, tmp_path)
+    np.testing.assert_allclose(np.load(tmp_path / "rc.npy")[0], emb[1], rtol=1e-4, atol=1e-5)
+
+
+def test_bad_regions_give_one_clean_error(tiny_model, tmp_path, monkeypatch, capsys):
+    bed = tmp_path / "bad.bed"
+    bed.write_text("NC_000932.1\t100\t300\t1\nNC_000932.1\t500\t400\t0\n")
+    with pytest.raises(SystemExit) as exc:
+        run(["finetune", f"pretrained={tiny_model}", f"regions={bed}", f"output={tmp_path / 'run'}"], monkeypatch, tmp_path)
+    assert exc.value.code == 2
+    assert "bad.bed line 2: end 400 < start 500" in capsys.readouterr().err
