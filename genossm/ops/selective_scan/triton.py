@@ -71,19 +71,19 @@ def _combine(a1, b1, a2, b2):
 @triton.jit
 def _seq_offset(b, d, t, D, L):
     """Element offset of (b, d, t) in a contiguous (batch, dim, length) tensor, in 64-bit arithmetic."""
-    return (b.to(tl.int64) * D + d.to(tl.int64)) * L + t.to(tl.int64)
+    return (tl.cast(b, tl.int64) * D + tl.cast(d, tl.int64)) * L + tl.cast(t, tl.int64)
 
 
 @triton.jit
 def _bc_offset(b, g, n, t, G, N, L):
     """Offset of (b, g, n, t) in a contiguous (batch, groups, state, length) tensor, 64 bit."""
-    return ((b.to(tl.int64) * G + g.to(tl.int64)) * N + n.to(tl.int64)) * L + t.to(tl.int64)
+    return ((tl.cast(b, tl.int64) * G + tl.cast(g, tl.int64)) * N + tl.cast(n, tl.int64)) * L + tl.cast(t, tl.int64)
 
 
 @triton.jit
 def _state_offset(b, k, d, n, NK, D, N):
     """Offset of (b, k, d, n) in a contiguous (batch, tiles-or-chunks, dim, state) buffer, 64 bit."""
-    return ((b.to(tl.int64) * NK + k.to(tl.int64)) * D + d.to(tl.int64)) * N + n.to(tl.int64)
+    return ((tl.cast(b, tl.int64) * NK + tl.cast(k, tl.int64)) * D + tl.cast(d, tl.int64)) * N + tl.cast(n, tl.int64)
 
 
 @triton.jit
@@ -151,8 +151,8 @@ def _chunk_local_kernel(
       right = a_last q_last (reverse model's adjoint) = Σ_t exp(A (S_end - S_{t-1})) v_t
       left  = a_first g_first (forward model's adjoint) = Σ_t exp(A S_t) v_t
     """
-    c = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
+    pid_d = tl.program_id(0)  # channel blocks vary fastest: programs running together share B/C tiles in L2
+    c = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
     g, d, dmask = _channel_block(pid_d, D, G, BLOCK_D)
     n = tl.arange(0, N_P)
@@ -237,7 +237,7 @@ def _combine_chunks_kernel(
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     dn = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    DN = D.to(tl.int64) * N
+    DN = tl.cast(D, tl.int64) * N
     mask = dn < DN
     dd = dn // N
     A2 = tl.load(A_ptr + dn, mask=mask, other=0.0) * LOG2E
@@ -285,8 +285,8 @@ def _forward_kernel(
     HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     BLOCK_D: tl.constexpr, N_P: tl.constexpr, BT: tl.constexpr,
 ):
-    c = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
+    pid_d = tl.program_id(0)  # channel blocks vary fastest: programs running together share B/C tiles in L2
+    c = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
     g, d, dmask = _channel_block(pid_d, D, G, BLOCK_D)
     n = tl.arange(0, N_P)
@@ -377,8 +377,8 @@ def _backward_kernel(
     q_t = C_t dy_t + a_{t-1} q_{t-1}). Carried adjoints are a × adjoint (G' = a_first g_first, Q' =
     a_last q_last). With h_prev = h_{t-1}: dΔ_t = Σ_n g_t (A a_t h_prev + B_t u_t), dA = Σ_t g_t Δ_t a_t
     h_prev, du_t = Σ_n g_t Δ_t B_t + D dy_t, dB_t = Σ_d g_t Δ_t u_t, dC_t = Σ_d dy_t h_t."""
-    c = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
+    pid_d = tl.program_id(0)  # channel blocks vary fastest: programs running together share B/C tiles in L2
+    c = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
     g, d, dmask = _channel_block(pid_d, D, G, BLOCK_D)
     n = tl.arange(0, N_P)
@@ -537,9 +537,10 @@ class _Config:
         self.K = max(1, int(tiles_per_chunk))
         self.n_chunks = triton.cdiv(self.n_tiles, self.K)
         self.num_warps = 4
+        self.num_warps_backward = 8  # the backward keeps about twice as many tiles live
 
     def grid(self, batch):
-        return (self.n_chunks, self.n_dblocks, batch)
+        return (self.n_dblocks, self.n_chunks, batch)
 
 
 def _combine_chunks(buf, dsum, A, init, reverse, cfg):
@@ -635,7 +636,8 @@ def _run_backward(u, delta, A, Bm, Cm, Dv, z, bias, softplus, ts_f, ts_r, dout_f
         ts_f if has_f else u, ts_r if has_r else u, chunk_g, chunk_q, tile_g, tile_dsum,
         du, ddelta, dz if dz is not None else u, dB, dC, dA, dD, dbias,
         dim, length, groups, state, nt, nc, cfg.K,
-        HAS_F=has_f, HAS_R=has_r, HAS_D=Dv is not None, **flags, **common,
+        HAS_F=has_f, HAS_R=has_r, HAS_D=Dv is not None, **flags,
+        **{**common, "num_warps": cfg.num_warps_backward},
     )
     return du, ddelta, dz, dB, dC, dA.sum((0, 1)), dD.sum((0, 1)), dbias.sum((0, 1)), dinit
 
