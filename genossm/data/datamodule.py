@@ -20,7 +20,7 @@ from typing import Sequence
 import lightning as L
 from torch.utils.data import DataLoader
 
-from genossm.data.windows import Interval, RandomWindows, SplitSpec, TiledWindows, TokenCache, make_splits
+from genossm.data.windows import Interval, RandomWindows, SplitSpec, TiledWindows, TokenCache, make_splits, unpack_batch
 from genossm.errors import GenossmError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class _EpochLoader(DataLoader):
         if self._window_len_fn is not None and self.dataset.window_len != self._window_len_fn():
             self.dataset.set_window_len(self._window_len_fn())  # sequence-length warm-up between epochs
         self.dataset.set_epoch(self._epoch_fn())
-        return super().__iter__()
+        return map(unpack_batch, super().__iter__())  # workers send packed bytes
 
 
 class GenomeDataModule(L.LightningDataModule):

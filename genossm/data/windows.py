@@ -370,35 +370,70 @@ class _WindowBatches(IterableDataset):
         worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
         return range(worker, n_batches, n_workers)
 
-    def _fill(self, packed: np.ndarray, row: int, contig: str, start: int, end: int, rc: bool) -> None:
+    def _fill(self, packed: np.ndarray, row: int, contig: str, start: int, end: int, rc: bool = False) -> None:
         """Window ``[start, start+L)`` of ``contig`` clipped at ``end``, padded beyond."""
         n = min(self.window_len, end - start)
-        src = self.cache.packed(contig)[start : start + n]
-        if rc:
-            packed[row, self.window_len - n :] = _PACKED_COMPLEMENT[src[::-1]]
-            packed[row, : self.window_len - n] = tokenizer.PAD
-        else:
-            packed[row, :n] = src
-            packed[row, n:] = tokenizer.PAD
+        packed[row, :n] = self.cache.packed(contig)[start : start + n]
+        packed[row, n:] = tokenizer.PAD
+        if rc:  # <pad> complements to itself
+            np.take(_PACKED_COMPLEMENT, packed[row, ::-1].copy(), out=packed[row])
 
-    def _n_ok(self, contig: str, start: int, end: int) -> bool:
-        if self.max_n_fraction >= 1.0:
-            return True
-        n = min(self.window_len, end - start)
-        window = self.cache.packed(contig)[start : start + n]
-        return np.count_nonzero((window & 0x7F) == tokenizer.N) <= self.max_n_fraction * n
+    def _fill_rows(self, packed: np.ndarray, rows: np.ndarray, k: np.ndarray, starts: np.ndarray) -> None:
+        """Rows ``rows`` of ``packed`` from intervals ``k`` at ``starts``: one gather per contig for short windows."""
+        L = self.window_len
+        ends = self._iv_end[k]
+        full = starts + L <= ends
+        if L <= 16384:
+            offsets = np.arange(L, dtype=np.int64)
+            for c in np.unique(self._iv_contig[k[full]]):
+                sel = full & (self._iv_contig[k] == c)
+                mem = self.cache.packed(self._contigs[c])
+                packed[rows[sel]] = mem[starts[sel, None] + offsets]
+            loop = np.flatnonzero(~full)
+        else:
+            loop = np.arange(len(rows))
+        for i in loop:
+            contig, _, end = self.intervals[int(k[i])]
+            self._fill(packed, int(rows[i]), contig, int(starts[i]), end)
+
+    def _index_intervals(self) -> None:
+        self._contigs = sorted({c for c, _, _ in self.intervals})
+        cid = {c: i for i, c in enumerate(self._contigs)}
+        self._iv_contig = np.array([cid[c] for c, _, _ in self.intervals], dtype=np.int64)
+        self._iv_start = np.array([s for _, s, _ in self.intervals], dtype=np.int64)
+        self._iv_end = np.array([e for _, _, e in self.intervals], dtype=np.int64)
+
+    def _n_bad(self, packed: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Rows with more than ``max_n_fraction`` N among their real bases."""
+        n_real = np.minimum(self.window_len, ends - starts)
+        n_count = np.count_nonzero(packed == tokenizer.N, axis=1) + np.count_nonzero(packed == tokenizer.N | 0x80, axis=1)
+        return n_count > self.max_n_fraction * n_real
 
     @staticmethod
     def _to_batch(packed: np.ndarray, contigs: list[str], starts: np.ndarray, rc: np.ndarray) -> dict:
-        ids = packed & 0x7F
-        return {
-            "tokens": torch.from_numpy(ids).long(),
-            "softmask": torch.from_numpy(packed >= 0x80),
-            "valid": torch.from_numpy(ids != tokenizer.PAD),
+        batch = {
+            "packed": torch.from_numpy(packed),
             "contig": contigs,
             "start": torch.from_numpy(starts.astype(np.int64)),
             "rc": torch.from_numpy(rc),
         }
+        # a worker process sends one byte per base (8x less than int64 through shared memory);
+        # the DataLoader unpacks in the main process (see unpack_batch)
+        return batch if get_worker_info() is not None else unpack_batch(batch)
+
+
+def unpack_batch(batch: dict) -> dict:
+    """``{"packed": uint8 (B, L), ...}`` -> ``{"tokens": long, "softmask": bool, "valid": bool, ...}``."""
+    if "packed" not in batch:
+        return batch
+    packed = batch.pop("packed")
+    ids = packed & 0x7F
+    return {
+        "tokens": ids.long(),
+        "softmask": packed >= 0x80,
+        "valid": ids != tokenizer.PAD,
+        **batch,
+    }
 
 
 class RandomWindows(_WindowBatches):
@@ -406,7 +441,7 @@ class RandomWindows(_WindowBatches):
 
     An interval is drawn with probability proportional to the number of window positions it holds
     (``max(len - L + 1, 1)``), then a start uniformly; windows with more than ``max_n_fraction`` N are
-    redrawn (up to 100 times). With ``rc_augment`` half of the windows are reverse-complemented (tokens
+    redrawn (up to 100 times, then kept). With ``rc_augment`` half of the windows are reverse-complemented (tokens
     complemented and reversed, soft-mask and padding reversed). ``samples_per_epoch`` windows are served per
     epoch across all ranks.
     """
@@ -418,6 +453,7 @@ class RandomWindows(_WindowBatches):
         if not self.intervals:
             raise GenossmError("the training split is empty: no interval to draw windows from")
         self.samples_per_epoch = int(samples_per_epoch)
+        self._index_intervals()
         self._refresh()
 
     def _refresh(self) -> None:
@@ -433,27 +469,29 @@ class RandomWindows(_WindowBatches):
     def __len__(self) -> int:
         return max(1, math.ceil(self.samples_per_epoch / (self.batch_size * self.world_size)))
 
-    def draw(self, rng: np.random.Generator) -> tuple[str, int, int]:
-        """One window: (contig, start, interval end)."""
-        for _ in range(self.MAX_TRIES):
-            i = int(np.searchsorted(self._cum, rng.random(), side="right"))
-            contig, s, e = self.intervals[min(i, len(self.intervals) - 1)]
-            start = s + int(rng.integers(0, max(e - s - self.window_len, 0) + 1))
-            if self._n_ok(contig, start, e):
-                return contig, start, e
-        return contig, start, e
-
     def batch(self, epoch: int, index: int) -> dict:
         """Batch ``index`` of ``epoch`` on this rank: a pure function of (seed, epoch, rank, index)."""
         rng = np.random.default_rng([self.seed, epoch, self.rank, index])
-        packed = np.empty((self.batch_size, self.window_len), dtype=np.uint8)
-        contigs, starts = [], np.empty(self.batch_size, dtype=np.int64)
-        rc = rng.random(self.batch_size) < 0.5 if self.rc_augment else np.zeros(self.batch_size, dtype=bool)
-        for row in range(self.batch_size):
-            contig, start, end = self.draw(rng)
-            self._fill(packed, row, contig, start, end, bool(rc[row]))
-            contigs.append(contig)
-            starts[row] = start
+        B = self.batch_size
+        rc = rng.random(B) < 0.5 if self.rc_augment else np.zeros(B, dtype=bool)
+        packed = np.empty((B, self.window_len), dtype=np.uint8)
+        k_all = np.empty(B, dtype=np.int64)
+        starts = np.empty(B, dtype=np.int64)
+        todo = np.arange(B)
+        for _ in range(self.MAX_TRIES):  # redraw the windows that are mostly N
+            k = np.minimum(np.searchsorted(self._cum, rng.random(len(todo)), side="right"), len(self.intervals) - 1)
+            span = np.maximum(self._iv_end[k] - self._iv_start[k] - self.window_len, 0) + 1
+            s = self._iv_start[k] + rng.integers(0, span)
+            k_all[todo], starts[todo] = k, s
+            self._fill_rows(packed, todo, k, s)
+            if self.max_n_fraction >= 1.0:
+                break
+            todo = todo[self._n_bad(packed[todo], s, self._iv_end[k])]
+            if not len(todo):
+                break
+        for row in np.flatnonzero(rc):  # <pad> complements to itself
+            np.take(_PACKED_COMPLEMENT, packed[row, ::-1].copy(), out=packed[row])
+        contigs = [self.intervals[int(i)][0] for i in k_all]
         return self._to_batch(packed, contigs, starts, rc)
 
     def __iter__(self) -> Iterator[dict]:
