@@ -266,6 +266,41 @@ class VariantReader:
             return iter(())  # no record on that contig
         return vf.fetch(name, start, end)
 
+    def complete_header(self) -> pysam.VariantHeader:
+        """The header after reading every record: htslib adds the contigs, INFO/FORMAT keys and FILTERs that
+        records use without declaring them, and a VCF writer needs them declared (or it aborts the process)."""
+        vf, handle = self._open_vcf()
+        try:
+            it = self._fetch(vf) if self.region else iter(vf)
+            for _ in it:
+                pass
+            return vf.header.copy()
+        except (OSError, ValueError) as err:
+            raise GenossmError(f"{self.path}: malformed VCF record (htslib: {err})") from None
+        finally:
+            vf.close()
+            if handle is not None:
+                handle.close()
+
+    def declared(self, header: pysam.VariantHeader | None = None) -> tuple:
+        h = header if header is not None else self.header
+        return tuple(frozenset(x) for x in (h.contigs, h.info, h.formats, h.filters))
+
+    def rewritten(self, folder: str | Path) -> "VariantReader":
+        """This VCF's records under its complete header, copied to ``folder`` (plain text), when records use
+        contigs, keys or filters the header does not declare; otherwise ``self``. htslib cannot copy such a
+        record into another header, so the writer reads the copy instead."""
+        header = self.complete_header()
+        if self.declared(header) == self.declared():
+            return self
+        path = Path(folder) / "input-with-complete-header.vcf"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(str(header))
+            for _, rec in self.pysam_records():
+                fh.write(str(rec))
+        return VariantReader(path)
+
     def pysam_records(self) -> Iterator[tuple[VariantRecord, pysam.VariantRecord]]:
         if self.format == "tsv":
             raise GenossmError(f"{self.path}: a TSV has no VCF records")
@@ -443,7 +478,7 @@ class VcfOutput:
 
     def write(self, rec: pysam.VariantRecord, llr, emb_dist, reasons) -> None:
         """``llr``, ``emb_dist``: one float (NaN = missing) per ALT; ``reasons``: one str or None per ALT."""
-        rec.translate(self.header)
+        rec.translate(self._vf.header)
         n = len(rec.alts or ())
         for key in ("GENOSSM_LLR", "GENOSSM_EMB_DIST", "GENOSSM_SKIP"):
             if key in rec.info:

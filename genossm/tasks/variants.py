@@ -40,6 +40,7 @@ from typing import Callable, Iterator
 
 import lightning as L
 import numpy as np
+import pysam
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -731,6 +732,11 @@ def _assemble(parts, output, table, reader, records, heatmap, embeddings, dim, m
             emb_ctx.__enter__()
         try:
             if is_vcf_path(output):
+                quiet = pysam.set_verbosity(0)  # htslib already warned about undeclared keys while scoring
+                try:
+                    reader = reader.rewritten(parts)
+                finally:
+                    pysam.set_verbosity(quiet)
                 with VcfOutput(output, reader.header) as vcf:
                     for rec, prec in reader.pysam_records():
                         rows = rows_for(rec)
