@@ -19,6 +19,9 @@ from pathlib import Path
 
 import torch
 
+from torch.utils.data import get_worker_info
+
+from genossm.data import windows
 from genossm.data.datamodule import GenomeDataModule
 from genossm.data.windows import TokenCache
 
@@ -38,6 +41,20 @@ def steady_tokens_per_s(dm: GenomeDataModule, seconds: float, warmup_batches: in
     return n_tokens / (time.perf_counter() - started)
 
 
+def worker_alone_tokens_per_s(dataset, seconds: float) -> float:
+    """What one worker process produces: the packed batches, before any transfer or unpacking."""
+    windows.get_worker_info = lambda: True  # make batches exactly as inside a worker (packed)
+    try:
+        dataset.batch(0, 0)
+        n_tokens, started, index = 0, time.perf_counter(), 1
+        while time.perf_counter() - started < seconds:
+            n_tokens += dataset.batch(0, index)["packed"].numel()
+            index += 1
+        return n_tokens / (time.perf_counter() - started)
+    finally:
+        windows.get_worker_info = get_worker_info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fasta", default=str(DEFAULT_FASTA))
@@ -52,16 +69,23 @@ def main() -> None:
         build_s = time.perf_counter() - started
         n_bases = sum(cache.lengths.values())
         print(f"genome: {args.fasta} ({len(cache.lengths)} contigs, {n_bases:,} bases)")
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+              f"load average {os.getloadavg()[0]:.1f} at start")
         print(f"token cache build: {build_s:.1f} s ({n_bases / build_s / 1e6:.0f} M bases/s)\n")
-        print(f"| window | batch | workers | tokens/s (total) | tokens/s per worker |")
-        print(f"|---:|---:|---:|---:|---:|")
+        print("worker alone: batches made in one process as a worker makes them (packed bytes, no transfer)")
+        print("loader: batches received from the DataLoader with that many workers (transfer and unpacking included)\n")
+        print("| window | batch | worker alone tokens/s | workers | loader tokens/s (total) | per worker |")
+        print("|---:|---:|---:|---:|---:|---:|")
         for window_len, batch_size in ((1024, 256), (131_072, 8), (1_048_576, 1)):
+            dm = GenomeDataModule(args.fasta, window_len=window_len, batch_size=batch_size, samples_per_epoch=10**9,
+                                  cache_dir=cache_dir, rc_augment=True, max_n_fraction=0.5)
+            alone = worker_alone_tokens_per_s(dm.train_dataset(), args.seconds)
             for workers in args.workers:
                 dm = GenomeDataModule(args.fasta, window_len=window_len, batch_size=batch_size, num_workers=workers,
                                       samples_per_epoch=10**9, cache_dir=cache_dir, rc_augment=True, max_n_fraction=0.5)
                 rate = steady_tokens_per_s(dm, args.seconds, warmup_batches=4 * workers)
-                print(f"| {window_len:,} | {batch_size} | {workers} | {rate / 1e6:,.0f} M | {rate / workers / 1e6:,.0f} M |", flush=True)
+                print(f"| {window_len:,} | {batch_size} | {alone / 1e6:,.0f} M | {workers} | {rate / 1e6:,.0f} M | "
+                      f"{rate / workers / 1e6:,.0f} M |", flush=True)
 
 
 if __name__ == "__main__":
