@@ -244,6 +244,7 @@ def test_shipped_task_has_no_leak_across_splits(bundled_data):
         assert set(splits[linked.to_numpy()]) <= {splits[i]}
 
 
+@pytest.mark.slow
 def test_shipped_task_is_reproducible_and_repeats_found(bundled_data, tmp_path):
     sys.path.insert(0, str(bundled_data))
     try:
