@@ -124,6 +124,7 @@ class MaskedLM(L.LightningModule):
         eval_mask_all: bool = True,
         seq_len_warmup: Mapping | None = None,
         seed: int = 0,
+        extra: Mapping | None = None,
         model: nn.Module | None = None,
     ):
         super().__init__()
@@ -212,7 +213,7 @@ class MaskedLM(L.LightningModule):
         self.metrics[stage].reset()
         if self.trainer.sanity_checking:
             return
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=False, sync_dist=False)
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items() if k != "bpb"}, prog_bar=False)
         self.log(f"{stage}/bpb", values["bpb"], prog_bar=True)
 
     def on_validation_epoch_end(self):
@@ -253,7 +254,7 @@ class MaskedLM(L.LightningModule):
 
     # ---- optimisation ---------------------------------------------------------------------------------
     def total_steps(self) -> int:
-        if self.hparams.max_steps:
+        if self.hparams.max_steps and self.hparams.max_steps > 0:
             return int(self.hparams.max_steps)
         est = self.trainer.estimated_stepping_batches
         return int(est) if math.isfinite(est) else 100_000
@@ -279,3 +280,261 @@ class MaskedLM(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+# =====================================================================================================
+# The run: what ``genossm pretrain`` does with a composed config (workflows/pretrain.py calls this).
+# =====================================================================================================
+
+_PROCESS_START = None
+
+
+def run_id() -> str:
+    """The run folder's name: ``slurm-<job id>`` under SLURM (a requeued job keeps its id, so it finds its
+    own checkpoint), else the date and time this process started; ``_<n>`` per job of a local multirun."""
+    global _PROCESS_START
+    import datetime
+    import os
+
+    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        return f"slurm-{array_job}_{array_task}"
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}"
+    if _PROCESS_START is None:
+        _PROCESS_START = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    name = _PROCESS_START
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            name += f"_{HydraConfig.get().job.num}"
+    except Exception:  # noqa: BLE001 - outside a Hydra job there is no job number
+        pass
+    return name
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", run_id)
+
+
+register_resolvers()
+
+
+def instantiate(node, **kwargs):
+    """hydra.utils.instantiate, re-raising a GenossmError from the target as itself (one clean message)."""
+    import hydra
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, GenossmError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def fsdp_strategy(sharding_strategy: str = "FULL_SHARD", state_dict_type: str = "full", **kwargs):
+    """Lightning FSDP wrapping each residual block (used by ``conf/trainer/fsdp.yaml``)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from genossm.models.mamba import ResidualBlock
+
+    return FSDPStrategy(auto_wrap_policy={ResidualBlock}, sharding_strategy=sharding_strategy,
+                        state_dict_type=state_dict_type, **kwargs)
+
+
+def eval_sequences(dm, split: str = "val") -> list:
+    """The bases the model is scored on for ``split``: every real position of every evaluation window, one
+    array per window (the model sees no context beyond its window, nor does the Markov model)."""
+    seqs = []
+    for batch in dm.eval_dataset(split):
+        for tokens, valid in zip(batch["tokens"], batch["valid"]):
+            seqs.append(tokens[valid].numpy())
+    return seqs
+
+
+def train_sequences(dm, max_bases: int | None = None) -> list:
+    """The training split's bases (interval by interval; the first ``max_bases`` when capped)."""
+    seqs, total = [], 0
+    for contig, start, end in dm.intervals("train"):
+        if max_bases is not None and total >= max_bases:
+            break
+        if max_bases is not None:
+            end = min(end, start + max_bases - total)
+        ids, _ = dm.cache.tokens(contig, start, end)
+        seqs.append(ids)
+        total += end - start
+    return seqs
+
+
+def format_comparison(model_bpb: float, base: dict, label: str = "validation") -> str:
+    lines = [
+        f"{label} bits per base ({base['n_bases']:,} bases):",
+        f"  model                              {model_bpb:.4f}",
+        f"  composition entropy (order 0)      {base['composition_entropy']:.4f}",
+        f"  best Markov (order {base['best_order']}, k <= {max(base['markov'])})     {base['best_markov']:.4f}",
+    ]
+    verdict = "beats" if model_bpb < base["composition_entropy"] else "does NOT beat"
+    lines.append(f"  the model {verdict} the composition entropy"
+                 + (" and the best Markov model" if model_bpb < base["best_markov"] else ""))
+    return "\n".join(lines)
+
+
+def _check_config(cfg, dm) -> None:
+    from pathlib import Path
+
+    fasta = cfg.get("fasta")
+    if fasta is None:
+        raise GenossmError("no genome given: set fasta=PATH (or use data=demo)")
+    if not Path(str(fasta)).exists():
+        raise GenossmError(f"fasta={fasta}: file not found")
+    ivs = dm.intervals("train")
+    longest = max((e - s for _, s, e in ivs), default=0)
+    if dm.window_len > longest:
+        raise GenossmError(
+            f"data.window_len={dm.window_len:,} is longer than the longest training interval of {fasta} "
+            f"({longest:,} bases): every window would be mostly padding; choose data.window_len <= {longest:,}"
+        )
+
+
+def run_pretraining(cfg) -> dict:
+    """Train, evaluate against the baselines, export; returns the summary (also written to summary.json)."""
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+    from omegaconf import OmegaConf
+
+    from genossm.errors import atomic_write
+    from genossm.models import from_pretrained, save_pretrained
+    from genossm.tasks.baselines import baseline_report
+    from genossm.tasks.callbacks import CheckpointOnSignal, MetricHistory, TokensPerSecond, plot_history
+
+    t_start = time.perf_counter()
+    if cfg.get("output") is None:
+        raise GenossmError("output= is not set: give the run folder, e.g. output=outputs/pretrain/my_run")
+    out = Path(str(cfg.output)).absolute()
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    fasta = cfg.get("fasta")
+    if fasta is None:
+        raise GenossmError("no genome given: set fasta=PATH (or use data=demo)")
+    if not Path(str(fasta)).exists():
+        raise GenossmError(f"fasta={fasta}: file not found")
+    dm = instantiate(cfg.data)
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    task_kwargs = OmegaConf.to_container(cfg.task, resolve=True)
+    task_kwargs.pop("_target_", None)
+    module = MaskedLM(model_config=model_config, extra={"train_window_len": int(dm.window_len)}, **task_kwargs)
+    _check_config(cfg, dm)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    with atomic_write(out / "config.yaml", "w") as handle:
+        handle.write(OmegaConf.to_yaml(cfg, resolve=True))
+
+    if cfg.get("pretrained"):
+        start = from_pretrained(cfg.pretrained)
+        if start.config.to_dict() != module.model.config.to_dict():
+            raise GenossmError(f"pretrained={cfg.pretrained}: its model config differs from model= ({cfg.pretrained}'s "
+                               f"config is {start.config.to_dict()})")
+        module.model.load_state_dict(start.state_dict())
+
+    rank_zero = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0
+    base = None
+    if cfg.baselines.enabled:
+        t0 = time.perf_counter()
+        base = baseline_report(train_sequences(dm, cfg.baselines.get("max_train_bases")), eval_sequences(dm, "val"),
+                               max_order=int(cfg.baselines.max_order), pseudocount=float(cfg.baselines.pseudocount))
+        base["seconds"] = round(time.perf_counter() - t0, 2)
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    plugins = []
+    if SLURMEnvironment.detect():  # submitit owns the requeue; Lightning only reads ranks from SLURM
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+        callbacks.append(CheckpointOnSignal(out / "checkpoints"))
+    history = next((c for c in callbacks if isinstance(c, MetricHistory)), None)
+    if history is None:
+        history = MetricHistory()
+        callbacks.append(history)
+    speed = next((c for c in callbacks if isinstance(c, TokensPerSecond)), None)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
+
+    ckpt_path = None
+    resume = cfg.get("resume", "auto")
+    if resume == "auto":
+        last = out / "checkpoints" / "last.ckpt"
+        ckpt_path = str(last) if last.exists() else None
+    elif resume:
+        if not Path(str(resume)).exists():
+            raise GenossmError(f"resume={resume}: checkpoint not found")
+        ckpt_path = str(resume)
+    if ckpt_path and rank_zero:
+        print(f"resuming from {ckpt_path}")
+
+    t_fit = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    fit_seconds = time.perf_counter() - t_fit
+    if trainer.interrupted:
+        return {"interrupted": True, "output": str(out)}
+
+    if not history.val or history.val[-1][0] != trainer.global_step:
+        trainer.validate(module, datamodule=dm, verbose=False)
+    val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if cfg.get("test_after_fit"):
+        trainer.test(module, datamodule=dm, verbose=False)
+    test = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+
+    summary = {
+        "output": str(out),
+        "global_step": int(trainer.global_step),
+        "val": val,
+        "test": test,
+        "baselines": base,
+        "tokens_per_second": speed.tokens_per_second if speed else None,
+        "fit_seconds": round(fit_seconds, 1),
+        "wall_seconds": None,
+        "parameters": module.model.num_parameters() if hasattr(module.model, "num_parameters") else None,
+        "train_window_len": int(module.target_window_len or dm.window_len),
+    }
+    if torch.cuda.is_available():
+        summary["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if not trainer.is_global_zero:
+        return summary
+
+    ckpt_dir = out / "checkpoints"
+    model_dir = out / "model"
+    extra = {"train_window_len": summary["train_window_len"], "val_bpb": val.get("bpb"), "fasta": str(fasta)}
+    if "FSDP" in type(trainer.strategy).__name__ and (ckpt_dir / "last.ckpt").exists():
+        save_pretrained(from_pretrained(ckpt_dir / "last.ckpt"), model_dir, extra=extra)
+    else:
+        save_pretrained(module.model, model_dir, extra=extra)
+    plot = plot_history(history, out / "training_curves.png", base, title=f"{Path(str(fasta)).name}, step {trainer.global_step}")
+    summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
+    with atomic_write(out / "summary.json", "w") as handle:
+        json.dump(summary, handle, indent=2)
+
+    print()
+    if base is not None and "bpb" in val:
+        print(format_comparison(val["bpb"], base))
+    elif "bpb" in val:
+        print(f"validation bits per base: {val['bpb']:.4f}")
+    if speed:
+        print(f"training speed: {speed.tokens_per_second:,.0f} tokens/s; {trainer.global_step} steps in {fit_seconds:.0f} s")
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), "")
+    print(f"checkpoints: {ckpt_dir}" + (f" (best: {Path(best).name})" if best else ""))
+    print(f"model:       {model_dir}")
+    print(f"plot:        {plot}")
+    print(f"summary:     {out / 'summary.json'}")
+    return summary

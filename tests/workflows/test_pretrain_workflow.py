@@ -1,0 +1,171 @@
+"""The pretrain workflow on the real configs: every experiment with fast_dev_run, exact resume, the SLURM
+launcher's submission, and bad values failing before training."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+
+from genossm.errors import GenossmError
+from genossm.models import from_pretrained, load_extra
+from genossm.paths import conf_dir
+from genossm.tasks.pretrain import run_pretraining
+
+REPO = Path(__file__).resolve().parents[2]
+CHR20_SLICE = REPO / "data" / "human_chr20_slice.fa.gz"
+
+# small and quick everywhere; the experiment still chooses data, trainer settings, task and callbacks
+TINY = [
+    "model=tiny", "model.d_model=16", "model.n_layers=1", "model.gradient_checkpointing=false",
+    "trainer=cpu", "trainer.enable_progress_bar=false", "data.num_workers=0", "baselines.max_order=3",
+    "logger=csv",
+]
+
+
+def compose_pretrain(overrides):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="pretrain", overrides=list(overrides))
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["demo", "human_chr20_131k", "human_1m"])
+def test_every_experiment_fast_dev_run(experiment, tmp_path, capsys):
+    overrides = [f"experiment={experiment}", *TINY, f"output={tmp_path / 'run'}", "trainer.fast_dev_run=true",
+                 "data.window_len=256", "data.batch_size=2", "data.max_eval_windows=4"]
+    if experiment != "demo":
+        overrides.append(f"fasta={CHR20_SLICE}")
+    cfg = compose_pretrain(overrides)
+    summary = run_pretraining(cfg)
+    run = tmp_path / "run"
+    assert summary["global_step"] == 1
+    assert 0.0 < summary["val"]["bpb"] < 4.0
+    assert (run / "config.yaml").exists() and (run / "training_curves.png").stat().st_size > 1000
+    model = from_pretrained(run / "model")
+    assert model.config.d_model == 16
+    assert load_extra(run / "model")["train_window_len"] == 256
+    out = capsys.readouterr().out
+    assert "composition entropy" in out and "best Markov" in out and str(run / "model") in out
+
+
+@pytest.mark.slow
+def test_resume_matches_uninterrupted_run(tmp_path):
+    common = [*TINY, "trainer.max_time=null", "data.window_len=128", "data.batch_size=2",
+              "data.samples_per_epoch=8", "task.max_steps=6", "task.warmup_steps=2",
+              "callbacks.last_checkpoint.every_n_train_steps=1", "baselines.enabled=false", "seed=3"]
+    full = run_pretraining(compose_pretrain([*common, "trainer.max_steps=6", f"output={tmp_path / 'full'}"]))
+    # stop mid-epoch (epochs are 4 steps), then continue in the same run folder
+    part = run_pretraining(compose_pretrain([*common, "trainer.max_steps=3", f"output={tmp_path / 'split'}"]))
+    assert part["global_step"] == 3
+    resumed = run_pretraining(compose_pretrain([*common, "trainer.max_steps=6", f"output={tmp_path / 'split'}"]))
+    assert resumed["global_step"] == 6
+    a, b = from_pretrained(tmp_path / "full" / "model"), from_pretrained(tmp_path / "split" / "model")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert resumed["val"]["bpb"] == pytest.approx(full["val"]["bpb"], rel=1e-5)
+    # and the resumed run's history covers the steps before the stop
+    ckpt = torch.load(tmp_path / "split" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 6
+
+
+def test_bad_values_fail_before_training(tmp_path):
+    with pytest.raises(MissingConfigException, match="tiny"):  # lists the available options
+        compose_pretrain(["model=huge"])
+    with pytest.raises(GenossmError, match="1,048,576"):
+        run_pretraining(compose_pretrain([*TINY, "data.window_len=2000000", f"output={tmp_path / 'a'}"]))
+    with pytest.raises(GenossmError, match="longest training interval"):
+        run_pretraining(compose_pretrain([*TINY, "data.window_len=70000", f"output={tmp_path / 'b'}"]))
+    with pytest.raises(GenossmError, match="not found"):
+        run_pretraining(compose_pretrain([*TINY, f"fasta={tmp_path / 'missing.fa'}", f"output={tmp_path / 'c'}"]))
+    with pytest.raises(GenossmError, match="unknown model config"):
+        run_pretraining(compose_pretrain([*TINY, "+model.d_modle=3", f"output={tmp_path / 'd'}"]))
+    assert not (tmp_path / "a" / "checkpoints").exists() and not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_tensorboard_logger_message_when_missing(tmp_path):
+    pytest.importorskip("lightning")
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        from genossm.tasks.callbacks import tensorboard_logger
+
+        with pytest.raises(GenossmError, match="pip install tensorboard"):
+            tensorboard_logger(save_dir=str(tmp_path))
+    else:
+        pytest.skip("tensorboard is installed; the missing-package message cannot be shown")
+
+
+def test_cli_cfg_job_and_clean_error(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = subprocess.run([sys.executable, "-m", "genossm.cli", "pretrain", "--cfg", "job", "experiment=human_1m"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert job.returncode == 0, job.stderr
+    assert "window_len: 1048576" in job.stdout and "gradient_checkpointing: true" in job.stdout
+    bad = subprocess.run([sys.executable, "-m", "genossm.cli", "pretrain", f"fasta={tmp_path / 'nope.fa'}",
+                          f"output={tmp_path / 'out'}"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120)
+    assert bad.returncode == 2
+    assert "genossm: error:" in bad.stderr and "nope.fa" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_slurm_launcher_writes_valid_submission(tmp_path, monkeypatch):
+    """Compose hydra/launcher=submitit_slurm, build the executor the way the launcher does, and submit to a
+    fake sbatch that records the script: checks the requeue signal, resources and the pickled job."""
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["hydra/launcher=submitit_slurm", "trainer=ddp",
+                                                         "hydra.launcher.gpus_per_node=4",
+                                                         "hydra.launcher.tasks_per_node=4",
+                                                         "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert launcher["_target_"].endswith("SlurmLauncher") and launcher["max_num_timeout"] > 0
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho Submitted batch job 4242\n")
+    (fake / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+
+    params = {k: v for k, v in launcher.items() if k not in ("_target_", "submitit_folder", "max_num_timeout")}
+    params["name"] = "genossm-pretrain"
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor = submitit.AutoExecutor(cluster="slurm", folder=str(tmp_path / "sub" / "%j"),
+                                     slurm_max_num_timeout=launcher["max_num_timeout"])
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    job = executor.submit(print, "hello")
+    assert job.job_id == "4242"
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in ("#SBATCH --signal=USR2@120", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
+                 "#SBATCH --partition=gpu", "#SBATCH --time=1440", "#SBATCH --job-name=genossm-pretrain"):
+        assert line in script, (line, script)
+    assert "submitit.core._submit" in script
+    assert list((tmp_path / "sub").rglob("*_submitted.pkl"))
+
+
+def test_run_folder_keyed_by_slurm_job(monkeypatch):
+    from genossm.tasks.pretrain import run_id
+
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    assert compose_pretrain([]).output == "outputs/pretrain/slurm-777"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "12")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert run_id() == "slurm-12_3"
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert run_id() == run_id() and not run_id().startswith("slurm")
