@@ -538,3 +538,144 @@ def run_pretraining(cfg) -> dict:
     print(f"plot:        {plot}")
     print(f"summary:     {out / 'summary.json'}")
     return summary
+
+
+# =====================================================================================================
+# genossm evaluate: bits per base of a saved model on any FASTA (workflows/evaluate.py calls this).
+# =====================================================================================================
+
+
+def _eval_intervals(cache, contigs, regions) -> list:
+    from genossm.data.windows import read_bed
+
+    if regions:
+        return read_bed(regions, cache)
+    return [(name, 0, cache.lengths[name]) for name in cache.contig_names]
+
+
+def _baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tuple[list, str]:
+    """Bases the Markov baseline is fitted on, and a sentence saying which.
+
+    1. ``baseline_fasta=PATH`` when given (all its contigs);
+    2. else the model's own training genome (recorded in the exported model), when that file exists here:
+       model and Markov then learned from the same genome and both face the new one;
+    3. else the evaluated genome outside the evaluated regions/contigs."""
+    from pathlib import Path
+
+    from genossm.data.windows import TokenCache, subtract_intervals
+
+    cap = cfg.baselines.get("max_train_bases")
+    path = cfg.get("baseline_fasta") or model_extra.get("fasta")
+    if path and Path(str(path)).exists():
+        cache = TokenCache.open(str(path), cfg.get("cache_dir"))
+        how = ("given baseline_fasta" if cfg.get("baseline_fasta") else "the model's training genome") + f" {path}"
+        ivs = [(n, 0, cache.lengths[n]) for n in cache.contig_names]
+    else:
+        if cfg.get("baseline_fasta"):
+            raise GenossmError(f"baseline_fasta={cfg.baseline_fasta}: file not found")
+        cache = eval_cache
+        everything = [(n, 0, l) for n, l in eval_cache.all_lengths.items()]
+        ivs = subtract_intervals(everything, eval_ivs)
+        if not ivs:
+            raise GenossmError(
+                "no bases to fit the Markov baseline on: the model's training genome is not available here and the "
+                "whole evaluated genome is being scored; set baseline_fasta=PATH (or baselines.enabled=false)")
+        cache = TokenCache.open(str(eval_cache.fasta), cfg.get("cache_dir"), contigs=sorted({c for c, _, _ in ivs}))
+        how = f"the rest of {eval_cache.fasta} (bases outside the evaluated regions)"
+    seqs, total = [], 0
+    for contig, start, end in ivs:
+        if cap is not None and total >= cap:
+            break
+        if cap is not None:
+            end = min(end, start + cap - total)
+        seqs.append(cache.tokens(contig, start, end)[0])
+        total += end - start
+    return seqs, how
+
+
+def run_evaluation(cfg) -> dict:
+    """Bits per base and accuracy of ``pretrained`` on ``fasta`` (contigs / BED regions), beside the baselines."""
+    import json
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from genossm.data.windows import TiledWindows, TokenCache
+    from genossm.errors import atomic_write
+    from genossm.models import from_pretrained, load_extra
+    from genossm.tasks.baselines import baseline_report
+
+    if not cfg.get("pretrained"):
+        raise GenossmError("pretrained=PATH is required: an exported model folder or a .ckpt")
+    if not Path(str(cfg.pretrained)).exists():
+        raise GenossmError(f"pretrained={cfg.pretrained}: not found")
+    if not cfg.get("fasta"):
+        raise GenossmError("fasta=PATH is required: the genome to evaluate on")
+    if not Path(str(cfg.fasta)).exists():
+        raise GenossmError(f"fasta={cfg.fasta}: file not found")
+    if cfg.get("output") is None:
+        raise GenossmError("output= is not set: give a folder for the results")
+    out = Path(str(cfg.output)).absolute()
+
+    model = from_pretrained(cfg.pretrained)
+    extra = load_extra(cfg.pretrained)
+    window_len = int(cfg.window_len or extra.get("train_window_len") or 1024)
+    contigs = cfg.get("contigs")
+    contigs = OmegaConf.to_container(contigs) if OmegaConf.is_config(contigs) else contigs
+    cache = TokenCache.open(str(cfg.fasta), cfg.get("cache_dir"), contigs=contigs)
+    ivs = _eval_intervals(cache, contigs, cfg.get("regions"))
+    windows = TiledWindows(cache, ivs, window_len, int(cfg.batch_size), seed=int(cfg.seed),
+                           max_n_fraction=float(cfg.max_n_fraction), rank=0, world_size=1,
+                           max_windows=cfg.get("max_windows"))
+    if len(windows.tiles) == 0:
+        raise GenossmError(f"{cfg.fasta}: no window to evaluate (all regions too short or mostly N)")
+
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    task = MaskedLM(model_config=model.config.to_dict(), mask_prob=float(cfg.mask_prob), seed=int(cfg.seed),
+                    model=model).to(device).eval()
+    metric = BitsPerBase().to(device)
+    seqs = []
+    with torch.no_grad():
+        for p in range(int(cfg.passes)):
+            for index, batch in enumerate(windows):
+                if p == 0:
+                    seqs.extend(t[v].numpy() for t, v in zip(batch["tokens"], batch["valid"]))
+                batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                out_step = task.shared_step(batch, "test", index + p * 1_000_003)
+                metric.update(out_step["nll"], out_step["weight"], out_step["correct"])
+    values = {k: float(v) for k, v in metric.compute().items()}
+
+    result = {"pretrained": str(cfg.pretrained), "fasta": str(cfg.fasta), "regions": cfg.get("regions"),
+              "contigs": contigs, "window_len": window_len, "n_windows": int(len(windows.tiles)),
+              "bases_in_windows": int(sum(len(s) for s in seqs)), "model": values, "baselines": None}
+    if cfg.baselines.enabled:
+        train_seqs, how = _baseline_training_bases(cfg, extra, cache, ivs)
+        base = baseline_report(train_seqs, seqs, max_order=int(cfg.baselines.max_order),
+                               pseudocount=float(cfg.baselines.pseudocount))
+        base["fitted_on"] = how
+        result["baselines"] = base
+
+    rows = [("model", values["bpb"], values["acc"], int(values["n_bases"]))]
+    if result["baselines"]:
+        b = result["baselines"]
+        rows.append(("composition entropy (order 0)", b["composition_entropy"], float("nan"), b["n_bases"]))
+        for k, v in b["markov"].items():
+            rows.append((f"Markov order {k}", v, float("nan"), b["n_bases"]))
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "evaluation.json", "w") as handle:
+        json.dump(result, handle, indent=2)
+    with atomic_write(out / "evaluation.tsv", "w") as handle:
+        handle.write("predictor\tbits_per_base\taccuracy\tn_bases\n")
+        for name, bpb, acc, n in rows:
+            handle.write(f"{name}\t{bpb:.6f}\t{'' if acc != acc else f'{acc:.6f}'}\t{n}\n")
+
+    print(f"\n{cfg.pretrained} on {cfg.fasta}: {result['n_windows']} window(s) of {window_len:,} bases")
+    print(f"{'predictor':<32}{'bits/base':>10}{'accuracy':>10}{'bases':>12}")
+    for name, bpb, acc, n in rows:
+        print(f"{name:<32}{bpb:>10.4f}{('' if acc != acc else f'{acc:.4f}'):>10}{n:>12,}")
+    if result["baselines"]:
+        print(f"(model: masked positions, {cfg.mask_prob:.0%} of bases x {cfg.passes} pass(es); "
+              f"baselines: every base of the same windows; Markov fitted on {result['baselines']['fitted_on']})")
+    print(f"written: {out / 'evaluation.tsv'} and evaluation.json")
+    return result

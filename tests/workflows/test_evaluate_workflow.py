@@ -1,0 +1,71 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from genossm.errors import GenossmError
+from genossm.models import BiMambaLM, save_pretrained
+from genossm.paths import conf_dir
+from genossm.tasks.pretrain import run_evaluation
+
+REPO = Path(__file__).resolve().parents[2]
+MULTI = REPO / "data" / "multi_contig.fa"
+CHLORO = REPO / "data" / "athaliana_chloroplast.fa"
+
+
+def uniform_model(folder: Path, extra=None) -> Path:
+    """A model whose logits are all zero (embeddings zeroed, tied head): exactly 2 bits per base."""
+    model = BiMambaLM({"d_model": 16, "n_layers": 1, "rc_equivariant": False, "tie_embeddings": True})
+    with torch.no_grad():
+        model.embedding.weight.zero_()
+    return save_pretrained(model, folder, extra=extra or {"train_window_len": 128})
+
+
+def evaluate(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[f"output={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}",
+                                                         "baselines.max_order=3", *overrides])
+    return run_evaluation(cfg)
+
+
+def test_uniform_model_scores_two_bits_beside_baselines(tmp_path, capsys):
+    model = uniform_model(tmp_path / "m")
+    bed = tmp_path / "r.bed"
+    bed.write_text("ecoli_k12\t1000\t6000\nsaureus_n315\t0\t2000\n")
+    res = evaluate(tmp_path, f"pretrained={model}", f"fasta={MULTI}", f"regions={bed}", "max_windows=null")
+    assert res["window_len"] == 128  # the model's training window by default
+    assert res["model"]["bpb"] == pytest.approx(2.0, abs=1e-5)
+    assert res["bases_in_windows"] == 7000
+    b = res["baselines"]
+    assert "rest of" in b["fitted_on"] and b["n_bases"] == 7000
+    assert b["composition_entropy"] < 2.0 and b["best_markov"] < 2.0
+    table = (tmp_path / "out" / "evaluation.tsv").read_text().splitlines()
+    assert table[0].split("\t") == ["predictor", "bits_per_base", "accuracy", "n_bases"]
+    assert table[1].startswith("model\t2.0000") and len(table) == 2 + 1 + 4
+    assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["model"]["n_bases"] > 0
+    assert "Markov order 3" in capsys.readouterr().out
+
+
+def test_contigs_and_baseline_genome(tmp_path):
+    model = uniform_model(tmp_path / "m", extra={"train_window_len": 256, "fasta": str(CHLORO)})
+    res = evaluate(tmp_path, f"pretrained={model}", f"fasta={MULTI}", "contigs=[ecoli_k12]", "max_windows=10")
+    assert res["n_windows"] == 10 and 2000 < res["bases_in_windows"] <= 2560  # the last tile may be padded
+    assert "training genome" in res["baselines"]["fitted_on"]
+    # a Markov model fitted on a chloroplast does worse on E. coli than E. coli's own composition
+    assert res["baselines"]["markov"][0] > res["baselines"]["composition_entropy"]
+
+
+def test_errors(tmp_path):
+    model = uniform_model(tmp_path / "m")
+    with pytest.raises(GenossmError, match="pretrained=PATH is required"):
+        evaluate(tmp_path, f"fasta={MULTI}")
+    with pytest.raises(GenossmError, match="file not found"):
+        evaluate(tmp_path, f"pretrained={model}", f"fasta={tmp_path / 'x.fa'}")
+    with pytest.raises(GenossmError, match="no bases to fit the Markov baseline"):
+        evaluate(tmp_path, f"pretrained={model}", f"fasta={CHLORO}", "max_windows=2")
+    bad = tmp_path / "bad.bed"
+    bad.write_text("ecoli_k12\t10\t5\n")
+    with pytest.raises(GenossmError, match="line 1"):
+        evaluate(tmp_path, f"pretrained={model}", f"fasta={MULTI}", f"regions={bad}")
