@@ -286,9 +286,11 @@ class BiMambaLM(nn.Module):
                     self._chunked_pass(layer.norm, branch, mode, reverse, layer.mixer.slot_weight(slot),
                                        h[rows], out[rows], chunk_len)
             h = out
+        # final norm chunk by chunk into the output, so at most two activations are alive at any time
+        final = h.new_empty(n, h.shape[1], self.hidden_dim)  # (B, L, S·D)
         for s in range(0, h.shape[1], chunk_len):
-            h[:, s : s + chunk_len] = self.norm_f(h[:, s : s + chunk_len])
-        return self._merge_strands(h)
+            final[:, s : s + chunk_len] = self._merge_strands(self.norm_f(h[:, s : s + chunk_len]))
+        return final
 
     def _chunked_pass(self, norm, branch, mode, reverse, weight, h, out, chunk_len):
         """One scan direction of one layer over h (b, L, D) in chunks, adding y @ weight.T into out."""
