@@ -388,6 +388,44 @@ def format_comparison(model_bpb: float, base: dict, label: str = "validation") -
     return "\n".join(lines)
 
 
+class ResumableLoader:
+    """The training DataLoader with a ``state_dict``: the number of batches of the current epoch already
+    trained on. Lightning stores it in every checkpoint; after a resume the first ``__iter__`` skips that many
+    batches, so the run continues with exactly the batch the interrupted one would have trained on next (the
+    data module's batches are a pure function of (seed, epoch, rank, index), and its epoch comes from the
+    restored trainer)."""
+
+    def __init__(self, loader, trainer_fn):
+        self.loader = loader
+        self._trainer_fn = trainer_fn
+        self._skip = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        it = iter(self.loader)
+        skip, self._skip = self._skip, 0
+        for _ in range(skip):
+            next(it, None)
+        return it
+
+    def __getattr__(self, name):  # dataset, batch_size, ... for Lightning's introspection
+        return getattr(self.__dict__["loader"], name)
+
+    def state_dict(self) -> dict:
+        progress = self._trainer_fn().fit_loop.epoch_loop.batch_progress.current
+        return {"batches_done": int(progress.processed)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._skip = int(state.get("batches_done", 0))
+
+
+def _make_resumable(dm, trainer_fn) -> None:
+    original = dm.train_dataloader
+    dm.train_dataloader = lambda: ResumableLoader(original(), trainer_fn)
+
+
 def _check_config(cfg, dm) -> None:
     from pathlib import Path
 
@@ -483,6 +521,7 @@ def run_pretraining(cfg) -> dict:
     if ckpt_path and rank_zero:
         print(f"resuming from {ckpt_path}")
 
+    _make_resumable(dm, lambda: trainer)
     t_fit = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t_fit

@@ -120,6 +120,7 @@ def test_cli_cfg_job_and_clean_error(tmp_path):
     assert "genossm: error:" in bad.stderr and "nope.fa" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.filterwarnings("ignore:.*validated against ConfigStore schema")
 def test_slurm_launcher_writes_valid_submission(tmp_path, monkeypatch):
     """Compose hydra/launcher=submitit_slurm, build the executor the way the launcher does, and submit to a
     fake sbatch that records the script: checks the requeue signal, resources and the pickled job."""
@@ -139,6 +140,8 @@ def test_slurm_launcher_writes_valid_submission(tmp_path, monkeypatch):
     fake.mkdir()
     (fake / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho Submitted batch job 4242\n")
     (fake / "sbatch").chmod(0o755)
+    (fake / "srun").write_text("#!/bin/sh\nexit 1\n")  # only looked up, never run
+    (fake / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
 
     params = {k: v for k, v in launcher.items() if k not in ("_target_", "submitit_folder", "max_num_timeout")}
