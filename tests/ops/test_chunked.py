@@ -1,0 +1,288 @@
+"""The chunked scan against the reference: values and every input gradient, all options, both directions."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genossm.ops.selective_scan import selective_scan
+from genossm.ops.selective_scan.chunked import _hot_channels, selective_scan_chunked
+from genossm.ops.selective_scan.reference import selective_scan_ref
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+
+
+def make(batch=2, dim=4, state=3, length=20, groups=None, dtype=torch.float32, z=True, bias=True,
+         initial_state=False, delta_scale=1.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen) * scale).to(dtype)
+
+    bc = (batch, state, length) if groups is None else (batch, groups, state, length)
+    x = dict(
+        u=rnd(batch, dim, length),
+        delta=(torch.rand(batch, dim, length, generator=gen) * delta_scale).to(dtype),
+        A=-torch.rand(dim, state, generator=gen) * 2 - 0.1,
+        B=rnd(*bc),
+        C=rnd(*bc),
+        D=torch.randn(dim, generator=gen),
+        z=rnd(batch, dim, length) if z else None,
+        delta_bias=torch.randn(dim, generator=gen) * 0.5 if bias else None,
+        initial_state=torch.randn(batch, dim, state, generator=gen) if initial_state else None,
+    )
+    for v in x.values():
+        if v is not None:
+            v.requires_grad_(True)
+    return x
+
+
+def run(fn, x, softplus, reverse, **kw):
+    return fn(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], softplus, True,
+        reverse=reverse, initial_state=x["initial_state"], **kw,
+    )
+
+
+def grads(x, out, last, g_out, g_last):
+    names = [n for n in NAMES if x[n] is not None]
+    loss = (out.float() * g_out).sum() + (last * g_last).sum()
+    return dict(zip(names, torch.autograd.grad(loss, [x[n] for n in names])))
+
+
+def assert_close(actual, expected, tol, what):
+    # relative to the largest magnitude: gradients span orders of magnitude between entries
+    err = (actual.float() - expected.float()).abs().max().item()
+    scale = expected.float().abs().max().item() + 1e-6
+    assert err <= tol * scale, f"{what}: max error {err:.3g} vs scale {scale:.3g}"
+
+
+def compare(x, softplus=True, reverse=False, tol=2e-5, **kw):
+    out_r, last_r = run(selective_scan_ref, x, softplus, reverse)
+    out_c, last_c = run(selective_scan_chunked, x, softplus, reverse, **kw)
+    assert out_c.dtype == x["u"].dtype and out_c.shape == out_r.shape
+    assert last_c.dtype == torch.float32 and last_c.shape == last_r.shape
+    assert_close(out_c, out_r, tol, "out")
+    assert_close(last_c, last_r, tol, "last state")
+    gen = torch.Generator().manual_seed(1)
+    g_out = torch.randn(out_r.shape, generator=gen)
+    g_last = torch.randn(last_r.shape, generator=gen)
+    gr = grads(x, out_r, last_r, g_out, g_last)
+    gc = grads(x, out_c, last_c, g_out, g_last)
+    for name in gr:
+        assert gc[name].dtype == gr[name].dtype and gc[name].shape == gr[name].shape, name
+        assert_close(gc[name], gr[name], tol * 5, f"grad {name}")
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("length", [1, 7, 16, 17, 63])
+def test_lengths_and_direction(length, reverse):
+    compare(make(length=length, initial_state=True), reverse=reverse, block_len=16)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("z,bias,softplus", [(False, False, False), (True, False, True), (False, True, True),
+                                             (True, True, False)])
+def test_gate_bias_softplus(z, bias, softplus, reverse):
+    compare(make(length=37, z=z, bias=bias), softplus=softplus, reverse=reverse, block_len=8)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_grouped_B_C(groups, reverse):
+    compare(make(dim=8, length=30, groups=groups, initial_state=True), reverse=reverse, block_len=8)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("length", [65, 130])
+def test_default_block(length, reverse):
+    compare(make(batch=1, dim=6, state=4, length=length, initial_state=True, delta_scale=0.3), reverse=reverse)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_bfloat16(reverse):
+    x = make(length=45, groups=2, initial_state=True, dtype=torch.bfloat16)
+    # same bf16 inputs, both compute in fp32: differences come from rounding the results to bf16
+    compare(x, reverse=reverse, tol=1.6e-2, block_len=16)
+    out = run(selective_scan_chunked, x, True, reverse)[0]
+    assert out.dtype == torch.bfloat16 and x["u"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("delta_scale", [6.0, 300.0])
+def test_large_decays_fall_back_to_exact_steps(delta_scale, reverse):
+    # Δ·A spanning more than the exp guard inside a block: some (6.0) or all (300.0) channels are stepped
+    x = make(dim=6, length=40, initial_state=True, delta_scale=delta_scale, bias=False)
+    dt = F.softplus(x["delta"].detach()).view(2, 1, 6, 40)
+    hot = _hot_channels(dt, x["A"].detach().view(1, 6, -1), 16)
+    if delta_scale == 6.0:
+        assert hot.any() and not hot.all()
+    else:
+        assert hot.all()
+    compare(x, reverse=reverse, tol=5e-5, block_len=16)
+
+
+def test_no_fallback_at_moderate_decays():
+    x = make(dim=6, length=40, delta_scale=0.3, bias=False)
+    dt = F.softplus(x["delta"].detach()).view(2, 1, 6, 40)
+    assert not _hot_channels(dt, x["A"].detach().view(1, 6, -1), 16).any()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_pieces_with_carried_state_equal_one_pass(reverse):
+    x = make(batch=2, dim=4, state=3, length=50, groups=2, initial_state=True)
+    cuts = [0, 13, 14, 33, 50]
+    whole, last = run(selective_scan_chunked, x, True, reverse, block_len=8)
+    pieces = list(zip(cuts[:-1], cuts[1:]))
+    outs = {}
+    h = x["initial_state"]
+    for a, b in reversed(pieces) if reverse else pieces:
+        piece = dict(x, initial_state=h)
+        for name in ("u", "delta", "B", "C", "z"):
+            piece[name] = x[name][..., a:b]
+        outs[a], h = run(selective_scan_chunked, piece, True, reverse, block_len=8)
+    joined = torch.cat([outs[a] for a, _ in pieces], -1)
+    torch.testing.assert_close(joined, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h, last, rtol=1e-5, atol=1e-5)
+    # gradients flow through the carried states exactly as through the single pass
+    g_out = torch.randn(whole.shape, generator=torch.Generator().manual_seed(2))
+    names = list(NAMES)
+    g_whole = torch.autograd.grad((whole * g_out).sum() + last.sum(), [x[n] for n in names])
+    g_joined = torch.autograd.grad((joined * g_out).sum() + h.sum(), [x[n] for n in names])
+    for name, a, b in zip(names, g_joined, g_whole):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def loop_scan_forward(u, delta, A, B, C, D):
+    """Tidy per-position loop in float64 (vectorised over batch, channels and state), forward only."""
+    u, delta, A, B, C, D = (t.double() for t in (u, delta, A, B, C, D))
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for dt_t, du_t, B_t, C_t in zip(*(t.movedim(-1, 0) for t in (delta, delta * u, B, C))):
+        h = torch.exp(dt_t[..., None] * A) * h + B_t[:, None, :] * du_t[..., None]
+        ys.append((h * C_t[:, None, :]).sum(-1))
+    return torch.stack(ys, -1) + D[None, :, None] * u, h
+
+
+@pytest.mark.slow
+def test_long_sequence_matches_loop():
+    batch, dim, state, length = 1, 8, 16, 2**16
+    gen = torch.Generator().manual_seed(3)
+    u = torch.randn(batch, dim, length, generator=gen)
+    delta = F.softplus(torch.randn(batch, dim, length, generator=gen) - 2)
+    A = -torch.exp(torch.randn(dim, state, generator=gen))
+    B = torch.randn(batch, state, length, generator=gen)
+    C = torch.randn(batch, state, length, generator=gen)
+    D = torch.randn(dim, generator=gen)
+    out, last = selective_scan_chunked(u, delta, A, B, C, D, return_last_state=True)
+    ref, ref_last = loop_scan_forward(u, delta, A, B, C, D)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(last.double(), ref_last, rtol=1e-4, atol=1e-4)
+
+
+def test_saves_block_boundaries_not_every_state():
+    # what autograd keeps for the backward: the inputs, the ungated output and one state per block
+    batch, dim, state, length, block = 1, 64, 16, 4096, 64
+    x = make(batch=batch, dim=dim, state=state, length=length, delta_scale=0.1)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = selective_scan_chunked(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
+                                     True, block_len=block)
+    inputs = sum(v.numel() * v.element_size() for v in x.values() if v is not None)
+    boundaries = (length // block) * batch * dim * state * 4
+    assert sum(saved) <= inputs + out.numel() * 4 + boundaries
+    assert sum(saved) < batch * dim * state * length * 4 / 2  # far below one per-position state tensor
+    out.sum().backward()
+    assert x["u"].grad is not None
+
+
+def test_dispatcher_uses_chunked_on_cpu():
+    x = make(length=25, initial_state=True)
+    direct = run(selective_scan_chunked, x, True, False)
+    for backend in ("auto", "chunked"):
+        via = selective_scan(
+            x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, True,
+            initial_state=x["initial_state"], backend=backend,
+        )
+        torch.testing.assert_close(via[0], direct[0], rtol=0, atol=0)
+        torch.testing.assert_close(via[1], direct[1], rtol=0, atol=0)
+
+
+def test_no_grad_and_without_last_state():
+    x = make(length=10)
+    with torch.no_grad():
+        out = selective_scan_chunked(x["u"], x["delta"], x["A"], x["B"], x["C"])
+    ref = selective_scan_ref(x["u"], x["delta"], x["A"], x["B"], x["C"])
+    assert isinstance(out, torch.Tensor) and not out.requires_grad
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_zero_length():
+    x = make(length=0, initial_state=True)
+    out, last = run(selective_scan_chunked, x, True, False)
+    assert out.shape == (2, 4, 0)
+    torch.testing.assert_close(last, x["initial_state"].detach())
+
+
+@pytest.mark.parametrize("bad", ["delta", "A", "B", "groups", "D", "initial_state"])
+def test_shape_errors(bad):
+    x = make(length=6, initial_state=True)
+    if bad == "delta":
+        x["delta"] = x["delta"][..., :5]
+    elif bad == "A":
+        x["A"] = x["A"][:3]
+    elif bad == "B":
+        x["B"] = x["B"][:, :2]
+    elif bad == "groups":
+        x["B"] = torch.randn(2, 3, 3, 6)
+        x["C"] = torch.randn(2, 3, 3, 6)
+    elif bad == "D":
+        x["D"] = torch.randn(5)
+    else:
+        x["initial_state"] = torch.randn(2, 4, 2)
+    with pytest.raises(ValueError, match=bad if bad != "groups" else "divisible"):
+        run(selective_scan_chunked, x, True, False)
+
+
+# --------------------------------------------------------------------------------- benchmarks/scan.py
+def load_benchmark():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "scan.py"
+    spec = importlib.util.spec_from_file_location("scan_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_floor_bytes():
+    bench = load_benchmark()
+    # (1, 2048, 16, 2^20) bf16: u, Δ, z read and out written (2^31 values of 2 bytes each), B and C read
+    fwd = bench.floor_bytes(1, 2048, 16, 2**20, 2)
+    assert fwd == 4 * 2**31 * 2 + 2 * 16 * 2**20 * 2
+    assert 17.1e9 < fwd < 17.3e9  # the ≈ 17 GB of the design note
+    both = bench.floor_bytes(1, 2048, 16, 2**20, 2, backward=True)
+    # backward: u, Δ, z, dout read and du, dΔ, dz written; B, C read and dB, dC written
+    assert both - fwd == 7 * 2**31 * 2 + 4 * 16 * 2**20 * 2
+    assert bench.floor_bytes(2, 8, 4, 10, 4, groups=2) == 4 * 2 * 8 * 10 * 4 + 2 * 2 * 2 * 4 * 10 * 4
+    # a per-position loop keeps three (batch, dim, state) float32 tensors per position
+    assert bench.loop_activation_bytes(1, 64, 16, 2**20) == 3 * 64 * 16 * 2**20 * 4
+
+
+def test_benchmark_gpu_path_runs_on_cpu_tensors():
+    bench = load_benchmark()
+    rows = bench.gpu_rows([(1, 8, 4, 96)], device="cpu", dtype=torch.float32, backends=("chunked",), repeat=1,
+                          bandwidth=1e10)
+    names = {r[1] for r in rows}
+    assert "chunked" in names and "chunked bidir" in names
+    assert any("mamba_ssm" in r[1] for r in rows)  # present as a row, skipped with a note when absent
+    text = bench.table(bench.GPU_HEADERS, rows)
+    header, rule, *body = text.splitlines()
+    starts = [i for i in range(len(rule)) if rule[i] == "-" and (i == 0 or rule[i - 1] == " ")]
+    assert [header.index(h) for h in bench.GPU_HEADERS] == starts  # every column starts where its rule starts
+    assert len(body) == len(rows)
