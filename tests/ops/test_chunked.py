@@ -215,6 +215,17 @@ def test_dispatcher_uses_chunked_on_cpu():
         torch.testing.assert_close(via[1], direct[1], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inputs_left_unchanged(dtype):
+    x = make(length=20, bias=False, initial_state=True, dtype=dtype)
+    before = {n: v.detach().clone() for n, v in x.items() if v is not None}
+    out, last = run(selective_scan_chunked, x, True, False, block_len=8)
+    (out.float().sum() + last.sum()).backward()
+    for name in before:
+        v = x[name]
+        assert torch.equal(v.detach(), before[name]), name
+
+
 def test_no_grad_and_without_last_state():
     x = make(length=10)
     with torch.no_grad():
@@ -286,3 +297,12 @@ def test_benchmark_gpu_path_runs_on_cpu_tensors():
     starts = [i for i in range(len(rule)) if rule[i] == "-" and (i == 0 or rule[i - 1] == " ")]
     assert [header.index(h) for h in bench.GPU_HEADERS] == starts  # every column starts where its rule starts
     assert len(body) == len(rows)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_benchmark_loop_matches_reference(reverse):
+    bench = load_benchmark()
+    x = make(length=30, groups=None)
+    args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True)
+    torch.testing.assert_close(bench.loop_scan(*args, reverse=reverse), selective_scan_ref(*args, reverse=reverse),
+                               rtol=1e-5, atol=1e-5)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-BLOCK_LEN = 32
+BLOCK_LEN = 64
 _EXP_CAP = 60.0  # bound on |S_t - R| inside a block: e^60 ≈ 1e26 leaves room for block sums below fp32 max
 
 
@@ -175,7 +175,7 @@ class _ChunkedScan(torch.autograd.Function):
             y[..., s] = _flip(H.mul_(C_b.unsqueeze(2)).sum(-2), reverse)
         y = y.view(batch, dim, length)
         if D is not None:
-            y = y + D.float()[None, :, None] * uf
+            y.addcmul_(D.float()[None, :, None], uf)
         out = y if z is None else y * F.silu(z.float())
         last = h.reshape(batch, dim, state)
         if save:
@@ -233,20 +233,25 @@ class _ChunkedScan(torch.autograd.Function):
             K = lam.mul_(H.sub_(Bdu))  # λ_t · exp(Δ_t A) h_{t-1}
             g_dtA[..., s] = _flip((K * A3.unsqueeze(-1)).sum(-2), reverse)
             g_A3 += (K * dt_b.unsqueeze(-2)).sum((0, -1))
+        # finish in place: these (batch, dim, length) buffers dominate the backward's memory at long L
         g_du = g_du.view(batch, dim, length)
-        g_dt = g_du * uf + g_dtA.view(batch, dim, length)
-        g_u = g_du * dt
+        g_dt = g_dtA.view(batch, dim, length).addcmul_(g_du, uf)
+        g_u = g_du.mul_(dt)
+        del dt, du5, dt5
         grads = [None] * 12
         if D is not None:
-            g_u = g_u + gy * D.float()[None, :, None]
+            g_u.addcmul_(gy, D.float()[None, :, None])
             grads[5] = (gy * uf).sum((0, 2)).to(D.dtype)
+        del gy, gy5
         if z is not None and ctx.needs_input_grad[6]:
-            y = y_saved.float()
             zf = z.float()
             sig = torch.sigmoid(zf)
-            grads[6] = (g_out * y * sig * (1 + zf * (1 - sig))).to(z.dtype)
+            dsilu = (1 - sig).mul_(zf).add_(1).mul_(sig)  # d silu(z) / dz
+            del sig
+            grads[6] = dsilu.mul_(g_out).mul_(y_saved).to(z.dtype)
+            del dsilu
         if delta_softplus:
-            g_dt = g_dt * torch.sigmoid(pre)
+            g_dt.mul_(torch.sigmoid(pre))  # not in place: pre can be the caller's delta
         grads[0] = g_u.to(u.dtype)
         grads[1] = g_dt.to(delta.dtype)
         grads[2] = g_A3.view(dim, state).to(A.dtype)
@@ -265,7 +270,7 @@ def selective_scan_chunked(
 ):
     """Same arguments and results as :func:`~genossm.ops.selective_scan.reference.selective_scan_ref`.
 
-    ``block_len`` positions are processed per step of the Python loop (32 measures best on CPU; any
+    ``block_len`` positions are processed per step of the Python loop (64 measured best on CPU; any
     length works, including lengths that are not a multiple of it).
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
