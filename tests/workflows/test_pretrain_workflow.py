@@ -172,3 +172,19 @@ def test_run_folder_keyed_by_slurm_job(monkeypatch):
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
     monkeypatch.delenv("SLURM_JOB_ID")
     assert run_id() == run_id() and not run_id().startswith("slurm")
+
+
+def test_ranks_read_different_windows(tmp_path):
+    """As under DDP with 2 ranks: the demo data config gives each rank its own training windows."""
+    from genossm.tasks.pretrain import instantiate
+
+    cfg = compose_pretrain([*TINY, f"data.cache_dir={tmp_path}"])
+    dm = instantiate(cfg.data)
+    batches = []
+    for rank in (0, 1):
+        dm._rank = lambda rank=rank: (rank, 2)
+        ds = dm.train_dataset()
+        assert len(ds) == -(-cfg.data.samples_per_epoch // (cfg.data.batch_size * 2))  # the epoch is split
+        batches.append(next(iter(ds)))
+    assert not torch.equal(batches[0]["start"], batches[1]["start"])
+    assert not torch.equal(batches[0]["tokens"], batches[1]["tokens"])
