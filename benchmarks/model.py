@@ -102,8 +102,9 @@ def _case(spec: dict, queue) -> None:
     if mode == "chunked":
         strands = 2 if model.config.rc_equivariant else 1
         act = strands * length * model.config.d_model * 4  # one (S, L, D) float32 activation
-        # one chunk's intermediates: about 16 float32 tensors as wide as d_inner, per strand
-        chunk = 16 * strands * min(spec["chunk_len"], length) * model.config.d_inner * 4
+        # one chunk's intermediates (projections, conv, the chunked scan's buffers): about 24 float32
+        # tensors as wide as d_inner, per strand (calibrated on CPU with tiny, 32k context, 8k chunks)
+        chunk = 24 * strands * min(spec["chunk_len"], length) * model.config.d_inner * 4
         budget = (2 * act + length * 4 * 4 + chunk) / MiB + 32  # two activations + logits + chunk + slack
     queue.put({"seconds": best, "tokens_per_s": length / best, "peak_mib": peak, "extra_mib": peak - base,
                "budget_mib": budget, "params": model.num_parameters()})
