@@ -23,6 +23,8 @@ them once, and returns ``(out_forward, out_reverse)``.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 BACKENDS = ("reference", "chunked", "triton")
 
@@ -79,3 +81,14 @@ def selective_scan_bidirectional(
 
 
 __all__ = ["selective_scan", "selective_scan_bidirectional", "BACKENDS", "resolve_backend"]
+
+
+class _CallablePackage(types.ModuleType):
+    """Lets ``genossm.ops.selective_scan(...)`` be called like the function it is named after while
+    ``genossm.ops.selective_scan.chunked`` (and the other backends) stay importable as submodules."""
+
+    def __call__(self, *args, **kwargs):
+        return selective_scan(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
