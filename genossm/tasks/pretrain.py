@@ -463,6 +463,8 @@ def run_pretraining(cfg) -> dict:
         raise GenossmError("output= is not set: give the run folder, e.g. output=outputs/pretrain/my_run")
     out = Path(str(cfg.output)).absolute()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
 
     fasta = cfg.get("fasta")
     if fasta is None:
