@@ -4,6 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# Without CUDA the Triton kernels run in Triton's CPU interpreter. The switch is read when triton and the
+# kernels are first imported, and Lightning imports triton, so it is set here, before any test module loads.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
 SHARED_DATA = REPO.parent / "shared" / "data"
