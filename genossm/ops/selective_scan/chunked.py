@@ -140,19 +140,29 @@ def _flip(x, reverse):
     return x.flip(-1) if reverse else x
 
 
+def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
+    """What forward and backward both derive from the inputs, float32, channels split as (groups, per group).
+
+    Returns B4, C4 (batch, g, state, L); g; k = dim // g; Δ and its pre-softplus value (batch, dim, L); u as
+    float32; Δ and Δ·u viewed as (batch, g, k, L); A as (g, k, state)."""
+    batch, dim, length = u.shape
+    B4, C4 = _bc_grouped(B), _bc_grouped(C)
+    g = B4.shape[1]
+    k = dim // g
+    dt, pre = _delta(delta, delta_bias, delta_softplus)
+    uf = u.float()
+    dt5 = dt.view(batch, g, k, length)
+    du5 = (dt * uf).view(batch, g, k, length)
+    A3 = A.float().view(g, k, A.shape[1])
+    return B4, C4, g, k, dt, pre, uf, dt5, du5, A3
+
+
 class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, block_len):
         batch, dim, length = u.shape
         state = A.shape[1]
-        B4, C4 = _bc_grouped(B), _bc_grouped(C)
-        g = B4.shape[1]
-        k = dim // g
-        dt, _ = _delta(delta, delta_bias, delta_softplus)
-        uf = u.float()
-        dt5 = dt.view(batch, g, k, length)
-        du5 = (dt * uf).view(batch, g, k, length)
-        A3 = A.float().view(g, k, state)
+        B4, C4, g, k, dt, _, uf, dt5, du5, A3 = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
         if initial_state is None:
             h = uf.new_zeros(batch, g, k, state)
         else:
@@ -191,14 +201,7 @@ class _ChunkedScan(torch.autograd.Function):
         delta_softplus, reverse, block_len = ctx.config
         batch, dim, length = u.shape
         state = A.shape[1]
-        B4, C4 = _bc_grouped(B), _bc_grouped(C)
-        g = B4.shape[1]
-        k = dim // g
-        dt, pre = _delta(delta, delta_bias, delta_softplus)
-        uf = u.float()
-        dt5 = dt.view(batch, g, k, length)
-        du5 = (dt * uf).view(batch, g, k, length)
-        A3 = A.float().view(g, k, state)
+        B4, C4, g, k, dt, pre, uf, dt5, du5, A3 = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
         g_out = g_out.float() if g_out is not None else uf.new_zeros(batch, dim, length)
         gy = g_out if z is None else g_out * F.silu(z.float())  # gradient of y + D u
         gy5 = gy.view(batch, g, k, length)
