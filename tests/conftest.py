@@ -37,3 +37,12 @@ def bundled_data() -> Path:
 
 
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run many small ops, which are faster on one thread than fighting over two cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

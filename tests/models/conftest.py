@@ -27,8 +27,5 @@ def make_model():
 
 
 @pytest.fixture(autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _few_threads(one_torch_thread):
+    """Every model test runs on one torch thread (the shared fixture in tests/conftest.py)."""

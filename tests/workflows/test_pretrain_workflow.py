@@ -32,12 +32,7 @@ def compose_pretrain(overrides):
         return compose(config_name="pretrain", overrides=list(overrides))
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow
