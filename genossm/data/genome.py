@@ -104,6 +104,11 @@ def _writable(folder: Path) -> bool:
     return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK) and bool(folder.stat().st_mode & 0o222)
 
 
+# where a wheel installs the bundled data (data/ of the repository): caches of those files go to the user
+# cache folder rather than into site-packages
+INSTALLED_DATA = Path(__file__).resolve().parent.parent / "_data"
+
+
 def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genossm"
 
@@ -111,13 +116,15 @@ def user_cache_dir() -> Path:
 def cache_folder(fasta: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding everything genossm derives from one FASTA (decompressed copy, index, token cache).
 
-    ``cache_dir`` if given; otherwise ``.genossm-cache/`` beside the FASTA when that folder is writable,
-    else the user cache folder (``$XDG_CACHE_HOME/genossm`` or ``~/.cache/genossm``). Inside it, one
+    ``cache_dir`` if given; otherwise ``.genossm-cache/`` beside the FASTA when that folder is writable
+    (and is not the bundled data inside an installed package), else the user cache folder (``$XDG_CACHE_HOME/genossm`` or ``~/.cache/genossm``). Inside it, one
     sub-folder per FASTA, named after the file and a hash of its absolute path.
     """
     fasta = Path(fasta).resolve()
     if cache_dir is not None:
         root = Path(cache_dir)
+    elif fasta.is_relative_to(INSTALLED_DATA):
+        root = user_cache_dir()
     elif _writable(fasta.parent) or _writable(fasta.parent / CACHE_FOLDER):
         root = fasta.parent / CACHE_FOLDER
     else:

@@ -133,6 +133,22 @@ def test_read_only_folder_gets_its_index_in_the_cache(tmp_path):
         folder.chmod(0o755)
 
 
+def test_bundled_data_of_an_installed_package_is_cached_in_the_user_folder(tmp_path, monkeypatch):
+    from genossm.data import genome as genome_module
+
+    installed = tmp_path / "site-packages" / "genossm" / "_data"
+    installed.mkdir(parents=True)
+    shutil.copy(DATA / "multi_contig.fa", installed / "g.fa")
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    shutil.copy(DATA / "multi_contig.fa", beside / "g.fa")
+    monkeypatch.setattr(genome_module, "INSTALLED_DATA", installed)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    assert cache_folder(installed / "g.fa").parent == tmp_path / "user-cache" / "genossm"
+    assert cache_folder(beside / "g.fa").parent == beside / ".genossm-cache"
+    assert not (installed / ".genossm-cache").exists()
+
+
 # -- bad input: each one a GenossmError naming the file and the record or line ---------------------
 
 
