@@ -123,6 +123,33 @@ def _load_delta(delta_ptr, bias_ptr, seq, d, mask2, dmask, HAS_BIAS: tl.constexp
 
 
 @triton.jit
+def _tile_offsets(k, tt, b, g, d, n, dmask, nmask, D, L, G, N, BT: tl.constexpr):
+    """Offsets and masks of tile k: ``seq`` (BLOCK_D, BT) into u/Δ/z/outputs, ``bc`` (N_P, BT) into B/C."""
+    t = k * BT + tt
+    tmask = t < L
+    mask2 = dmask[:, None] & tmask[None, :]
+    bcmask = nmask[:, None] & tmask[None, :]
+    seq = _seq_offset(b, d[:, None], t[None, :], D, L)
+    bc = _bc_offset(b, g, n[:, None], t[None, :], G, N, L)
+    return seq, mask2, bc, bcmask
+
+
+@triton.jit
+def _load_tile(
+    u_ptr, delta_ptr, bias_ptr, B_ptr, C_ptr, A2, k, tt, b, g, d, n, dmask, nmask, D, L, G, N,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BT: tl.constexpr,
+):
+    """Tile k's offsets, Δ (raw and as used), u, B, C in float32, and the decays a = exp(Δ A) (BLOCK_D, N_P, BT)."""
+    seq, mask2, bc, bcmask = _tile_offsets(k, tt, b, g, d, n, dmask, nmask, D, L, G, N, BT)
+    raw, dt = _load_delta(delta_ptr, bias_ptr, seq, d, mask2, dmask, HAS_BIAS, SOFTPLUS)
+    uu = tl.load(u_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
+    Bv = tl.load(B_ptr + bc, mask=bcmask, other=0.0).to(tl.float32)
+    Cv = tl.load(C_ptr + bc, mask=bcmask, other=0.0).to(tl.float32)
+    a = tl.exp2(dt[:, None, :] * A2[:, :, None])
+    return seq, mask2, bc, bcmask, raw, dt, uu, Bv, Cv, a
+
+
+@triton.jit
 def _column(x, tt3, col):
     """x[:, :, col] of a (BLOCK_D, N_P, BT) tile."""
     return tl.sum(tl.where(tt3 == col, x, 0.0), 2)
@@ -167,12 +194,7 @@ def _chunk_local_kernel(
     s_run = tl.zeros((BLOCK_D,), tl.float32)
     for j in range(0, n_here):
         k = k0 + j
-        t = k * BT + tt
-        tmask = t < L
-        mask2 = dmask[:, None] & tmask[None, :]
-        bcmask = nmask[:, None] & tmask[None, :]
-        seq = _seq_offset(b, d[:, None], t[None, :], D, L)
-        bc = _bc_offset(b, g, n[:, None], t[None, :], G, N, L)
+        seq, mask2, bc, bcmask = _tile_offsets(k, tt, b, g, d, n, dmask, nmask, D, L, G, N, BT)
         raw, dt = _load_delta(delta_ptr, bias_ptr, seq, d, mask2, dmask, HAS_BIAS, SOFTPLUS)
         if ADJOINT:
             Cv = tl.load(C_ptr + bc, mask=bcmask, other=0.0).to(tl.float32)
@@ -311,18 +333,11 @@ def _forward_kernel(
             k = k0 + n_here - 1 - i  # a lone reverse scan walks from the end
         else:
             k = k0 + i
-        t = k * BT + tt
-        tmask = t < L
-        mask2 = dmask[:, None] & tmask[None, :]
-        bcmask = nmask[:, None] & tmask[None, :]
-        seq = _seq_offset(b, d[:, None], t[None, :], D, L)
-        bc = _bc_offset(b, g, n[:, None], t[None, :], G, N, L)
+        seq, mask2, bc, bcmask, raw, dt, uu, Bv, Cv, a = _load_tile(
+            u_ptr, delta_ptr, bias_ptr, B_ptr, C_ptr, A2, k, tt, b, g, d, n, dmask, nmask, D, L, G, N,
+            HAS_BIAS, SOFTPLUS, BT,
+        )
         toff = _state_offset(b, k, d[:, None], n[None, :], n_tiles, D, N)
-        raw, dt = _load_delta(delta_ptr, bias_ptr, seq, d, mask2, dmask, HAS_BIAS, SOFTPLUS)
-        uu = tl.load(u_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-        Bv = tl.load(B_ptr + bc, mask=bcmask, other=0.0).to(tl.float32)
-        Cv = tl.load(C_ptr + bc, mask=bcmask, other=0.0).to(tl.float32)
-        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
         bb = (dt * uu)[:, None, :] * Bv[None, :, :]
         if HAS_Z:
             zz = tl.load(z_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
@@ -409,18 +424,11 @@ def _backward_kernel(
             k = k0 + n_here - 1 - i  # the forward model's adjoint runs from the end
         else:
             k = k0 + i
-        t = k * BT + tt
-        tmask = t < L
-        mask2 = dmask[:, None] & tmask[None, :]
-        bcmask = nmask[:, None] & tmask[None, :]
-        seq = _seq_offset(b, d[:, None], t[None, :], D, L)
-        bc = _bc_offset(b, g, n[:, None], t[None, :], G, N, L)
+        seq, mask2, bc, bcmask, raw, dt, uu, Bv, Cv, a = _load_tile(
+            u_ptr, delta_ptr, bias_ptr, B_ptr, C_ptr, A2, k, tt, b, g, d, n, dmask, nmask, D, L, G, N,
+            HAS_BIAS, SOFTPLUS, BT,
+        )
         toff = _state_offset(b, k, d[:, None], n[None, :], n_tiles, D, N)
-        raw, dt = _load_delta(delta_ptr, bias_ptr, seq, d, mask2, dmask, HAS_BIAS, SOFTPLUS)
-        uu = tl.load(u_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-        Bv = tl.load(B_ptr + bc, mask=bcmask, other=0.0).to(tl.float32)
-        Cv = tl.load(C_ptr + bc, mask=bcmask, other=0.0).to(tl.float32)
-        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
         dtu = dt * uu
         bb = dtu[:, None, :] * Bv[None, :, :]
         if HAS_Z:
