@@ -42,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)  # a constexpr: compiled kernels may read no other globals
 
 # Defaults for the GPU: a (block_d × state × tile_len) float32 tile per tensor held in registers.
 DEFAULT_TILE_LEN = 32
