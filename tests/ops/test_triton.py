@@ -242,6 +242,30 @@ def test_empty_sequence_and_bad_shapes():
         tri.selective_scan_triton(*[w[k] for k in ("u", "delta", "A", "B", "C")], tile_len=6)
 
 
+def test_inference_saves_no_tile_states(monkeypatch):
+    """Under torch.no_grad() (and with no input requiring a gradient) the forward keeps nothing for a
+    backward: at 1 Mb the per-tile states would be gigabytes per layer. With gradients they are kept."""
+    seen = []
+    real = tri._run_forward
+
+    def spy(*args):
+        seen.append(args[-2])  # the ``save`` argument
+        return real(*args)
+
+    monkeypatch.setattr(tri, "_run_forward", spy)
+    x = make_inputs(batch=1, length=12)
+    args = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    with torch.no_grad():
+        tri.selective_scan_triton(*args, True, tile_len=4)
+        tri.selective_scan_bidirectional_triton(*args, True, tile_len=4)
+    tri.selective_scan_triton(*[a.detach() for a in args], True, tile_len=4)
+    assert seen == [False, False, False]
+    out = tri.selective_scan_triton(*args, True, tile_len=4)
+    assert seen[-1] is True
+    out.sum().backward()  # the saved states serve the backward
+    assert x["u"].grad is not None
+
+
 @triton.jit
 def _offset_probe(out_ptr, b, d, t, D, L, g, n, G, N, k, NK):
     tl.store(out_ptr + 0, tri._seq_offset(b, d, t, D, L))

@@ -655,8 +655,9 @@ class _SelectiveScanFn(torch.autograd.Function):
     Outputs: (out, last_state) for one direction, (out_forward, out_reverse) for both."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, has_f, has_r, cfg):
-        save = any(ctx.needs_input_grad)
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, has_f, has_r, cfg, save):
+        # ``save`` comes from the caller: inside forward() grad mode is always off and needs_input_grad
+        # stays True under torch.no_grad(), so neither can tell inference from training here.
         out_f, out_r, last, ts_f, ts_r = _run_forward(
             u, delta, A, B, C, D, z, delta_bias, softplus, initial_state, has_f, has_r, save, cfg
         )
@@ -694,8 +695,14 @@ class _SelectiveScanFn(torch.autograd.Function):
             dD.to(D.dtype) if D is not None else None, dz,
             dbias.to(delta_bias.dtype) if delta_bias is not None else None,
             dinit.to(ctx.init_dtype) if ctx.has_init else None,
-            None, None, None, None,
+            None, None, None, None, None,
         )
+
+
+def _needs_grad(*tensors) -> bool:
+    """Whether a backward can follow: grad mode on and some input requires a gradient. Inference
+    (torch.no_grad / inference_mode) then skips saving the per-tile states."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias, initial_state):
@@ -754,8 +761,9 @@ def selective_scan_triton(
         last = initial_state if initial_state is not None else u.new_zeros(batch, dim, A.shape[1], dtype=torch.float32)
         return (out, last.float()) if return_last_state else out
     cfg = _Config(batch, dim, B4.shape[1], A.shape[1], length, tile_len, tiles_per_chunk, block_d)
+    save = _needs_grad(u, delta, A, B4, C4, D, z, delta_bias, initial_state)
     out, last = _SelectiveScanFn.apply(
-        u, delta, A, B4, C4, D, z, delta_bias, initial_state, delta_softplus, not reverse, reverse, cfg
+        u, delta, A, B4, C4, D, z, delta_bias, initial_state, delta_softplus, not reverse, reverse, cfg, save
     )
     return (out, last) if return_last_state else out
 
@@ -770,7 +778,8 @@ def selective_scan_bidirectional_triton(
     if length == 0:
         return u.new_zeros(u.shape), u.new_zeros(u.shape)
     cfg = _Config(batch, dim, B4.shape[1], A.shape[1], length, tile_len, tiles_per_chunk, block_d)
-    return _SelectiveScanFn.apply(u, delta, A, B4, C4, D, z, delta_bias, None, delta_softplus, True, True, cfg)
+    save = _needs_grad(u, delta, A, B4, C4, D, z, delta_bias)
+    return _SelectiveScanFn.apply(u, delta, A, B4, C4, D, z, delta_bias, None, delta_softplus, True, True, cfg, save)
 
 
 __all__ = ["selective_scan_triton", "selective_scan_bidirectional_triton", "interpreting"]

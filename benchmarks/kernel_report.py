@@ -1,0 +1,211 @@
+"""Compile the Triton selective-scan kernels for a GPU architecture without a GPU, and report their resources.
+
+Every kernel launch the real forward and backward make (one direction, ``reverse``, bidirectional) is
+compiled exactly as Triton would compile it at launch time (same constexprs, same integer and pointer
+specialisation), for the target architecture (default sm_90, the H100), with the ``ptxas`` shipped with
+Triton. The table shows registers per thread, spilled bytes, shared memory and the occupancy those imply.
+It catches what the CPU interpreter cannot: code that does not compile for the GPU, register spills and
+occupancy cliffs. No kernel is run and no CUDA device or driver is needed.
+
+    python benchmarks/kernel_report.py                      # (1, 2048, 16, 2^20) bf16, sm_90
+    python benchmarks/kernel_report.py --shape 8 768 16 16384 --arch 90 --tile-len 64 --block-d 2
+
+Note: registers depend on the Triton version; the numbers printed come from the installed one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    sys.exit("kernel_report compiles real kernels: unset TRITON_INTERPRET first")
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.runtime import driver as _driver  # noqa: E402
+
+import genossm.ops.selective_scan.triton as tk  # noqa: E402
+
+KERNELS = ("_chunk_local_kernel", "_combine_chunks_kernel", "_forward_kernel", "_backward_kernel")
+REGS_PER_SM = 65536
+MAX_THREADS_PER_SM = 2048
+
+
+class _TargetOnlyDriver:
+    """The part of a Triton driver that compilation asks for: the target, a device and a stream id."""
+
+    def __init__(self, arch: int):
+        self.target = GPUTarget("cuda", arch, 32)
+
+    def get_current_target(self):
+        return self.target
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def is_active(self):
+        return True
+
+
+@dataclass
+class Compiled:
+    kernel: str
+    launched_by: str  # forward, reverse or bidirectional scan
+    flags: str  # the constexpr flags that are on
+    num_warps: int
+    regs: int
+    stack: int  # bytes per thread; non-zero means spilled registers
+    shared: int
+
+    @property
+    def blocks_per_sm(self) -> int:
+        threads = 32 * self.num_warps
+        by_regs = REGS_PER_SM // max(1, self.regs * threads)
+        return max(0, min(by_regs, MAX_THREADS_PER_SM // threads, 32))
+
+
+class _Recorder:
+    """Stands in for a kernel: ``kernel[grid](*args, **kwargs)`` compiles instead of launching.
+
+    Integer arguments named in ``ints`` are replaced by the values of the full-size problem, so the
+    kernel is specialised exactly as at the real launch even though the buffers passed are small."""
+
+    def __init__(self, name, fn, sink, scan_label, ints):
+        self.name, self.fn, self.sink, self.scan_label, self.ints = name, fn, sink, scan_label, ints
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            names = self.fn.arg_names
+            args = [self.ints.get(n, a) if isinstance(a, int) else a for n, a in zip(names, args)]
+            flags = ",".join(k for k, v in kwargs.items() if isinstance(v, bool) and v and k.isupper())
+            key = (self.name, flags, kwargs.get("num_warps", 4))
+            if key not in self.sink:
+                self.sink[key] = (self.scan_label[0], self.fn.warmup(*args, grid=grid, **kwargs))
+        return launch
+
+
+def _resources(compiled) -> tuple[int, int, int]:
+    """(registers per thread, stack-frame bytes per thread, shared bytes) of a compiled kernel, read from
+    its cubin with the ``cuobjdump`` shipped with Triton. Registers that do not fit are spilled to the
+    stack frame, so a non-zero stack means spills."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        text = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
+
+    def field(name):
+        m = re.search(rf"\b{name}:(\d+)", text)
+        if m is None:
+            raise RuntimeError(f"cuobjdump printed no {name} field:\n{text}")
+        return int(m.group(1))
+
+    return field("REG"), field("STACK"), field("SHARED")
+
+
+def compile_all(shape, dtype, arch=90, tile_len=None, tiles_per_chunk=None, block_d=None, z=True, softplus=True):
+    """Compile every kernel the forward and backward launch, for one-direction, reverse and bidirectional
+    scans at ``shape`` = (batch, dim, state, length). Returns a list of ``Compiled``."""
+    batch, dim, state, length = shape
+    cfg = tk._Config(batch, dim, 1, state, length, tile_len, tiles_per_chunk, block_d)
+    ints = dict(D=dim, L=length, G=1, N=state, n_tiles=cfg.n_tiles, n_chunks=cfg.n_chunks, K=cfg.K)
+    # The buffers are never read, so they are allocated at a small size (same dtypes, same alignment);
+    # the full-size integers are put back at each launch. dim stays ≥ 64 so that the combine kernel's
+    # block size (min(1024, dim × state)) matches the full problem.
+    small_dim = min(dim, max(64, triton.cdiv(1024, state)))
+    small_len = 4 * cfg.BT
+    sink: dict = {}
+    scan_label = ["?"]
+    saved = {name: getattr(tk, name) for name in KERNELS}
+    _driver.set_active(_TargetOnlyDriver(arch))
+    try:
+        for name in KERNELS:
+            setattr(tk, name, _Recorder(name, saved[name], sink, scan_label, ints))
+
+        def leaf(*size, dt=dtype):
+            return torch.zeros(*size, dtype=dt, requires_grad=True)
+
+        args = dict(
+            u=leaf(1, small_dim, small_len),
+            delta=leaf(1, small_dim, small_len),
+            A=leaf(small_dim, state, dt=torch.float32),
+            B=leaf(1, 1, state, small_len),
+            C=leaf(1, 1, state, small_len),
+            D=leaf(small_dim, dt=torch.float32),
+            z=leaf(1, small_dim, small_len) if z else None,
+            delta_bias=leaf(small_dim, dt=torch.float32),
+            delta_softplus=softplus,
+        )
+        opts = dict(tile_len=cfg.BT, tiles_per_chunk=cfg.K, block_d=cfg.BLOCK_D)
+        init = leaf(1, small_dim, state, dt=torch.float32)
+        runs = (
+            ("forward", lambda: tk.selective_scan_triton(**args, **opts)),
+            ("reverse", lambda: tk.selective_scan_triton(**args, reverse=True, **opts)),
+            ("bidirectional", lambda: sum(tk.selective_scan_bidirectional_triton(**args, **opts))),
+            ("carried state", lambda: sum(
+                x.sum() for x in tk.selective_scan_triton(**args, initial_state=init, return_last_state=True, **opts)
+            )),
+        )
+        for label, run in runs:
+            scan_label[0] = label
+            with torch.no_grad():  # inference: nothing saved for a backward
+                run()
+            run().float().sum().backward()
+    finally:
+        for name, fn in saved.items():
+            setattr(tk, name, fn)
+        _driver.set_active(None)
+    rows = []
+    for (name, flags, warps), (label, compiled) in sink.items():
+        regs, stack, shared = _resources(compiled)
+        rows.append(Compiled(name.strip("_").replace("_kernel", ""), label, flags, warps, regs, stack, shared))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shape", type=int, nargs=4, default=[1, 2048, 16, 2**20], metavar=("BATCH", "DIM", "STATE", "LEN"))
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--arch", type=int, default=90, help="compute capability × 10 (90 = H100)")
+    p.add_argument("--tile-len", type=int, default=None)
+    p.add_argument("--block-d", type=int, default=None)
+    p.add_argument("--tiles-per-chunk", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    a = p.parse_args(argv)
+    rows = compile_all(
+        tuple(a.shape), getattr(torch, a.dtype), a.arch, a.tile_len, a.tiles_per_chunk, a.block_d
+    )
+    if a.json:
+        print(json.dumps([{**asdict(r), "blocks_per_sm": r.blocks_per_sm} for r in rows]))
+        return rows
+    cfg = tk._Config(a.shape[0], a.shape[1], 1, a.shape[2], a.shape[3], a.tile_len, a.tiles_per_chunk, a.block_d)
+    print(
+        f"sm_{a.arch}, triton {triton.__version__}, shape (batch, dim, state, length) = {tuple(a.shape)} {a.dtype}; "
+        f"tile {cfg.BT}, block_d {cfg.BLOCK_D}, {cfg.K} tiles/chunk, {cfg.n_chunks} chunks, "
+        f"grid {cfg.grid(a.shape[0])}"
+    )
+    head = f"| {'kernel':<14} | {'scan':<13} | {'flags on':<52} | warps | regs | stack B | smem B | blocks/SM |"
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for r in rows:
+        print(
+            f"| {r.kernel:<14} | {r.launched_by:<13} | {r.flags[:52]:<52} | {r.num_warps:>5} | {r.regs:>4} | "
+            f"{r.stack:>7} | {r.shared:>6} | {r.blocks_per_sm:>9} |"
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
