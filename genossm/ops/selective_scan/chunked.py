@@ -1,29 +1,27 @@
 """Block-wise selective scan in plain PyTorch: fast on CPU, O(L) memory, runs on any device.
 
-The recurrence of ``reference.py`` (h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t) is evaluated in blocks of
-``block_len`` positions. Inside a block the decays telescope: with S_t = A · Σ_{r≤t} Δ_r (block-relative),
-
-    h_t = exp(S_t) h_0 + Σ_{s≤t} exp(S_t - S_s) Δ_s B_s u_s
-        = P_t · (exp(R) h_0 + cumsum_s(Δ_s B_s u_s / P_s)),      P_t = exp(S_t - R),
-
-so a block costs one exp, one cumulative sum and a few multiplies over (batch, dim, state, block) instead of
-one small kernel call per position; the state is carried from block to block. R is the middle of the
-block's range of S, so |S_t - R| stays within ``_EXP_CAP`` whenever the whole block's decay spans at most
-2·``_EXP_CAP`` (e^±60 is far from fp32 overflow even after summing a block of terms). Channels whose decay
-spans more inside a block (very large Δ·A) are recomputed there by exact per-position stepping, so the
-result never overflows and never silently loses a term.
+The recurrence of ``reference.py``, h_t = α_t h_{t-1} + x_t with α_t = exp(Δ_t A) and x_t = Δ_t B_t u_t, is
+evaluated in blocks of ``block_len`` positions, the state carried from block to block. Inside a block the
+linear recurrence is solved by a 4-ary tree scan over the positions (``_tree_scan``): every group of four
+positions is scanned in three vectorised steps, the group ends form a four-times shorter recurrence that is
+solved the same way, and the result is pushed back into the groups with one multiply-add. Every step is a
+multiply-add over (batch, dim, state) slices of the block; only products of the decays α appear, never
+quotients or exponentials of sums, so nothing can overflow that the sequential recurrence would not, and a
+channel with huge decays (Δ·|A| in the hundreds) takes exactly the same path at the same speed as any
+other. Blocks are laid out position-major, (T, batch, groups, per_group, state), so each step reads and
+writes contiguous rows.
 
 Backward (a ``torch.autograd.Function``): the forward keeps only the state at each block boundary. The
 backward walks the blocks in the opposite order of the scan, recomputes the block's states from its
-boundary state, runs the adjoint recurrence λ_t = C_t g_t + exp(Δ_{t+1} A) λ_{t+1} with the same block
-trick (a reversed cumulative sum), and reduces the gradients of u, Δ, A, B, C, D, z, delta_bias and the
-initial state block by block. Memory: inputs, a few (batch, dim, length) float32 buffers and
-(length / block_len) boundary states; never a (batch, dim, state, length) tensor.
+boundary state, solves the adjoint recurrence λ_t = C_t g_t + α_{t+1} λ_{t+1} with the same tree scan run
+the other way, and reduces the gradients of u, Δ, A, B, C, D, z, delta_bias and the initial state block by
+block. Memory: inputs, a few (batch, dim, length) float32 buffers, (length / block_len) boundary states and a
+few (block_len, batch, dim, state) work buffers allocated once per call; never a (batch, dim, state, length)
+tensor.
 
 Gradients flowing into the returned last state (``return_last_state=True``) are supported.
-``reverse=True`` scans each block from its end (only per-block slices of the inputs are flipped, never the
-whole tensors). Everything is computed in float32; ``out`` is returned in u's dtype, gradients in the
-dtypes of their inputs.
+``reverse=True`` scans the blocks from the end and each block from its end, without flipping any tensor.
+Everything is computed in float32; ``out`` is returned in u's dtype, gradients in the dtypes of their inputs.
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 BLOCK_LEN = 64
-_EXP_CAP = 60.0  # bound on |S_t - R| inside a block: e^60 ≈ 1e26 leaves room for block sums below fp32 max
 
 
 def _bc_grouped(BC: torch.Tensor) -> torch.Tensor:
@@ -76,68 +73,40 @@ def _delta(delta, delta_bias, delta_softplus):
     return (F.softplus(pre) if delta_softplus else pre), pre
 
 
-def _hot_channels(dt, A3, block_len):
-    """Per block, the channels whose decay spans more than 2·_EXP_CAP: (n_blocks, groups, per_group) bool.
+def _tree_scan(al, x, h0, reverse=False):
+    """Every state of h_t = al_t h_{t-1} + x_t (``reverse``: h_t = al_t h_{t+1} + x_t) along dim 0, in place.
 
-    The span of S over a block is |A| times the range of the block-relative cumulative sum of Δ (including
-    the 0 before the first step); it is the same whichever end the scan starts from.
+    al, x (T, ...) and h0 (...) float32, h0 the state before the first step taken. x is overwritten with the
+    states and returned; al is overwritten with running products of the decays. Groups of four positions are
+    scanned in three steps, their end states by recursion on a four-times shorter sequence, then each group
+    receives its incoming state with one multiply-add; a remainder of fewer than four positions is stepped.
     """
-    batch, g, k, length = dt.shape
-    n_blocks = -(-length // block_len)
-    pad = n_blocks * block_len - length
-    cum = F.pad(dt, (0, pad)).view(batch, g, k, n_blocks, block_len).cumsum(-1)
-    span = cum.amax(-1).clamp_min(0) - cum.amin(-1).clamp_max(0)  # (batch, g, k, n_blocks)
-    span = span.amax(0) * A3.abs().amax(-1, keepdim=True)  # (g, k, n_blocks)
-    return (span > 2 * _EXP_CAP).permute(2, 0, 1)
-
-
-def _block_factors(dt_b, A3, hot):
-    """P = exp(S - R) (batch, g, k, state, T) and exp(R) (batch, g, k, state) for one block in scan order."""
-    cum = dt_b.cumsum(-1)
-    mid = 0.5 * (cum.amax(-1, keepdim=True).clamp_min(0) + cum.amin(-1, keepdim=True).clamp_max(0))
-    X = (cum - mid).unsqueeze(-2) * A3.unsqueeze(-1)
-    if hot is not None:
-        X.masked_fill_(hot[:, :, None, None], 0.0)  # finite placeholders; those channels are stepped exactly
-    return X.exp_(), torch.exp(A3 * mid)
-
-
-def _step_states(dt, du, Bk, h, A):
-    """Exact per-position stepping for a few channels: dt, du (b, c, T); Bk (b, c, n, T); h (b, c, n)."""
-    T = dt.shape[-1]
-    H = dt.new_empty(*h.shape, T)
-    for t in range(T):
-        h = torch.exp(dt[..., t, None] * A) * h + Bk[..., t] * du[..., t, None]
-        H[..., t] = h
-    return H
-
-
-def _step_adjoint(dt, Cg, mu, A):
-    """λ_t = C_t g_t + exp(Δ_{t+1} A) λ_{t+1} stepped back from λ_{T-1} = C g + μ; Cg (b, c, n, T)."""
-    T = dt.shape[-1]
-    lam = Cg.new_empty(Cg.shape)
-    acc = mu
-    for t in range(T - 1, -1, -1):
-        acc = Cg[..., t] + acc
-        lam[..., t] = acc
-        acc = torch.exp(dt[..., t, None] * A) * acc
-    return lam
-
-
-def _block_states(dt_b, du_b, B_b, h0, A3, hot):
-    """States h_t of one block, scan order: (batch, g, k, state, T); also P, exp(R), Δ B u."""
-    P, eR = _block_factors(dt_b, A3, hot)
-    Bdu = B_b.unsqueeze(2) * du_b.unsqueeze(-2)
-    H = (Bdu / P).cumsum_(-1)
-    H += (eR * h0).unsqueeze(-1)
-    H *= P
-    if hot is not None:
-        gi = hot.nonzero()[:, 0]
-        H[:, hot] = _step_states(dt_b[:, hot], du_b[:, hot], B_b[:, gi], h0[:, hot], A3[hot])
-    return H, P, Bdu
-
-
-def _flip(x, reverse):
-    return x.flip(-1) if reverse else x
+    T = x.shape[0]
+    m = T // 4
+    if m == 0:
+        prev = h0
+        for t in range(T - 1, -1, -1) if reverse else range(T):
+            x[t].addcmul_(al[t], prev)
+            prev = x[t]
+        return x
+    rem = T - 4 * m
+    head = slice(rem, T) if reverse else slice(0, 4 * m)  # the part scanned first, a multiple of four
+    al4, x4 = al[head].unflatten(0, (m, 4)), x[head].unflatten(0, (m, 4))
+    for i in (2, 1, 0) if reverse else (1, 2, 3):
+        j = i + 1 if reverse else i - 1
+        x4[:, i].addcmul_(al4[:, i], x4[:, j])  # state inside the group, from a zero start
+        al4[:, i].mul_(al4[:, j])  # decay from the group's start to position i
+    ends = _tree_scan(al4[:, 0 if reverse else 3], x4[:, 0 if reverse else 3], h0, reverse)
+    if reverse:  # the state entering each group: the next group's first state, h0 for the last group
+        incoming = torch.cat([ends[1:], h0.unsqueeze(0)])
+        x4[:, 1:].addcmul_(al4[:, 1:], incoming.unsqueeze(1))
+    else:
+        incoming = torch.cat([h0.unsqueeze(0), ends[:-1]])
+        x4[:, :3].addcmul_(al4[:, :3], incoming.unsqueeze(1))
+    if rem:
+        rest = slice(0, rem) if reverse else slice(4 * m, T)
+        _tree_scan(al[rest], x[rest], x[rem] if reverse else x[4 * m - 1], reverse)
+    return x
 
 
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
@@ -157,6 +126,17 @@ def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
     return B4, C4, g, k, dt, pre, uf, dt5, du5, A3
 
 
+def _tm(x, s):
+    """Block ``s`` of a (..., L) tensor, position-major: (T, ...) view."""
+    return x[..., s].movedim(-1, 0)
+
+
+def _blocks(length, block_len, reverse):
+    n_blocks = -(-length // block_len)
+    order = range(n_blocks - 1, -1, -1) if reverse else range(n_blocks)
+    return [(j, slice(j * block_len, min(length, (j + 1) * block_len))) for j in order]
+
+
 class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, block_len):
@@ -167,22 +147,24 @@ class _ChunkedScan(torch.autograd.Function):
             h = uf.new_zeros(batch, g, k, state)
         else:
             h = initial_state.float().reshape(batch, g, k, state)
-        n_blocks = -(-length // block_len)
+        blocks = _blocks(length, block_len, reverse)
         save = any(ctx.needs_input_grad)
-        starts = uf.new_empty(n_blocks, batch, g, k, state) if save else None
-        hot_blocks = _hot_channels(dt5, A3, block_len) if n_blocks else None
-        any_hot = hot_blocks.flatten(1).any(1).tolist() if n_blocks else []
+        starts = uf.new_empty(len(blocks), batch, g, k, state) if save else None
+        T_max = min(block_len, length)
+        w_al = uf.new_empty(T_max, batch, g, k, state)  # work buffers, reused by every block
+        w_x = uf.new_empty(T_max, batch, g, k, state)
+        w_y = uf.new_empty(T_max, batch, g, k)
         y = uf.new_empty(batch, g, k, length)
-        for j in range(n_blocks - 1, -1, -1) if reverse else range(n_blocks):
-            s = slice(j * block_len, min(length, (j + 1) * block_len))
-            hot = hot_blocks[j] if any_hot[j] else None
-            dt_b, du_b = _flip(dt5[..., s], reverse), _flip(du5[..., s], reverse)
-            B_b, C_b = _flip(B4[..., s], reverse), _flip(C4[..., s], reverse)
+        for j, s in blocks:
+            T = s.stop - s.start
             if save:
                 starts[j] = h
-            H, _, _ = _block_states(dt_b, du_b, B_b, h, A3, hot)
-            h = H[..., -1].clone()
-            y[..., s] = _flip(H.mul_(C_b.unsqueeze(2)).sum(-2), reverse)
+            al = torch.mul(_tm(dt5, s).unsqueeze(-1), A3, out=w_al[:T]).exp_()
+            H = torch.mul(_tm(B4, s).unsqueeze(3), _tm(du5, s).unsqueeze(-1), out=w_x[:T])
+            _tree_scan(al, H, h, reverse)
+            h = H[0 if reverse else T - 1].clone()
+            torch.sum(H.mul_(_tm(C4, s).unsqueeze(3)), -1, out=w_y[:T])
+            _tm(y, s).copy_(w_y[:T])
         y = y.view(batch, dim, length)
         if D is not None:
             y.addcmul_(D.float()[None, :, None], uf)
@@ -211,31 +193,33 @@ class _ChunkedScan(torch.autograd.Function):
         g_C4 = uf.new_empty(C4.shape)
         g_A3 = uf.new_zeros(g, k, state)
         mu = uf.new_zeros(batch, g, k, state) if g_last is None else g_last.float().reshape(batch, g, k, state)
-        n_blocks = starts.shape[0]
-        hot_blocks = _hot_channels(dt5, A3, block_len) if n_blocks else None
-        any_hot = hot_blocks.flatten(1).any(1).tolist() if n_blocks else []
-        for j in range(n_blocks) if reverse else range(n_blocks - 1, -1, -1):
-            s = slice(j * block_len, min(length, (j + 1) * block_len))
-            hot = hot_blocks[j] if any_hot[j] else None
-            dt_b, du_b = _flip(dt5[..., s], reverse), _flip(du5[..., s], reverse)
-            B_b, C_b = _flip(B4[..., s], reverse), _flip(C4[..., s], reverse)
-            gy_b = _flip(gy5[..., s], reverse)
-            H, P, Bdu = _block_states(dt_b, du_b, B_b, starts[j], A3, hot)
-            # λ_t = (Σ_{s≥t} P_s C_s g_s + P_last μ) / P_t : a reversed cumulative sum inside the block
-            G = C_b.unsqueeze(2) * gy_b.unsqueeze(-2)  # (batch, g, k, state, T)
-            Cg_hot = G[:, hot] if hot is not None else None
-            G *= P
-            G[..., -1] += P[..., -1] * mu
-            lam = G.flip(-1).cumsum_(-1).flip(-1).div_(P)
-            if hot is not None:
-                lam[:, hot] = _step_adjoint(dt_b[:, hot], Cg_hot, mu[:, hot], A3[hot])
-            mu = torch.exp(dt_b[..., :1] * A3) * lam[..., 0]  # adjoint of the state before the block
-            g_C4[..., s] = _flip((H * gy_b.unsqueeze(-2)).sum(2), reverse)
-            g_B4[..., s] = _flip((lam * du_b.unsqueeze(-2)).sum(2), reverse)
-            g_du[..., s] = _flip((lam * B_b.unsqueeze(2)).sum(-2), reverse)
-            K = lam.mul_(H.sub_(Bdu))  # λ_t · exp(Δ_t A) h_{t-1}
-            g_dtA[..., s] = _flip((K * A3.unsqueeze(-1)).sum(-2), reverse)
-            g_A3 += (K * dt_b.unsqueeze(-2)).sum((0, -1))
+        T_max = min(block_len, length)
+        w_al, w_bl, w_H, w_lam = (uf.new_empty(T_max, batch, g, k, state) for _ in range(4))
+        w_k = uf.new_empty(T_max, batch, g, k)
+        w_n = uf.new_empty(T_max, batch, g, state)
+        first, last = (-1, 0) if reverse else (0, -1)  # a block's first and last position in scan order
+        for j, s in reversed(_blocks(length, block_len, reverse)):
+            T = s.stop - s.start
+            dt_b, gy_b, du_b = _tm(dt5, s), _tm(gy5, s), _tm(du5, s)
+            B_b, C_b = _tm(B4, s).unsqueeze(3), _tm(C4, s).unsqueeze(3)
+            al = torch.mul(dt_b.unsqueeze(-1), A3, out=w_al[:T]).exp_()
+            bl, scratch = w_bl[:T], w_bl[:T]
+            H = torch.mul(B_b, du_b.unsqueeze(-1), out=w_H[:T])
+            _tree_scan(bl.copy_(al), H, starts[j], reverse)
+            # adjoint: λ_t = C_t g_t + α_{t+1} λ_{t+1} in scan order, a scan the other way with shifted decays
+            bl[last] = 1.0
+            (bl[1:] if reverse else bl[:-1]).copy_(al[:-1] if reverse else al[1:])
+            lam = torch.mul(C_b, gy_b.unsqueeze(-1), out=w_lam[:T])
+            _tree_scan(bl, lam, mu, not reverse)
+            mu = al[first] * lam[first]  # adjoint of the state before the block
+            _tm(g_C4, s).copy_(torch.sum(torch.mul(H, gy_b.unsqueeze(-1), out=scratch), 3, out=w_n[:T]))
+            _tm(g_B4, s).copy_(torch.sum(torch.mul(lam, du_b.unsqueeze(-1), out=scratch), 3, out=w_n[:T]))
+            _tm(g_du, s).copy_(torch.sum(torch.mul(lam, B_b, out=scratch), -1, out=w_k[:T]))
+            K = lam.mul_(al)  # λ_t α_t h_{t-1}: the previous state in scan order, the block's start state first
+            (K[:-1] if reverse else K[1:]).mul_(H[1:] if reverse else H[:-1])
+            K[first].mul_(starts[j])
+            _tm(g_dtA, s).copy_(torch.sum(torch.mul(K, A3, out=scratch), -1, out=w_k[:T]))
+            g_A3 += torch.mul(K, dt_b.unsqueeze(-1), out=scratch).sum((0, 1))
         # finish in place: these (batch, dim, length) buffers dominate the backward's memory at long L
         g_du = g_du.view(batch, dim, length)
         g_dt = g_dtA.view(batch, dim, length).addcmul_(g_du, uf)
