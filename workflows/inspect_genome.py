@@ -1,4 +1,4 @@
-"""genossm inspect: list a FASTA's contigs with length, N, GC and soft-mask fractions; config: conf/inspect.yaml."""
+"""genossm inspect: list the contigs of a FASTA (or of a list of FASTAs) with length, N, GC and soft-mask fractions; config: conf/inspect.yaml."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from omegaconf import DictConfig
 
 from genossm.cli import user_errors
 from genossm.data import tokenizer as tk
-from genossm.data.windows import TokenCache
+from genossm.data.windows import TokenCache, open_tokens
 from genossm.errors import atomic_write
 from genossm.paths import conf_dir
 
 CHUNK = 1 << 24
 
 
-def contig_stats(cache: TokenCache, contig: str) -> dict:
+def contig_stats(cache: TokenCache, contig: str) -> dict:  # or a MultiTokenCache (fasta=[a.fa,b.fa])
     """Counts over the contig's packed tokens (one bincount per 16 Mb chunk)."""
     packed = cache.packed(contig)
     counts = np.zeros(256, dtype=np.int64)
@@ -34,7 +34,7 @@ def contig_stats(cache: TokenCache, contig: str) -> dict:
 
 
 def inspect(cfg: DictConfig) -> list[dict]:
-    cache = TokenCache.open(cfg.fasta, cache_dir=cfg.cache_dir, contigs=cfg.contigs)
+    cache = open_tokens(cfg.fasta, cache_dir=cfg.cache_dir, contigs=cfg.contigs)
     rows = [contig_stats(cache, name) for name in cache.contig_names]
     total = sum(r["length"] for r in rows)
     summary = {
@@ -44,7 +44,7 @@ def inspect(cfg: DictConfig) -> list[dict]:
         "gc_fraction": sum(r["gc_fraction"] * r["length"] * (1 - r["n_fraction"]) for r in rows)
         / max(sum(r["length"] * (1 - r["n_fraction"]) for r in rows), 1),
     }
-    print(f"{cfg.fasta}")
+    print(f"{cache.fasta}")
     width = max(len(r["contig"]) for r in rows[: cfg.max_rows] + [summary])
     print(f"{'contig':<{width}}  {'length':>13}  {'N':>7}  {'GC':>7}  {'soft-masked':>11}")
     shown = rows[: cfg.max_rows]

@@ -14,13 +14,23 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Sequence
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from genossm.data.windows import Interval, RandomWindows, SplitSpec, TiledWindows, TokenCache, make_splits, unpack_batch
+from genossm.data.genome import fasta_paths
+from genossm.data.windows import (
+    Interval,
+    MultiTokenCache,
+    RandomWindows,
+    SplitSpec,
+    TiledWindows,
+    TokenCache,
+    make_splits,
+    open_tokens,
+    unpack_batch,
+)
 from genossm.errors import GenossmError
 
 log = logging.getLogger(__name__)
@@ -47,7 +57,8 @@ class GenomeDataModule(L.LightningDataModule):
     """Windows of a FASTA genome for masked-LM training and evaluation.
 
     Args:
-        fasta: path of the genome (plain, gzip or bgzip FASTA).
+        fasta: path of the genome (plain, gzip or bgzip FASTA), or a list of paths whose contigs together
+            form the genome (each file has its own token cache; contig names must be unique across files).
         window_len: bases per window (1 kb .. 1 Mb); can change between epochs with :meth:`set_window_len`.
         batch_size: windows per batch.
         num_workers: DataLoader worker processes (0: in the main process).
@@ -67,7 +78,7 @@ class GenomeDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        fasta: str | os.PathLike,
+        fasta: str | os.PathLike | Sequence[str | os.PathLike],
         window_len: int = 1024,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -90,9 +101,8 @@ class GenomeDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
     ):
         super().__init__()
-        if fasta is None:
-            raise GenossmError("no genome given: set fasta=PATH (a plain, gzip or bgzip FASTA)")
-        self.fasta = Path(str(fasta))
+        self.paths = fasta_paths(fasta, must_exist=False)
+        self.fasta = self.paths[0] if isinstance(fasta, (str, os.PathLike)) else self.paths
         self.window_len = self._check_len(window_len, "window_len")
         self.eval_window_len = self._check_len(eval_window_len, "eval_window_len") if eval_window_len else None
         self.batch_size = int(batch_size)
@@ -112,7 +122,7 @@ class GenomeDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
-        self.cache: TokenCache | None = None
+        self.cache: TokenCache | MultiTokenCache | None = None
         self._splits: dict[str, list[Interval]] | None = None
         self._epoch = 0
 
@@ -126,11 +136,11 @@ class GenomeDataModule(L.LightningDataModule):
     # -- Lightning hooks --------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        TokenCache.open(self.fasta, self.cache_dir, self.contigs)
+        open_tokens(self.fasta, self.cache_dir, self.contigs)
 
     def setup(self, stage: str | None = None) -> None:
         if self.cache is None:
-            self.cache = TokenCache.open(self.fasta, self.cache_dir, self.contigs)
+            self.cache = open_tokens(self.fasta, self.cache_dir, self.contigs)
             self._splits = make_splits(self.cache, self.split_spec)
             for split, ivs in self._splits.items():
                 log.info("%s split: %d interval(s), %s bases", split, len(ivs), f"{sum(e - s for _, s, e in ivs):,}")
@@ -180,11 +190,12 @@ class GenomeDataModule(L.LightningDataModule):
             samples_per_epoch=self.samples_per_epoch,
         )
 
-    def eval_dataset(self, split: str) -> TiledWindows:
+    def eval_dataset(self, split: str, all_ranks: bool = False) -> TiledWindows:
+        """Tiled windows of ``split``: under DDP this rank's share of them, or every window with ``all_ranks``."""
         ivs = self.intervals(split)
         if not ivs:
-            raise GenossmError(f"the {split} split of {self.fasta} is empty: set val/test contigs, BED files or fractions")
-        rank, world = self._rank()
+            raise GenossmError(f"the {split} split of {self.cache.fasta} is empty: set val/test contigs, BED files or fractions")
+        rank, world = (0, 1) if all_ranks else self._rank()
         return TiledWindows(
             self.cache, ivs, self.eval_window_len or self.window_len, self.batch_size, seed=self.seed,
             max_n_fraction=self.max_n_fraction, rank=rank, world_size=world, max_windows=self.max_eval_windows,

@@ -95,6 +95,33 @@ def resolve_contig(names: Sequence[str], name: str, source: str) -> str:
     raise GenossmError(f"{source}: no contig named {name!r} (nor an alias of it); the file has: {shown}")
 
 
+def fasta_paths(fasta, must_exist: bool = True) -> list[Path]:
+    """The FASTA files of a genome given as one path or a list of paths (``fasta=[a.fa,b.fa.gz]`` on the
+    command line); the contigs of all files together form the genome. Each file must exist (``must_exist``)."""
+    if fasta is None:
+        raise GenossmError("no genome given: set fasta=PATH (a plain, gzip or bgzip FASTA) or fasta=[PATH,PATH,...]")
+    if isinstance(fasta, (str, os.PathLike)):
+        items = [fasta]
+    else:
+        try:
+            items = list(fasta)  # a list, tuple or OmegaConf ListConfig
+        except TypeError:
+            raise GenossmError(f"fasta={fasta!r}: expected a path or a list of paths") from None
+    if not items:
+        raise GenossmError("fasta=[] names no file: give a FASTA path or a list of them")
+    paths = []
+    for item in items:
+        if item is None or not isinstance(item, (str, os.PathLike)):
+            raise GenossmError(f"fasta={items}: {item!r} is not a path")
+        path = Path(item)
+        if must_exist and not path.exists():
+            raise GenossmError(f"{path}: FASTA file not found" + (f" (in fasta={[str(i) for i in items]})" if len(items) > 1 else ""))
+        if path.absolute() in [p.absolute() for p in paths]:
+            raise GenossmError(f"{path}: listed twice in fasta={[str(i) for i in items]}")
+        paths.append(path)
+    return paths
+
+
 # --------------------------------------------------------------------------------------------------
 # cache folder and file fingerprints
 

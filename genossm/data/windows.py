@@ -33,7 +33,15 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from genossm.data import tokenizer
-from genossm.data.genome import Genome, cache_folder, fingerprint, resolve_contig, select_contigs
+from genossm.data.genome import (
+    Genome,
+    cache_folder,
+    canonical_contig,
+    fasta_paths,
+    fingerprint,
+    resolve_contig,
+    select_contigs,
+)
 from genossm.errors import GenossmError, atomic_write
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,7 @@ class TokenCache:
 
     def __init__(self, fasta: Path, folder: Path, manifest: dict, contig_names: list[str]):
         self.fasta = fasta
+        self.paths = [fasta]  # the FASTA files of the genome (see MultiTokenCache)
         self.folder = folder
         self._manifest = manifest
         self.contig_names = contig_names
@@ -82,8 +91,19 @@ class TokenCache:
 
         ``cache_dir``: where caches go (default: ``.genossm-cache/`` beside the FASTA, or the user cache
         folder when that is read-only). ``contigs``: names, aliases or a regular expression (default all).
+        For a genome spread over several files use :func:`open_tokens`.
         """
         fasta = Path(fasta)
+        folder, manifest, genome = cls._manifest(fasta, cache_dir)
+        names = select_contigs(list(manifest["contigs"]), contigs, str(fasta))
+        if not names:
+            raise GenossmError(f"{fasta}: no contig matches {contigs!r}")
+        return cls._build(fasta, cache_dir, folder, manifest, names, genome)
+
+    @staticmethod
+    def _manifest(fasta: Path, cache_dir) -> tuple[Path, dict, Genome | None]:
+        """The cache folder and manifest of ``fasta`` (contig names and lengths; what is built), reset when
+        the file changed since; the :class:`Genome` when it had to be opened for that."""
         if not fasta.exists():
             raise GenossmError(f"{fasta}: FASTA file not found")
         folder = cache_folder(fasta, cache_dir) / "tokens"
@@ -110,9 +130,13 @@ class TokenCache:
                     for i, name in enumerate(genome.all_lengths)
                 },
             }
-        names = select_contigs(list(manifest["contigs"]), contigs, str(fasta))
-        if not names:
-            raise GenossmError(f"{fasta}: no contig matches {contigs!r}")
+        return folder, manifest, genome
+
+    @classmethod
+    def _build(cls, fasta: Path, cache_dir, folder: Path, manifest: dict, names: list[str],
+               genome: Genome | None = None) -> "TokenCache":
+        """Encode the contigs ``names`` that are not in the cache yet; the cache over ``names``."""
+        manifest_path = folder / "manifest.json"
         todo = [n for n in names if not manifest["contigs"][n]["built"] or not (folder / manifest["contigs"][n]["file"]).exists()]
         if todo:
             genome = genome or Genome(fasta, cache_dir=cache_dir)
@@ -132,6 +156,11 @@ class TokenCache:
 
     def resolve(self, name: str) -> str:
         return resolve_contig(list(self.all_lengths), name, str(self.fasta))
+
+    def file_of(self, contig: str) -> Path:
+        """The FASTA file holding ``contig``."""
+        self.resolve(contig)
+        return self.fasta
 
     def packed(self, contig: str) -> np.ndarray:
         """The whole contig as a read-only uint8 memmap of packed tokens."""
@@ -165,6 +194,80 @@ class TokenCache:
 
     def __repr__(self) -> str:
         return f"TokenCache({str(self.fasta)!r}, {len(self.contig_names)} contigs, {sum(self.lengths.values()):,} bp)"
+
+
+class MultiTokenCache:
+    """A genome spread over several FASTA files (``fasta=[a.fa,b.fa.gz]``): the contigs of all files together,
+    in list order, with the reading interface of :class:`TokenCache`.
+
+    Each file keeps its own :class:`TokenCache` (rebuilt when that file changes). A contig name present in
+    two files, or two names that the alias table makes one contig (``chr20`` and ``20``), is an error: the
+    contigs of the list form one genome. Open with :func:`open_tokens`.
+    """
+
+    def __init__(self, caches: Sequence[TokenCache], contig_names: list[str]):
+        self.caches = list(caches)
+        self.paths = [c.fasta for c in self.caches]
+        self.fasta = " + ".join(str(p) for p in self.paths)  # for messages
+        self._owner = {name: cache for cache in self.caches for name in cache.all_lengths}
+        self.all_lengths: dict[str, int] = {n: c.all_lengths[n] for n, c in self._owner.items()}
+        self.contig_names = list(contig_names)
+        self.lengths: dict[str, int] = {n: self.all_lengths[n] for n in self.contig_names}
+
+    def resolve(self, name: str) -> str:
+        return resolve_contig(list(self.all_lengths), name, self.fasta)
+
+    def file_of(self, contig: str) -> Path:
+        return self._owner[self.resolve(contig)].fasta
+
+    def packed(self, contig: str) -> np.ndarray:
+        name = contig if contig in self._owner else self.resolve(contig)
+        return self._owner[name].packed(name)
+
+    def tokens(self, contig: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        name = self.resolve(contig)
+        return self._owner[name].tokens(name, start, end)
+
+    def n_fraction(self, contig: str, start: int = 0, end: int | None = None) -> float:
+        name = self.resolve(contig)
+        return self._owner[name].n_fraction(name, start, end)
+
+    def __repr__(self) -> str:
+        return f"MultiTokenCache({len(self.paths)} files, {len(self.contig_names)} contigs, {sum(self.lengths.values()):,} bp)"
+
+
+def open_tokens(fasta, cache_dir: str | os.PathLike | None = None, contigs=None) -> TokenCache | MultiTokenCache:
+    """The token cache of a genome given as one FASTA path or a list of them (see :func:`fasta_paths`).
+
+    ``contigs`` (names, aliases or a regular expression) picks among the contigs of all files; only the
+    picked contigs are encoded. One file gives a :class:`TokenCache`, several a :class:`MultiTokenCache`.
+    """
+    paths = fasta_paths(fasta)
+    if len(paths) == 1:
+        return TokenCache.open(paths[0], cache_dir, contigs)
+    opened = [(path, *TokenCache._manifest(path, cache_dir)) for path in paths]
+    seen: dict[str, tuple[str, Path]] = {}  # alias key -> (name, file)
+    for path, _, manifest, _ in opened:
+        for name in manifest["contigs"]:
+            key = canonical_contig(name)
+            if key in seen and seen[key][1] != path:  # inside one file the alias table resolves exact names first
+                other, other_path = seen[key]
+                same = f"contig {name!r}" if other == name else f"contigs {other!r} and {name!r} (the same contig by the alias table)"
+                raise GenossmError(
+                    f"{other_path} and {path}: {same} in both files; the FASTA files of a list form one genome, so "
+                    "contig names must be unique across them (rename one, or leave one file out)"
+                )
+            seen.setdefault(key, (name, path))
+    source = " + ".join(str(p) for p in paths)
+    names = select_contigs([n for _, _, m, _ in opened for n in m["contigs"]], contigs, source)
+    if not names:
+        raise GenossmError(f"{source}: no contig matches {contigs!r}")
+    picked = set(names)
+    caches = [
+        TokenCache._build(path, cache_dir, folder, manifest, [n for n in manifest["contigs"] if n in picked], genome)
+        for path, folder, manifest, genome in opened
+    ]
+    return MultiTokenCache(caches, names)
 
 
 def _encode_contig(genome: Genome, name: str, target: Path) -> None:

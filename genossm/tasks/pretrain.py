@@ -29,6 +29,7 @@ configured ``window_len``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from typing import Any, Mapping
@@ -213,8 +214,10 @@ class MaskedLM(L.LightningModule):
         self.metrics[stage].reset()
         if self.trainer.sanity_checking:
             return
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items() if k != "bpb"}, prog_bar=False)
-        self.log(f"{stage}/bpb", values["bpb"], prog_bar=True)
+        # the metric states are already summed over DDP ranks (torchmetrics), so every rank holds the same values;
+        # sync_dist keeps Lightning's epoch-level logging consistent across ranks (and quiet)
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items() if k != "bpb"}, prog_bar=False, sync_dist=True)
+        self.log(f"{stage}/bpb", values["bpb"], prog_bar=True, sync_dist=True)
 
     def on_validation_epoch_end(self):
         self._eval_epoch_end("val")
@@ -287,6 +290,7 @@ class MaskedLM(L.LightningModule):
 # =====================================================================================================
 
 _PROCESS_START = None
+RUN_ID_ENV = "GENOSSM_RUN_ID"
 
 
 def run_id() -> str:
@@ -302,7 +306,10 @@ def run_id() -> str:
     if os.environ.get("SLURM_JOB_ID"):
         return f"slurm-{os.environ['SLURM_JOB_ID']}"
     if _PROCESS_START is None:
-        _PROCESS_START = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        # the processes this one starts (DDP ranks re-running the command) inherit the name, so every rank
+        # writes to the same run folder
+        _PROCESS_START = os.environ.get(RUN_ID_ENV) or datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        os.environ[RUN_ID_ENV] = _PROCESS_START
     name = _PROCESS_START
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -355,7 +362,7 @@ def eval_sequences(dm, split: str = "val") -> list:
     """The bases the model is scored on for ``split``: every real position of every evaluation window, one
     array per window (the model sees no context beyond its window, nor does the Markov model)."""
     seqs = []
-    for batch in dm.eval_dataset(split):
+    for batch in dm.eval_dataset(split, all_ranks=True):
         for tokens, valid in zip(batch["tokens"], batch["valid"]):
             seqs.append(tokens[valid].numpy())
     return seqs
@@ -426,33 +433,118 @@ def _make_resumable(dm, trainer_fn) -> None:
     dm.train_dataloader = lambda: ResumableLoader(original(), trainer_fn)
 
 
-def _check_config(cfg, dm) -> None:
+def fasta_value(fasta):
+    """``fasta`` as JSON/YAML wants it: one path string, or a list of them for a genome in several files."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(fasta):
+        fasta = OmegaConf.to_container(fasta, resolve=True)
+    return [str(f) for f in fasta] if isinstance(fasta, (list, tuple)) else str(fasta)
+
+
+def fasta_label(fasta) -> str:
+    """A short name for titles and messages: the file name, or the file names joined by ``+``."""
     from pathlib import Path
 
-    fasta = cfg.get("fasta")
-    if fasta is None:
-        raise GenossmError("no genome given: set fasta=PATH (or use data=demo)")
-    if not Path(str(fasta)).exists():
-        raise GenossmError(f"fasta={fasta}: file not found")
+    value = fasta_value(fasta)
+    return " + ".join(Path(f).name for f in value) if isinstance(value, list) else Path(value).name
+
+
+def _check_config(cfg, dm) -> None:
+    from genossm.data.genome import fasta_paths
+
+    fasta_paths(cfg.get("fasta"))  # each file exists (the error names the missing one)
     ivs = dm.intervals("train")
     longest = max((e - s for _, s, e in ivs), default=0)
     if dm.window_len > longest:
         raise GenossmError(
-            f"data.window_len={dm.window_len:,} is longer than the longest training interval of {fasta} "
+            f"data.window_len={dm.window_len:,} is longer than the longest training interval of {fasta_label(cfg.fasta)} "
             f"({longest:,} bases): every window would be mostly padding; choose data.window_len <= {longest:,}"
         )
 
 
+def _check_trainer(cfg) -> None:
+    """Fail before anything starts, with one clear message, on a trainer this machine cannot run."""
+    from omegaconf import OmegaConf
+
+    trainer = cfg.get("trainer") or {}
+    strategy = trainer.get("strategy")
+    strategy = str(strategy.get("_target_", "")) if OmegaConf.is_config(strategy) else str(strategy or "")
+    accelerator = str(trainer.get("accelerator") or "auto")
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    gpu = torch.cuda.is_available() or (accelerator != "cuda" and mps)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not gpu)
+    if "fsdp" in strategy.lower() and on_cpu:
+        raise GenossmError(
+            "trainer=fsdp needs GPUs: PyTorch's FSDP does not run on CPU (Lightning refuses it and torch's "
+            "FullyShardedDataParallel needs an accelerator device). On CPU use data parallel instead: "
+            "trainer=ddp trainer.accelerator=cpu trainer.devices=2 trainer.precision=32-true"
+        )
+    if accelerator in ("gpu", "cuda") and not gpu:
+        raise GenossmError(
+            f"trainer.accelerator={accelerator} but no GPU is visible to this process; on CPU use trainer=cpu "
+            "(or, for data parallel over CPU processes, trainer=ddp trainer.accelerator=cpu trainer.devices=2 "
+            "trainer.precision=32-true)"
+        )
+
+
+@contextlib.contextmanager
+def _ranks_relaunch_this_workflow(trainer):
+    """Lightning's DDP/FSDP launcher on one machine starts ranks 1, 2, ... by re-running this process's command
+    (``sys.argv`` and ``__main__``). Under ``genossm pretrain`` that command is the dispatcher with the workflow
+    name already taken off, which cannot be re-run; while the ranks start, point it at the workflow file
+    itself (``python workflows/pretrain.py <the same overrides>``). Processes started by a cluster (SLURM,
+    torchrun) are left alone."""
+    import sys
+
+    import __main__
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    from genossm.paths import workflows_dir
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if not isinstance(launcher, _SubprocessScriptLauncher) or launcher.cluster_environment.creates_processes_externally:
+        yield
+        return
+    saved_argv0, saved_spec = sys.argv[0], getattr(__main__, "__spec__", None)
+    sys.argv[0] = str(workflows_dir() / "pretrain.py")
+    __main__.__spec__ = None
+    try:
+        yield
+    finally:
+        sys.argv[0] = saved_argv0
+        __main__.__spec__ = saved_spec
+
+
+def _full_model(trainer, module, model_config):
+    """The trained model with every parameter on this process. Under FSDP the parameters are sharded over the
+    ranks: gather the full state dict (a collective: every rank calls this; rank 0 receives it)."""
+    if "FSDP" not in type(trainer.strategy).__name__:
+        return module.model
+    from genossm.models import BiMambaLM
+
+    state = trainer.strategy.lightning_module_state_dict()
+    if not trainer.is_global_zero:
+        return None
+    model = BiMambaLM(model_config)
+    prefix = "model."
+    model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return model
+
+
 def run_pretraining(cfg) -> dict:
-    """Train, evaluate against the baselines, export; returns the summary (also written to summary.json)."""
+    """Train, evaluate against the baselines, export; returns the summary (also written to summary.json).
+
+    Under DDP/FSDP every rank runs this function; only rank 0 writes the config, computes the baselines,
+    exports the model, draws the plot and prints (Lightning's checkpoints and logs are rank 0's too)."""
     import json
-    import os
     import time
     from pathlib import Path
 
     from lightning.pytorch.plugins.environments import SLURMEnvironment
     from omegaconf import OmegaConf
 
+    from genossm.data.genome import fasta_paths
     from genossm.errors import atomic_write
     from genossm.models import from_pretrained, save_pretrained
     from genossm.tasks.baselines import baseline_report
@@ -466,22 +558,15 @@ def run_pretraining(cfg) -> dict:
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
 
-    fasta = cfg.get("fasta")
-    if fasta is None:
-        raise GenossmError("no genome given: set fasta=PATH (or use data=demo)")
-    if not Path(str(fasta)).exists():
-        raise GenossmError(f"fasta={fasta}: file not found")
+    fasta_paths(cfg.get("fasta"))  # one path or a list; each must exist
+    fasta = fasta_value(cfg.fasta)
+    _check_trainer(cfg)
     dm = instantiate(cfg.data)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     task_kwargs = OmegaConf.to_container(cfg.task, resolve=True)
     task_kwargs.pop("_target_", None)
     module = MaskedLM(model_config=model_config, extra={"train_window_len": int(dm.window_len)}, **task_kwargs)
     _check_config(cfg, dm)
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
-    with atomic_write(out / "config.yaml", "w") as handle:
-        handle.write(OmegaConf.to_yaml(cfg, resolve=True))
 
     if cfg.get("pretrained"):
         start = from_pretrained(cfg.pretrained)
@@ -490,14 +575,8 @@ def run_pretraining(cfg) -> dict:
                                f"config is {start.config.to_dict()})")
         module.model.load_state_dict(start.state_dict())
 
-    rank_zero = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0
-    base = None
-    if cfg.baselines.enabled:
-        t0 = time.perf_counter()
-        base = baseline_report(train_sequences(dm, cfg.baselines.get("max_train_bases")), eval_sequences(dm, "val"),
-                               max_order=int(cfg.baselines.max_order), pseudocount=float(cfg.baselines.pseudocount))
-        base["seconds"] = round(time.perf_counter() - t0, 2)
-
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     plugins = []
@@ -510,6 +589,10 @@ def run_pretraining(cfg) -> dict:
         callbacks.append(history)
     speed = next((c for c in callbacks if isinstance(c, TokensPerSecond)), None)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
+    rank_zero = trainer.is_global_zero  # the ranks are known once the trainer exists
+    if rank_zero:
+        with atomic_write(out / "config.yaml", "w") as handle:
+            handle.write(OmegaConf.to_yaml(cfg, resolve=True))
 
     ckpt_path = None
     resume = cfg.get("resume", "auto")
@@ -525,43 +608,52 @@ def run_pretraining(cfg) -> dict:
 
     _make_resumable(dm, lambda: trainer)
     t_fit = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    with _ranks_relaunch_this_workflow(trainer):
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t_fit
     if trainer.interrupted:
         return {"interrupted": True, "output": str(out)}
 
+    # every rank takes part in these (collectives under DDP/FSDP)
     if not history.val or history.val[-1][0] != trainer.global_step:
         trainer.validate(module, datamodule=dm, verbose=False)
     val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if cfg.get("test_after_fit"):
         trainer.test(module, datamodule=dm, verbose=False)
     test = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    model = _full_model(trainer, module, model_config)
 
     summary = {
         "output": str(out),
         "global_step": int(trainer.global_step),
+        "world_size": int(trainer.world_size),
         "val": val,
         "test": test,
-        "baselines": base,
-        "tokens_per_second": speed.tokens_per_second if speed else None,
+        "baselines": None,
+        "tokens_per_second": speed.tokens_per_second if speed else None,  # this rank's
         "fit_seconds": round(fit_seconds, 1),
         "wall_seconds": None,
-        "parameters": module.model.num_parameters() if hasattr(module.model, "num_parameters") else None,
+        "parameters": model.num_parameters() if hasattr(model, "num_parameters") else None,
         "train_window_len": int(module.target_window_len or dm.window_len),
     }
     if torch.cuda.is_available():
         summary["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    if not trainer.is_global_zero:
+    if not rank_zero:
         return summary
 
+    # rank 0 only from here: baselines (once, on the whole validation split), export, plot, printing
+    base = None
+    if cfg.baselines.enabled:
+        t0 = time.perf_counter()
+        base = baseline_report(train_sequences(dm, cfg.baselines.get("max_train_bases")), eval_sequences(dm, "val"),
+                               max_order=int(cfg.baselines.max_order), pseudocount=float(cfg.baselines.pseudocount))
+        base["seconds"] = round(time.perf_counter() - t0, 2)
+    summary["baselines"] = base
     ckpt_dir = out / "checkpoints"
     model_dir = out / "model"
-    extra = {"train_window_len": summary["train_window_len"], "val_bpb": val.get("bpb"), "fasta": str(fasta)}
-    if "FSDP" in type(trainer.strategy).__name__ and (ckpt_dir / "last.ckpt").exists():
-        save_pretrained(from_pretrained(ckpt_dir / "last.ckpt"), model_dir, extra=extra)
-    else:
-        save_pretrained(module.model, model_dir, extra=extra)
-    plot = plot_history(history, out / "training_curves.png", base, title=f"{Path(str(fasta)).name}, step {trainer.global_step}")
+    extra = {"train_window_len": summary["train_window_len"], "val_bpb": val.get("bpb"), "fasta": fasta}
+    save_pretrained(model, model_dir, extra=extra)
+    plot = plot_history(history, out / "training_curves.png", base, title=f"{fasta_label(fasta)}, step {trainer.global_step}")
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     with atomic_write(out / "summary.json", "w") as handle:
         json.dump(summary, handle, indent=2)
@@ -572,7 +664,8 @@ def run_pretraining(cfg) -> dict:
     elif "bpb" in val:
         print(f"validation bits per base: {val['bpb']:.4f}")
     if speed:
-        print(f"training speed: {speed.tokens_per_second:,.0f} tokens/s; {trainer.global_step} steps in {fit_seconds:.0f} s")
+        ranks = f" per rank ({trainer.world_size} ranks)" if trainer.world_size > 1 else ""
+        print(f"training speed: {speed.tokens_per_second:,.0f} tokens/s{ranks}; {trainer.global_step} steps in {fit_seconds:.0f} s")
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), "")
     print(f"checkpoints: {ckpt_dir}" + (f" (best: {Path(best).name})" if best else ""))
     print(f"model:       {model_dir}")
@@ -597,23 +690,25 @@ def _eval_intervals(cache, contigs, regions) -> list:
 def _baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tuple[list, str]:
     """Bases the Markov baseline is fitted on, and a sentence saying which.
 
-    1. ``baseline_fasta=PATH`` when given (all its contigs);
-    2. else the model's own training genome (recorded in the exported model), when that file exists here:
+    1. ``baseline_fasta=PATH`` (or a list of paths) when given (all its contigs);
+    2. else the model's own training genome (recorded in the exported model), when its files exist here:
        model and Markov then learned from the same genome and both face the new one;
     3. else the evaluated genome outside the evaluated regions/contigs."""
     from pathlib import Path
 
-    from genossm.data.windows import TokenCache, subtract_intervals
+    from genossm.data.genome import fasta_paths
+    from genossm.data.windows import open_tokens, subtract_intervals
 
     cap = cfg.baselines.get("max_train_bases")
-    path = cfg.get("baseline_fasta") or model_extra.get("fasta")
-    if path and Path(str(path)).exists():
-        cache = TokenCache.open(str(path), cfg.get("cache_dir"))
-        how = ("given baseline_fasta" if cfg.get("baseline_fasta") else "the model's training genome") + f" {path}"
+    if cfg.get("baseline_fasta"):
+        fasta_paths(cfg.baseline_fasta)  # the error names a missing file
+    path = fasta_value(cfg.get("baseline_fasta") or model_extra.get("fasta") or "")
+    paths = [path] if isinstance(path, str) else path
+    if path and all(Path(p).exists() for p in paths):
+        cache = open_tokens(path, cfg.get("cache_dir"))
+        how = ("given baseline_fasta" if cfg.get("baseline_fasta") else "the model's training genome") + f" {' + '.join(paths)}"
         ivs = [(n, 0, cache.lengths[n]) for n in cache.contig_names]
     else:
-        if cfg.get("baseline_fasta"):
-            raise GenossmError(f"baseline_fasta={cfg.baseline_fasta}: file not found")
         cache = eval_cache
         everything = [(n, 0, l) for n, l in eval_cache.all_lengths.items()]
         ivs = subtract_intervals(everything, eval_ivs)
@@ -621,7 +716,7 @@ def _baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tu
             raise GenossmError(
                 "no bases to fit the Markov baseline on: the model's training genome is not available here and the "
                 "whole evaluated genome is being scored; set baseline_fasta=PATH (or baselines.enabled=false)")
-        cache = TokenCache.open(str(eval_cache.fasta), cfg.get("cache_dir"), contigs=sorted({c for c, _, _ in ivs}))
+        cache = open_tokens(eval_cache.paths, cfg.get("cache_dir"), contigs=sorted({c for c, _, _ in ivs}))
         how = f"the rest of {eval_cache.fasta} (bases outside the evaluated regions)"
     seqs, total = [], 0
     for contig, start, end in ivs:
@@ -635,13 +730,15 @@ def _baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tu
 
 
 def run_evaluation(cfg) -> dict:
-    """Bits per base and accuracy of ``pretrained`` on ``fasta`` (contigs / BED regions), beside the baselines."""
+    """Bits per base and accuracy of ``pretrained`` on ``fasta`` (one FASTA or a list; contigs / BED regions),
+    beside the baselines."""
     import json
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
-    from genossm.data.windows import TiledWindows, TokenCache
+    from genossm.data.genome import fasta_paths
+    from genossm.data.windows import TiledWindows, open_tokens
     from genossm.errors import atomic_write
     from genossm.models import from_pretrained, load_extra
     from genossm.tasks.baselines import baseline_report
@@ -651,9 +748,9 @@ def run_evaluation(cfg) -> dict:
     if not Path(str(cfg.pretrained)).exists():
         raise GenossmError(f"pretrained={cfg.pretrained}: not found")
     if not cfg.get("fasta"):
-        raise GenossmError("fasta=PATH is required: the genome to evaluate on")
-    if not Path(str(cfg.fasta)).exists():
-        raise GenossmError(f"fasta={cfg.fasta}: file not found")
+        raise GenossmError("fasta=PATH is required: the genome to evaluate on (or fasta=[PATH,PATH,...])")
+    fasta_paths(cfg.fasta)  # each file exists (the error names the missing one)
+    fasta = fasta_value(cfg.fasta)
     if cfg.get("output") is None:
         raise GenossmError("output= is not set: give a folder for the results")
     out = Path(str(cfg.output)).absolute()
@@ -663,13 +760,13 @@ def run_evaluation(cfg) -> dict:
     window_len = int(cfg.window_len or extra.get("train_window_len") or 1024)
     contigs = cfg.get("contigs")
     contigs = OmegaConf.to_container(contigs) if OmegaConf.is_config(contigs) else contigs
-    cache = TokenCache.open(str(cfg.fasta), cfg.get("cache_dir"), contigs=contigs)
+    cache = open_tokens(fasta, cfg.get("cache_dir"), contigs=contigs)
     ivs = _eval_intervals(cache, contigs, cfg.get("regions"))
     windows = TiledWindows(cache, ivs, window_len, int(cfg.batch_size), seed=int(cfg.seed),
                            max_n_fraction=float(cfg.max_n_fraction), rank=0, world_size=1,
                            max_windows=cfg.get("max_windows"))
     if len(windows.tiles) == 0:
-        raise GenossmError(f"{cfg.fasta}: no window to evaluate (all regions too short or mostly N)")
+        raise GenossmError(f"{cache.fasta}: no window to evaluate (all regions too short or mostly N)")
 
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
@@ -687,7 +784,7 @@ def run_evaluation(cfg) -> dict:
                 metric.update(out_step["nll"], out_step["weight"], out_step["correct"])
     values = {k: float(v) for k, v in metric.compute().items()}
 
-    result = {"pretrained": str(cfg.pretrained), "fasta": str(cfg.fasta), "regions": cfg.get("regions"),
+    result = {"pretrained": str(cfg.pretrained), "fasta": fasta, "regions": cfg.get("regions"),
               "contigs": contigs, "window_len": window_len, "n_windows": int(len(windows.tiles)),
               "bases_in_windows": int(sum(len(s) for s in seqs)), "model": values, "baselines": None}
     if cfg.baselines.enabled:
@@ -711,7 +808,7 @@ def run_evaluation(cfg) -> dict:
         for name, bpb, acc, n in rows:
             handle.write(f"{name}\t{bpb:.6f}\t{'' if acc != acc else f'{acc:.6f}'}\t{n}\n")
 
-    print(f"\n{cfg.pretrained} on {cfg.fasta}: {result['n_windows']} window(s) of {window_len:,} bases")
+    print(f"\n{cfg.pretrained} on {cache.fasta}: {result['n_windows']} window(s) of {window_len:,} bases")
     print(f"{'predictor':<32}{'bits/base':>10}{'accuracy':>10}{'bases':>12}")
     for name, bpb, acc, n in rows:
         print(f"{name:<32}{bpb:>10.4f}{('' if acc != acc else f'{acc:.4f}'):>10}{n:>12,}")

@@ -57,12 +57,26 @@ def test_contigs_and_baseline_genome(tmp_path):
     assert res["baselines"]["markov"][0] > res["baselines"]["composition_entropy"]
 
 
+def test_a_list_of_fastas_and_the_model_training_genome_as_a_list(tmp_path, capsys):
+    slice_ = REPO / "data" / "human_chr20_slice.fa.gz"
+    model = uniform_model(tmp_path / "m", extra={"train_window_len": 128, "fasta": [str(CHLORO), str(slice_)]})
+    bed = tmp_path / "r.bed"
+    bed.write_text("NC_000932.1\t1000\t2000\nchr20\t5000\t6000\n")  # regions in both files (chr20 = 20)
+    res = evaluate(tmp_path, f"pretrained={model}", f"fasta=[{CHLORO},{slice_}]", f"regions={bed}", "max_windows=null")
+    assert res["fasta"] == [str(CHLORO), str(slice_)] and res["bases_in_windows"] == 2000
+    assert res["model"]["bpb"] == pytest.approx(2.0, abs=1e-5)
+    assert "training genome" in res["baselines"]["fitted_on"] and str(slice_) in res["baselines"]["fitted_on"]
+    assert str(slice_) in capsys.readouterr().out
+
+
 def test_errors(tmp_path):
     model = uniform_model(tmp_path / "m")
     with pytest.raises(GenossmError, match="pretrained=PATH is required"):
         evaluate(tmp_path, f"fasta={MULTI}")
     with pytest.raises(GenossmError, match="file not found"):
         evaluate(tmp_path, f"pretrained={model}", f"fasta={tmp_path / 'x.fa'}")
+    with pytest.raises(GenossmError, match="y.fa: FASTA file not found"):
+        evaluate(tmp_path, f"pretrained={model}", f"fasta=[{MULTI},{tmp_path / 'y.fa'}]")
     with pytest.raises(GenossmError, match="no bases to fit the Markov baseline"):
         evaluate(tmp_path, f"pretrained={model}", f"fasta={CHLORO}", "max_windows=2")
     bad = tmp_path / "bad.bed"

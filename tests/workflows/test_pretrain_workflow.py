@@ -18,6 +18,7 @@ from genossm.tasks.pretrain import run_pretraining
 
 REPO = Path(__file__).resolve().parents[2]
 CHR20_SLICE = REPO / "data" / "human_chr20_slice.fa.gz"
+CHLORO = REPO / "data" / "athaliana_chloroplast.fa"
 
 # small and quick everywhere; the experiment still chooses data, trainer settings, task and callbacks
 TINY = [
@@ -53,6 +54,22 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path, capsys):
     assert load_extra(run / "model")["train_window_len"] == 256
     out = capsys.readouterr().out
     assert "composition entropy" in out and "best Markov" in out and str(run / "model") in out
+
+
+def test_fast_dev_run_on_a_list_of_fastas(tmp_path, capsys):
+    """data=custom 'fasta=[plain.fa,bgzip.fa.gz]': one genome from two files, recorded with the model."""
+    run = tmp_path / "run"
+    cfg = compose_pretrain(["~experiment", "data=custom", f"fasta=[{CHLORO},{CHR20_SLICE}]", *TINY,
+                            f"output={run}", "trainer.fast_dev_run=true", "data.window_len=256", "data.batch_size=2",
+                            "data.max_eval_windows=4", f"data.cache_dir={tmp_path / 'cache'}"])
+    summary = run_pretraining(cfg)
+    assert summary["global_step"] == 1 and 0.0 < summary["val"]["bpb"] < 4.0
+    assert load_extra(run / "model")["fasta"] == [str(CHLORO), str(CHR20_SLICE)]
+    assert str(CHR20_SLICE) in (run / "config.yaml").read_text()
+    assert "composition entropy" in capsys.readouterr().out
+    with pytest.raises(GenossmError, match="nope.fa.gz: FASTA file not found"):
+        run_pretraining(compose_pretrain(["~experiment", "data=custom", f"fasta=[{CHLORO},{tmp_path / 'nope.fa.gz'}]",
+                                          *TINY, f"output={tmp_path / 'bad'}"]))
 
 
 @pytest.mark.slow
