@@ -8,7 +8,8 @@ It catches what the CPU interpreter cannot: code that does not compile for the G
 occupancy cliffs. No kernel is run and no CUDA device or driver is needed.
 
     python benchmarks/kernel_report.py                      # (1, 2048, 16, 2^20) bf16, sm_90
-    python benchmarks/kernel_report.py --shape 8 768 16 16384 --arch 90 --tile-len 64 --block-d 2
+    python benchmarks/kernel_report.py --shape 8 768 16 16384 --arch 80 --tile-len 64 --block-d 2 \
+        --backward-block-d 1 --backward-num-warps 4
 
 Note: registers depend on the Triton version; the numbers printed come from the installed one.
 """
@@ -34,6 +35,7 @@ from triton.runtime import driver as _driver  # noqa: E402
 
 import genossm.ops.selective_scan.triton as tk  # noqa: E402
 
+TUNING = ("tile_len", "tiles_per_chunk", "block_d", "num_warps", "backward_block_d", "backward_num_warps")
 KERNELS = ("_chunk_local_kernel", "_combine_chunks_kernel", "_forward_kernel", "_backward_kernel")
 REGS_PER_SM = 65536
 MAX_THREADS_PER_SM = 2048
@@ -63,6 +65,7 @@ class Compiled:
     kernel: str
     launched_by: str  # forward, reverse or bidirectional scan
     flags: str  # the constexpr flags that are on
+    block_d: int
     num_warps: int
     regs: int
     stack: int  # bytes per thread; non-zero means spilled registers
@@ -78,20 +81,21 @@ class Compiled:
 class _Recorder:
     """Stands in for a kernel: ``kernel[grid](*args, **kwargs)`` compiles instead of launching.
 
-    Integer arguments named in ``ints`` are replaced by the values of the full-size problem, so the
-    kernel is specialised exactly as at the real launch even though the buffers passed are small."""
+    Integer arguments are replaced by the values of the full-size problem for the current phase
+    (``state["ints"]``), so the kernel is specialised exactly as at the real launch even though the
+    buffers passed are small."""
 
-    def __init__(self, name, fn, sink, scan_label, ints):
-        self.name, self.fn, self.sink, self.scan_label, self.ints = name, fn, sink, scan_label, ints
+    def __init__(self, name, fn, sink, state):
+        self.name, self.fn, self.sink, self.state = name, fn, sink, state
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            names = self.fn.arg_names
-            args = [self.ints.get(n, a) if isinstance(a, int) else a for n, a in zip(names, args)]
+            ints = self.state["ints"]
+            args = [ints.get(n, a) if isinstance(a, int) else a for n, a in zip(self.fn.arg_names, args)]
             flags = ",".join(k for k, v in kwargs.items() if isinstance(v, bool) and v and k.isupper())
-            key = (self.name, flags, kwargs.get("num_warps", 4))
+            key = (self.name, flags, kwargs.get("num_warps", 4), kwargs.get("BLOCK_D"))
             if key not in self.sink:
-                self.sink[key] = (self.scan_label[0], self.fn.warmup(*args, grid=grid, **kwargs))
+                self.sink[key] = (self.state["label"], self.fn.warmup(*args, grid=grid, **kwargs))
         return launch
 
 
@@ -115,24 +119,39 @@ def _resources(compiled) -> tuple[int, int, int]:
     return field("REG"), field("STACK"), field("SHARED")
 
 
-def compile_all(shape, dtype, arch=90, tile_len=None, tiles_per_chunk=None, block_d=None, z=True, softplus=True):
-    """Compile every kernel the forward and backward launch, for one-direction, reverse and bidirectional
-    scans at ``shape`` = (batch, dim, state, length). Returns a list of ``Compiled``."""
+def compile_all(shape, dtype, arch=90, z=True, softplus=True, **tuning):
+    """Compile every kernel the forward and backward launch, for one-direction, reverse, bidirectional
+    and carried-state scans, with and without gradients, at ``shape`` = (batch, dim, state, length).
+    ``tuning`` as for ``selective_scan_triton``. Returns a list of ``Compiled``."""
     batch, dim, state, length = shape
-    cfg = tk._Config(batch, dim, 1, state, length, tile_len, tiles_per_chunk, block_d)
-    ints = dict(D=dim, L=length, G=1, N=state, n_tiles=cfg.n_tiles, n_chunks=cfg.n_chunks, K=cfg.K)
+    cfg = tk._Config(batch, dim, 1, state, length, **tuning)
+
+    def full_ints(c):
+        return dict(D=dim, L=length, G=1, N=state, n_tiles=c.n_tiles, n_chunks=c.n_chunks, K=c.K)
+
+    fwd_ints, bwd_ints = full_ints(cfg), full_ints(cfg.for_backward())
     # The buffers are never read, so they are allocated at a small size (same dtypes, same alignment);
     # the full-size integers are put back at each launch. dim stays ≥ 64 so that the combine kernel's
     # block size (min(1024, dim × state)) matches the full problem.
     small_dim = min(dim, max(64, triton.cdiv(1024, state)))
     small_len = 4 * cfg.BT
     sink: dict = {}
-    scan_label = ["?"]
+    state_ = {"label": "?", "ints": fwd_ints}
     saved = {name: getattr(tk, name) for name in KERNELS}
+    run_backward = tk._run_backward
+
+    def backward_phase(*a, **k):
+        state_["ints"] = bwd_ints
+        try:
+            return run_backward(*a, **k)
+        finally:
+            state_["ints"] = fwd_ints
+
     _driver.set_active(_TargetOnlyDriver(arch))
     try:
         for name in KERNELS:
-            setattr(tk, name, _Recorder(name, saved[name], sink, scan_label, ints))
+            setattr(tk, name, _Recorder(name, saved[name], sink, state_))
+        tk._run_backward = backward_phase
 
         def leaf(*size, dt=dtype):
             return torch.zeros(*size, dtype=dt, requires_grad=True)
@@ -148,7 +167,7 @@ def compile_all(shape, dtype, arch=90, tile_len=None, tiles_per_chunk=None, bloc
             delta_bias=leaf(small_dim, dt=torch.float32),
             delta_softplus=softplus,
         )
-        opts = dict(tile_len=cfg.BT, tiles_per_chunk=cfg.K, block_d=cfg.BLOCK_D)
+        opts = {**tuning, "tile_len": cfg.BT, "block_d": cfg.BLOCK_D}
         init = leaf(1, small_dim, state, dt=torch.float32)
         runs = (
             ("forward", lambda: tk.selective_scan_triton(**args, **opts)),
@@ -159,18 +178,19 @@ def compile_all(shape, dtype, arch=90, tile_len=None, tiles_per_chunk=None, bloc
             )),
         )
         for label, run in runs:
-            scan_label[0] = label
+            state_["label"] = label
             with torch.no_grad():  # inference: nothing saved for a backward
                 run()
             run().float().sum().backward()
     finally:
         for name, fn in saved.items():
             setattr(tk, name, fn)
+        tk._run_backward = run_backward
         _driver.set_active(None)
     rows = []
-    for (name, flags, warps), (label, compiled) in sink.items():
+    for (name, flags, warps, block_d), (label, compiled) in sink.items():
         regs, stack, shared = _resources(compiled)
-        rows.append(Compiled(name.strip("_").replace("_kernel", ""), label, flags, warps, regs, stack, shared))
+        rows.append(Compiled(name.strip("_").replace("_kernel", ""), label, flags, block_d, warps, regs, stack, shared))
     return rows
 
 
@@ -178,31 +198,29 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shape", type=int, nargs=4, default=[1, 2048, 16, 2**20], metavar=("BATCH", "DIM", "STATE", "LEN"))
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    p.add_argument("--arch", type=int, default=90, help="compute capability × 10 (90 = H100)")
-    p.add_argument("--tile-len", type=int, default=None)
-    p.add_argument("--block-d", type=int, default=None)
-    p.add_argument("--tiles-per-chunk", type=int, default=None)
+    p.add_argument("--arch", type=int, default=90, help="compute capability × 10 (90 = H100, 80 = A100)")
+    for name in TUNING:
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     a = p.parse_args(argv)
-    rows = compile_all(
-        tuple(a.shape), getattr(torch, a.dtype), a.arch, a.tile_len, a.tiles_per_chunk, a.block_d
-    )
+    tuning = {k: getattr(a, k) for k in TUNING if getattr(a, k) is not None}
+    rows = compile_all(tuple(a.shape), getattr(torch, a.dtype), a.arch, **tuning)
     if a.json:
         print(json.dumps([{**asdict(r), "blocks_per_sm": r.blocks_per_sm} for r in rows]))
         return rows
-    cfg = tk._Config(a.shape[0], a.shape[1], 1, a.shape[2], a.shape[3], a.tile_len, a.tiles_per_chunk, a.block_d)
+    cfg = tk._Config(a.shape[0], a.shape[1], 1, a.shape[2], a.shape[3], **tuning)
     print(
         f"sm_{a.arch}, triton {triton.__version__}, shape (batch, dim, state, length) = {tuple(a.shape)} {a.dtype}; "
-        f"tile {cfg.BT}, block_d {cfg.BLOCK_D}, {cfg.K} tiles/chunk, {cfg.n_chunks} chunks, "
-        f"grid {cfg.grid(a.shape[0])}"
+        f"tile {cfg.BT}, {cfg.K} tiles/chunk, {cfg.n_chunks} chunks, grid {cfg.grid(a.shape[0])}"
     )
-    head = f"| {'kernel':<14} | {'scan':<13} | {'flags on':<52} | warps | regs | stack B | smem B | blocks/SM |"
+    head = (f"| {'kernel':<14} | {'scan':<13} | {'flags on':<52} | block_d | warps | regs | stack B | smem B "
+            f"| blocks/SM |")
     print(head)
-    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
         print(
-            f"| {r.kernel:<14} | {r.launched_by:<13} | {r.flags[:52]:<52} | {r.num_warps:>5} | {r.regs:>4} | "
-            f"{r.stack:>7} | {r.shared:>6} | {r.blocks_per_sm:>9} |"
+            f"| {r.kernel:<14} | {r.launched_by:<13} | {r.flags[:52]:<52} | {r.block_d or '':>7} | {r.num_warps:>5} "
+            f"| {r.regs:>4} | {r.stack:>7} | {r.shared:>6} | {r.blocks_per_sm:>9} |"
         )
     return rows
 

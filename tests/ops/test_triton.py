@@ -242,6 +242,28 @@ def test_empty_sequence_and_bad_shapes():
         tri.selective_scan_triton(*[w[k] for k in ("u", "delta", "A", "B", "C")], tile_len=6)
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_backward_with_its_own_channel_block_and_chunking(reverse):
+    """The backward may cut channels (and hence chunks) differently from the forward; gradients agree."""
+    x = make_inputs(dim=8, length=26, initial_state=True)
+    compare(x, True, reverse, last=True, tol=2e-5, tile_len=4, block_d=4, backward_block_d=1, backward_num_warps=4)
+    y = make_inputs(dim=8, length=26)
+    args = [y[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    cot = torch.randn(2, 2, 8, 26, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    grads = []
+    for opts in (dict(block_d=4), dict(block_d=4, backward_block_d=2, tiles_per_chunk=3)):
+        outs = tri.selective_scan_bidirectional_triton(*args, True, tile_len=4, **opts)
+        loss = sum((o.float() * c).sum() for o, c in zip(outs, cot))
+        grads.append(torch.autograd.grad(loss, args))
+    for name, a, b in zip(NAMES, *grads):
+        close(a, b, 2e-5, f"bidirectional d{name}")
+    with pytest.raises(ValueError, match="backward_block_d"):
+        tri.selective_scan_triton(*args, backward_block_d=3)
+    with torch.no_grad():  # the public function passes tuning options to this backend
+        out = selective_scan(*args, True, backend="triton", tile_len=4, block_d=2)
+        close(out, selective_scan_ref(*args, True), 2e-5, "public function with tuning")
+
+
 def test_inference_saves_no_tile_states(monkeypatch):
     """Under torch.no_grad() (and with no input requiring a gradient) the forward keeps nothing for a
     backward: at 1 Mb the per-tile states would be gigabytes per layer. With gradients they are kept."""

@@ -45,15 +45,22 @@ def resolve_backend(backend: str, tensor) -> str:
 
 def selective_scan(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False,
-    *, reverse=False, initial_state=None, backend="auto",
+    *, reverse=False, initial_state=None, backend="auto", **tuning,
 ):
+    """``tuning``: how the Triton backend cuts the work (``tile_len``, ``tiles_per_chunk``, ``block_d``,
+    ``num_warps``, ``backward_block_d``, ``backward_num_warps``); the other backends ignore it."""
     backend = resolve_backend(backend, u)
     if backend == "reference":
         from genossm.ops.selective_scan.reference import selective_scan_ref as fn
     elif backend == "chunked":
         from genossm.ops.selective_scan.chunked import selective_scan_chunked as fn
     else:
-        from genossm.ops.selective_scan.triton import selective_scan_triton as fn
+        from genossm.ops.selective_scan.triton import selective_scan_triton
+
+        return selective_scan_triton(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+            reverse=reverse, initial_state=initial_state, **tuning,
+        )
     return fn(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
         reverse=reverse, initial_state=initial_state,
@@ -61,7 +68,7 @@ def selective_scan(
 
 
 def selective_scan_bidirectional(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *, backend="auto",
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *, backend="auto", **tuning,
 ):
     """Forward and reverse scans of the same inputs -> ``(out_forward, out_reverse)``.
 
@@ -72,7 +79,7 @@ def selective_scan_bidirectional(
     if backend == "triton":
         from genossm.ops.selective_scan.triton import selective_scan_bidirectional_triton
 
-        return selective_scan_bidirectional_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_scan_bidirectional_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, **tuning)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return (
         selective_scan(*args, reverse=False, backend=backend),

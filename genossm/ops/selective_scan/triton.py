@@ -525,27 +525,43 @@ def _backward_kernel(
 
 class _Config:
     """How the length and the channels are cut: tiles of ``BT`` positions, ``K`` tiles per chunk
-    (one program), ``BLOCK_D`` channels per program."""
+    (one program), ``BLOCK_D`` channels per program, and the warps per program. The backward may use its
+    own channel block and warps (``for_backward``): it keeps about twice as many tiles live, so fewer
+    channels per program keep it clear of register spills. Only the tile length must be shared, since
+    the forward saves one state per tile."""
 
-    def __init__(self, batch, dim, groups, state, length, tile_len=None, tiles_per_chunk=None, block_d=None):
+    def __init__(self, batch, dim, groups, state, length, tile_len=None, tiles_per_chunk=None, block_d=None,
+                 num_warps=None, backward_block_d=None, backward_num_warps=None):
         self.BT = int(tile_len or DEFAULT_TILE_LEN)
         if self.BT < 1 or self.BT & (self.BT - 1):
             raise ValueError(f"tile_len must be a power of two, got {self.BT}")
         dim_per_group = dim // groups
         self.BLOCK_D = int(block_d or min(DEFAULT_BLOCK_D, triton.next_power_of_2(dim_per_group)))
-        if self.BLOCK_D & (self.BLOCK_D - 1):
-            raise ValueError(f"block_d must be a power of two, got {self.BLOCK_D}")
+        for name, v in (("block_d", self.BLOCK_D), ("backward_block_d", backward_block_d),
+                        ("num_warps", num_warps), ("backward_num_warps", backward_num_warps)):
+            if v is not None and (v < 1 or v & (v - 1)):
+                raise ValueError(f"{name} must be a power of two, got {v}")
         self.N_P = max(triton.next_power_of_2(state), 2)
         self.n_tiles = triton.cdiv(length, self.BT)
         self.n_dblocks = groups * triton.cdiv(dim_per_group, self.BLOCK_D)
+        self._args = (batch, dim, groups, state, length, tiles_per_chunk)
         if tiles_per_chunk is None:
             want = triton.cdiv(TARGET_PROGRAMS, batch * self.n_dblocks)
             n_chunks = max(1, min(want, self.n_tiles, MAX_CHUNKS))
             tiles_per_chunk = triton.cdiv(self.n_tiles, n_chunks)
         self.K = max(1, int(tiles_per_chunk))
         self.n_chunks = triton.cdiv(self.n_tiles, self.K)
-        self.num_warps = 4
-        self.num_warps_backward = 8  # the backward keeps about twice as many tiles live
+        self.num_warps = int(num_warps or 4)
+        self.num_warps_backward = int(backward_num_warps or 8)  # the backward keeps about twice as many tiles live
+        self.backward_block_d = int(backward_block_d or self.BLOCK_D)
+
+    def for_backward(self) -> "_Config":
+        """The configuration of the backward pass (its own channel block; same tile length)."""
+        if self.backward_block_d == self.BLOCK_D:
+            return self
+        batch, dim, groups, state, length, tiles_per_chunk = self._args
+        return _Config(batch, dim, groups, state, length, self.BT, tiles_per_chunk, self.backward_block_d,
+                       self.num_warps, self.backward_block_d, self.num_warps_backward)
 
     def grid(self, batch):
         return (self.n_dblocks, self.n_chunks, batch)
@@ -602,6 +618,7 @@ def _run_forward(u, delta, A, Bm, Cm, Dv, z, bias, softplus, init, has_f, has_r,
 
 
 def _run_backward(u, delta, A, Bm, Cm, Dv, z, bias, softplus, ts_f, ts_r, dout_f, dout_r, dlast, has_f, has_r, cfg):
+    cfg = cfg.for_backward()
     batch, dim, length = u.shape
     groups, state = Bm.shape[1], Bm.shape[2]
     f32 = dict(device=u.device, dtype=torch.float32)
@@ -746,12 +763,15 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias, initial_state):
 
 def selective_scan_triton(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False,
-    *, reverse=False, initial_state=None, tile_len=None, tiles_per_chunk=None, block_d=None,
+    *, reverse=False, initial_state=None, **tuning,
 ):
     """The selective scan with the fused kernels; arguments as in ``reference.selective_scan_ref``.
 
-    ``tile_len`` (power of two), ``tiles_per_chunk`` and ``block_d`` override the automatic split of
-    the length and channels (results do not depend on them beyond float rounding)."""
+    ``tuning`` overrides how the work is cut (results do not depend on it beyond float rounding):
+    ``tile_len`` (power of two, default 32), ``tiles_per_chunk`` (default: enough chunks for about
+    8192 programs), ``block_d`` (channels per program, default 4), ``num_warps`` (default 4), and for
+    the backward ``backward_block_d`` (default block_d) and ``backward_num_warps`` (default 8).
+    ``benchmarks/kernel_report.py`` shows what each choice costs in registers."""
     u, delta, A, B4, C4, D, z, delta_bias, initial_state = _prepare(
         u, delta, A, B, C, D, z, delta_bias, initial_state
     )
@@ -760,7 +780,7 @@ def selective_scan_triton(
         out = u.new_zeros(u.shape)
         last = initial_state if initial_state is not None else u.new_zeros(batch, dim, A.shape[1], dtype=torch.float32)
         return (out, last.float()) if return_last_state else out
-    cfg = _Config(batch, dim, B4.shape[1], A.shape[1], length, tile_len, tiles_per_chunk, block_d)
+    cfg = _Config(batch, dim, B4.shape[1], A.shape[1], length, **tuning)
     save = _needs_grad(u, delta, A, B4, C4, D, z, delta_bias, initial_state)
     out, last = _SelectiveScanFn.apply(
         u, delta, A, B4, C4, D, z, delta_bias, initial_state, delta_softplus, not reverse, reverse, cfg, save
@@ -770,14 +790,15 @@ def selective_scan_triton(
 
 def selective_scan_bidirectional_triton(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-    *, tile_len=None, tiles_per_chunk=None, block_d=None,
+    **tuning,
 ):
-    """Forward and reverse scans of the same inputs in one pass over them -> (out_forward, out_reverse)."""
+    """Forward and reverse scans of the same inputs in one pass over them -> (out_forward, out_reverse).
+    ``tuning`` as for ``selective_scan_triton``."""
     u, delta, A, B4, C4, D, z, delta_bias, _ = _prepare(u, delta, A, B, C, D, z, delta_bias, None)
     batch, dim, length = u.shape
     if length == 0:
         return u.new_zeros(u.shape), u.new_zeros(u.shape)
-    cfg = _Config(batch, dim, B4.shape[1], A.shape[1], length, tile_len, tiles_per_chunk, block_d)
+    cfg = _Config(batch, dim, B4.shape[1], A.shape[1], length, **tuning)
     save = _needs_grad(u, delta, A, B4, C4, D, z, delta_bias)
     return _SelectiveScanFn.apply(u, delta, A, B4, C4, D, z, delta_bias, None, delta_softplus, True, True, cfg, save)
 
