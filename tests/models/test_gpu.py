@@ -9,6 +9,15 @@ from genossm.models import BiMambaLM
 from conftest import tiny
 
 
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """cuDNN convolutions may use TF32 by default (about 1e-3 relative error): compare in true float32."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("overrides", [dict(rc_equivariant=True), dict(tie_directions=False,
                          bidirectional_strategy="proj"), dict(bidirectional=False)])
