@@ -126,9 +126,35 @@ def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
     return B4, C4, g, k, dt, pre, uf, dt5, du5, A3
 
 
+_LOG_TINY = -87.0  # exp(-87) ≈ 1.6e-38, the smallest normal float32 magnitude: smaller decays are clamped here
+
+
 def _tm(x, s):
     """Block ``s`` of a (..., L) tensor, position-major: (T, ...) view."""
     return x[..., s].movedim(-1, 0)
+
+
+class _Loader:
+    """Position-major contiguous copies of one block of (..., L) tensors, into buffers allocated once per call.
+
+    Transposing the small (batch, dim) and (batch, groups, state) slices first keeps every
+    (T, batch, groups, per_group, state) operation on contiguous memory."""
+
+    def __init__(self, T_max):
+        self.T_max = T_max
+        self.buffers = {}
+
+    def __call__(self, name, x, s):
+        if name not in self.buffers:
+            self.buffers[name] = x.new_empty(self.T_max, *x.shape[:-1], dtype=torch.float32)
+        return self.buffers[name][: s.stop - s.start].copy_(_tm(x, s))
+
+
+def _decays(dt_b, A3, out):
+    """α = exp(Δ A) for one block, (T, batch, g, k, state). Exponents below _LOG_TINY are raised to it: such
+    a decay multiplies the state by less than 1e-37 either way, and exp is far slower on arguments whose
+    result is subnormal or zero."""
+    return torch.mul(dt_b.unsqueeze(-1), A3, out=out).clamp_min_(_LOG_TINY).exp_()
 
 
 def _blocks(length, block_len, reverse):
@@ -154,16 +180,17 @@ class _ChunkedScan(torch.autograd.Function):
         w_al = uf.new_empty(T_max, batch, g, k, state)  # work buffers, reused by every block
         w_x = uf.new_empty(T_max, batch, g, k, state)
         w_y = uf.new_empty(T_max, batch, g, k)
+        load = _Loader(T_max)
         y = uf.new_empty(batch, g, k, length)
         for j, s in blocks:
             T = s.stop - s.start
             if save:
                 starts[j] = h
-            al = torch.mul(_tm(dt5, s).unsqueeze(-1), A3, out=w_al[:T]).exp_()
-            H = torch.mul(_tm(B4, s).unsqueeze(3), _tm(du5, s).unsqueeze(-1), out=w_x[:T])
+            al = _decays(load("dt", dt5, s), A3, w_al[:T])
+            H = torch.mul(load("B", B4, s).unsqueeze(3), load("du", du5, s).unsqueeze(-1), out=w_x[:T])
             _tree_scan(al, H, h, reverse)
             h = H[0 if reverse else T - 1].clone()
-            torch.sum(H.mul_(_tm(C4, s).unsqueeze(3)), -1, out=w_y[:T])
+            torch.sum(H.mul_(load("C", C4, s).unsqueeze(3)), -1, out=w_y[:T])
             _tm(y, s).copy_(w_y[:T])
         y = y.view(batch, dim, length)
         if D is not None:
@@ -197,12 +224,13 @@ class _ChunkedScan(torch.autograd.Function):
         w_al, w_bl, w_H, w_lam = (uf.new_empty(T_max, batch, g, k, state) for _ in range(4))
         w_k = uf.new_empty(T_max, batch, g, k)
         w_n = uf.new_empty(T_max, batch, g, state)
+        load = _Loader(T_max)
         first, last = (-1, 0) if reverse else (0, -1)  # a block's first and last position in scan order
         for j, s in reversed(_blocks(length, block_len, reverse)):
             T = s.stop - s.start
-            dt_b, gy_b, du_b = _tm(dt5, s), _tm(gy5, s), _tm(du5, s)
-            B_b, C_b = _tm(B4, s).unsqueeze(3), _tm(C4, s).unsqueeze(3)
-            al = torch.mul(dt_b.unsqueeze(-1), A3, out=w_al[:T]).exp_()
+            dt_b, gy_b, du_b = load("dt", dt5, s), load("gy", gy5, s), load("du", du5, s)
+            B_b, C_b = load("B", B4, s).unsqueeze(3), load("C", C4, s).unsqueeze(3)
+            al = _decays(dt_b, A3, w_al[:T])
             bl, scratch = w_bl[:T], w_bl[:T]
             H = torch.mul(B_b, du_b.unsqueeze(-1), out=w_H[:T])
             _tree_scan(bl.copy_(al), H, starts[j], reverse)
