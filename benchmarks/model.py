@@ -3,11 +3,15 @@
     python benchmarks/model.py                      # CPU plan (small at 1 kb and 131 kb, chunked 1 Mb with tiny)
     python benchmarks/model.py --device cuda        # GPU plan (small at 1 kb, 131 kb, 1 Mb; bf16 training)
     python benchmarks/model.py --quick              # a fast sanity run of the table
+    PYTHONPATH=path/to/mamba python benchmarks/model.py --device cuda   # with the mamba_ssm peer rows
+
+The "peer" rows (GPU only, when ``mamba_ssm`` with its CUDA extension is importable) are a Caduceus-like
+bidirectional LM on ``mamba_ssm``'s own Mamba block (``benchmarks/mamba_peer.py``), timed the same way.
 
 Each case runs in its own process so its peak memory is its own: on CPU the peak resident set size
 during the timed call (VmHWM, reset before the call), on GPU ``torch.cuda.max_memory_allocated``.
 tokens/s counts input bases (batch 1). Training steps use AdamW on the masked-LM loss over all
-positions; on GPU under bf16 autocast. ``ckpt`` marks per-layer gradient checkpointing.
+positions. On GPU everything runs under bf16 autocast. ``ckpt`` marks per-layer gradient checkpointing.
 
 "+run MiB" is the memory the timed call added on top of the loaded model and inputs. The chunked rows
 check it against the long-sequence inference's budget: two (strands x L x d_model) float32
@@ -52,22 +56,32 @@ def _case(spec: dict, queue) -> None:
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    cfg = yaml.safe_load((CONF / f"{spec['config']}.yaml").read_text())
-    cfg["gradient_checkpointing"] = spec.get("ckpt", False)
     torch.manual_seed(0)
-    model = BiMambaLM(BiMambaConfig(**cfg)).to(device)
+    if spec["config"] == "peer":
+        try:
+            from mamba_peer import PeerBiMambaLM
+
+            model = PeerBiMambaLM(gradient_checkpointing=spec.get("ckpt", False)).to(device)
+        except ImportError as err:
+            queue.put({"error": f"skipped: {err.name or err} not importable"})
+            return
+    else:
+        cfg = yaml.safe_load((CONF / f"{spec['config']}.yaml").read_text())
+        cfg["gradient_checkpointing"] = spec.get("ckpt", False)
+        model = BiMambaLM(BiMambaConfig(**cfg)).to(device)
     length = spec["length"]
     tokens = torch.randint(0, 4, (1, length), device=device)
     mode = spec["mode"]
-    bf16 = device.type == "cuda" and mode == "train"
+    bf16 = device.type == "cuda"  # bf16 autocast on GPU, for inference as for training
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4) if mode == "train" else None
 
     def run():
         if mode == "forward":
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 model.eval()(tokens)
         elif mode == "chunked":
-            model.eval()(tokens, chunk_len=spec["chunk_len"])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                model.eval()(tokens, chunk_len=spec["chunk_len"])
         else:
             model.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -116,9 +130,9 @@ def run_case(spec: dict) -> dict:
     proc = ctx.Process(target=_case, args=(spec, queue))
     proc.start()
     proc.join()
-    if proc.exitcode != 0:
-        return {"error": f"exit code {proc.exitcode} (out of memory?)"}
-    return queue.get()
+    if not queue.empty():
+        return queue.get()
+    return {"error": f"exit code {proc.exitcode} (out of memory?)"}
 
 
 def plan(device: str, quick: bool) -> list[dict]:
@@ -140,8 +154,13 @@ def plan(device: str, quick: bool) -> list[dict]:
     for length in contexts:
         cases.append(dict(config="small", length=length, mode="forward"))
         cases.append(dict(config="small", length=length, mode="train", ckpt=length in train_ckpt))
-        if device == "cuda" and length == 128 * kb:
-            cases.append(dict(config="small", length=length, mode="train", ckpt=True))
+        if device == "cuda" and length >= 128 * kb:
+            cases.append(dict(config="small", length=length, mode="train", ckpt=length not in train_ckpt))
+    if device == "cuda":  # the peer: mamba_ssm's Mamba block, Caduceus-style (reverse by flipping)
+        for length in (128 * kb, mb):
+            cases.append(dict(config="peer", length=length, mode="forward"))
+            cases.append(dict(config="peer", length=length, mode="train", ckpt=True))
+            cases.append(dict(config="peer", length=length, mode="train"))
     for length, chunk in ((mb // 4, 64 * kb), (mb, 64 * kb), (mb, 16 * kb)):
         cases.append(dict(config=chunked_cfg, length=length, mode="chunked", chunk_len=chunk))
     return cases

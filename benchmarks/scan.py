@@ -170,7 +170,10 @@ def scan_callables(name, x, bidirectional=False):
     """(forward without autograd, forward+backward) closures for one backend on ``x`` (z gate, softplus Δ, D)."""
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True)
     if name == "mamba_ssm":
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from mamba_peer import import_mamba_ssm  # without mamba_ssm's __init__ (it needs transformers)
+
+        selective_scan_fn = import_mamba_ssm()
 
         def one():
             return (selective_scan_fn(*args),)
