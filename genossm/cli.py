@@ -2,7 +2,7 @@
 
 Each workflow is a thin Hydra entry point in ``workflows/<name>.py`` exposing ``main()``; this module
 only finds it (in a checkout or inside an installed wheel) and hands it the remaining arguments, so
-every Hydra flag works as usual (``--cfg job``, ``--multirun``, ``hydra/launcher=submitit_slurm``).
+every Hydra flag works as usual (``--cfg job``, ``--multirun``, ``hydra/launcher=slurm``).
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def plot_history(history: MetricHistory, path: str | os.PathLike, baselines: dic
 class CheckpointOnSignal(Callback):
     """Saves ``last.ckpt`` when the cluster warns of the time limit, then lets the requeue owner act.
 
-    genossm's SLURM set-up has ONE requeue owner: submitit (``hydra/launcher=submitit_slurm`` with
+    genossm's SLURM set-up has ONE requeue owner: submitit (``hydra/launcher=slurm`` with
     ``max_num_timeout`` > 0) requeues the job on its signal (USR2 unless ``SUBMITIT_PREEMPT_SIGNAL`` says
     otherwise); Lightning's own SLURM auto-requeue is switched off. The signal handler only sets a flag;
     at the end of the current batch this callback writes the checkpoint and then calls the previous

@@ -132,22 +132,31 @@ def test_cli_cfg_job_and_clean_error(tmp_path):
     assert "genossm: error:" in bad.stderr and "nope.fa" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.filterwarnings("ignore:.*validated against ConfigStore schema")
 def test_slurm_launcher_writes_valid_submission(tmp_path, monkeypatch):
-    """Compose hydra/launcher=submitit_slurm, build the executor the way the launcher does, and submit to a
-    fake sbatch that records the script: checks the requeue signal, resources and the pickled job."""
+    """Compose hydra/launcher=slurm (genossm's settings on the submitit plugin's schema), build the executor the
+    way the launcher does, and submit to a fake sbatch that records the script: checks the requeue signal,
+    resources and the pickled job. Composing prints no Hydra warning (no config shadows the plugin's schema)."""
+    import warnings
+
     submitit = pytest.importorskip("submitit")
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name="pretrain", overrides=["hydra/launcher=submitit_slurm", "trainer=ddp",
-                                                         "hydra.launcher.gpus_per_node=4",
-                                                         "hydra.launcher.tasks_per_node=4",
-                                                         "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a schema-shadowing (or any other) warning fails the test
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name="pretrain", overrides=["hydra/launcher=slurm", "trainer=ddp",
+                                                             "hydra.launcher.gpus_per_node=4",
+                                                             "hydra.launcher.tasks_per_node=4",
+                                                             "hydra.launcher.partition=gpu"],
+                          return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["_target_"].endswith("SlurmLauncher") and launcher["max_num_timeout"] > 0
+    assert launcher["account"] is None and launcher["additional_parameters"] == {}  # from the plugin's schema
+    with pytest.raises(Exception, match="timeout_min"):  # the schema types the fields
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            compose(config_name="pretrain", overrides=["hydra/launcher=slurm", "hydra.launcher.timeout_min=soon"],
+                    return_hydra_config=True)
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho Submitted batch job 4242\n")
