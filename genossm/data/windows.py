@@ -61,6 +61,33 @@ for _byte in range(256):
 # token cache
 
 
+@contextlib.contextmanager
+def _cache_lock(fasta: Path, cache_dir) -> Iterator[None]:
+    """Hold an exclusive lock on the cache folder of ``fasta`` while its index and token cache are checked or
+    built: DDP ranks started together (SLURM) open the same genome at once, and one of them builds while the
+    others wait, then reuse it. (An advisory ``flock``; where the file system has none, no lock.)"""
+    try:
+        import fcntl
+    except ImportError:  # not on a POSIX system
+        yield
+        return
+    if not fasta.exists():
+        yield  # the caller reports the missing file
+        return
+    path = cache_folder(fasta, cache_dir) / ".lock"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            locked = True
+        except OSError:
+            locked = False
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class TokenCache:
     """Packed tokens of a FASTA's contigs in memory-mapped files, built once and reused.
 
@@ -94,11 +121,12 @@ class TokenCache:
         For a genome spread over several files use :func:`open_tokens`.
         """
         fasta = Path(fasta)
-        folder, manifest, genome = cls._manifest(fasta, cache_dir)
-        names = select_contigs(list(manifest["contigs"]), contigs, str(fasta))
-        if not names:
-            raise GenossmError(f"{fasta}: no contig matches {contigs!r}")
-        return cls._build(fasta, cache_dir, folder, manifest, names, genome)
+        with _cache_lock(fasta, cache_dir):
+            folder, manifest, genome = cls._manifest(fasta, cache_dir)
+            names = select_contigs(list(manifest["contigs"]), contigs, str(fasta))
+            if not names:
+                raise GenossmError(f"{fasta}: no contig matches {contigs!r}")
+            return cls._build(fasta, cache_dir, folder, manifest, names, genome)
 
     @staticmethod
     def _manifest(fasta: Path, cache_dir) -> tuple[Path, dict, Genome | None]:
@@ -245,6 +273,15 @@ def open_tokens(fasta, cache_dir: str | os.PathLike | None = None, contigs=None)
     paths = fasta_paths(fasta)
     if len(paths) == 1:
         return TokenCache.open(paths[0], cache_dir, contigs)
+    with contextlib.ExitStack() as locks:
+        for path in paths:  # always in list order: two processes opening the same list cannot deadlock
+            if not path.exists():
+                raise GenossmError(f"{path}: FASTA file not found")
+            locks.enter_context(_cache_lock(path, cache_dir))
+        return _open_several(paths, cache_dir, contigs)
+
+
+def _open_several(paths: list[Path], cache_dir, contigs) -> MultiTokenCache:
     opened = [(path, *TokenCache._manifest(path, cache_dir)) for path in paths]
     seen: dict[str, tuple[str, Path]] = {}  # alias key -> (name, file)
     for path, _, manifest, _ in opened:

@@ -141,3 +141,19 @@ def test_inspect_lists_the_contigs_of_every_file(tmp_path, capsys):
     assert [(r["contig"], r["length"]) for r in rows] == [("NC_000932.1", 154_478), ("20", 200_000)]
     out = capsys.readouterr().out
     assert "athaliana_chloroplast.fa + " in out and "all 2" in out
+
+
+def test_a_process_waits_while_another_builds_the_cache(tmp_path):
+    """DDP ranks open the same genome at once: the cache folder is locked while one of them builds."""
+    import threading
+
+    from genossm.data.windows import _cache_lock
+
+    results = []
+    with _cache_lock(PLAIN, tmp_path):
+        opener = threading.Thread(target=lambda: results.append(open_tokens([PLAIN, BGZIP], cache_dir=tmp_path)))
+        opener.start()
+        opener.join(timeout=0.5)
+        assert opener.is_alive() and not results  # blocked on the first file's lock
+    opener.join(timeout=60)
+    assert results and results[0].contig_names == ["NC_000932.1", "20"]
