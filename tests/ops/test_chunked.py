@@ -383,3 +383,14 @@ def test_benchmark_loop_matches_reference(reverse):
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True)
     torch.testing.assert_close(bench.loop_scan(*args, reverse=reverse), selective_scan_ref(*args, reverse=reverse),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_benchmark_hot_pair_fraction():
+    bench = load_benchmark()
+    dt = torch.tensor([1.0, 0.9, 2.0])  # per channel; max |A| = 2, blocks of 64 and 36 positions
+    x = dict(delta=torch.zeros(1, 3, 100), delta_bias=torch.log(torch.expm1(dt)), A=torch.tensor([[-2.0, -1.0]] * 3))
+    # channel 0: 128 (hot), 72; channel 1: 115.2, 64.8; channel 2: 256 (hot), 144 (hot) -> 3 of 6 blocks
+    assert bench.hot_pair_fraction(x) == pytest.approx(0.5)
+    hot = bench.decay_inputs(1, 20, 4, 128, hot_every=10, hot_bias=50.0)
+    assert bench.hot_pair_fraction(hot) == pytest.approx(0.1)
+    assert bench.hot_pair_fraction(bench.decay_inputs(1, 20, 4, 128)) == 0.0
