@@ -150,11 +150,11 @@ class _Loader:
         return self.buffers[name][: s.stop - s.start].copy_(_tm(x, s))
 
 
-def _decays(dt_b, A3, out):
-    """α = exp(Δ A) for one block, (T, batch, g, k, state). Exponents below _LOG_TINY are raised to it: such
+def _decays(dt_b, An, out):
+    """α = exp(Δ A) for one block, (T, batch, g, state, k). Exponents below _LOG_TINY are raised to it: such
     a decay multiplies the state by less than 1e-37 either way, and exp is far slower on arguments whose
     result is subnormal or zero."""
-    return torch.mul(dt_b.unsqueeze(-1), A3, out=out).clamp_min_(_LOG_TINY).exp_()
+    return torch.mul(dt_b.unsqueeze(3), An, out=out).clamp_min_(_LOG_TINY).exp_()
 
 
 def _blocks(length, block_len, reverse):
@@ -163,40 +163,52 @@ def _blocks(length, block_len, reverse):
     return [(j, slice(j * block_len, min(length, (j + 1) * block_len))) for j in order]
 
 
+def _to_nk(h, batch, g, k, state):
+    """(batch, dim, state) -> (batch, g, state, k) float32 contiguous: the layout of the block buffers."""
+    return h.float().reshape(batch, g, k, state).transpose(-1, -2).contiguous()
+
+
+def _from_nk(h, batch, dim, state):
+    return h.transpose(-1, -2).reshape(batch, dim, state)
+
+
+# Block buffers are (T, batch, groups, state, per_group): position-major so that the tree scan's steps are
+# contiguous rows, channels innermost so that sums over the state are sums of rows and C·h is a matmul.
 class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, block_len):
         batch, dim, length = u.shape
         state = A.shape[1]
         B4, C4, g, k, dt, _, uf, dt5, du5, A3 = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+        An = A3.transpose(-1, -2).contiguous()  # (g, state, k)
         if initial_state is None:
-            h = uf.new_zeros(batch, g, k, state)
+            h = uf.new_zeros(batch, g, state, k)
         else:
-            h = initial_state.float().reshape(batch, g, k, state)
+            h = _to_nk(initial_state, batch, g, k, state)
         blocks = _blocks(length, block_len, reverse)
         save = any(ctx.needs_input_grad)
-        starts = uf.new_empty(len(blocks), batch, g, k, state) if save else None
+        starts = uf.new_empty(len(blocks), batch, g, state, k) if save else None
         T_max = min(block_len, length)
-        w_al = uf.new_empty(T_max, batch, g, k, state)  # work buffers, reused by every block
-        w_x = uf.new_empty(T_max, batch, g, k, state)
-        w_y = uf.new_empty(T_max, batch, g, k)
+        w_al = uf.new_empty(T_max, batch, g, state, k)  # work buffers, reused by every block
+        w_x = uf.new_empty(T_max, batch, g, state, k)
+        w_y = uf.new_empty(T_max, batch, g, 1, k)
         load = _Loader(T_max)
         y = uf.new_empty(batch, g, k, length)
         for j, s in blocks:
             T = s.stop - s.start
             if save:
                 starts[j] = h
-            al = _decays(load("dt", dt5, s), A3, w_al[:T])
-            H = torch.mul(load("B", B4, s).unsqueeze(3), load("du", du5, s).unsqueeze(-1), out=w_x[:T])
+            al = _decays(load("dt", dt5, s), An, w_al[:T])
+            H = torch.mul(load("B", B4, s).unsqueeze(-1), load("du", du5, s).unsqueeze(3), out=w_x[:T])
             _tree_scan(al, H, h, reverse)
             h = H[0 if reverse else T - 1].clone()
-            torch.sum(H.mul_(load("C", C4, s).unsqueeze(3)), -1, out=w_y[:T])
-            _tm(y, s).copy_(w_y[:T])
+            torch.matmul(load("C", C4, s).unsqueeze(3), H, out=w_y[:T])  # Σ_n C_n h_n
+            _tm(y, s).copy_(w_y[:T, :, :, 0])
         y = y.view(batch, dim, length)
         if D is not None:
             y.addcmul_(D.float()[None, :, None], uf)
         out = y if z is None else y * F.silu(z.float())
-        last = h.reshape(batch, dim, state)
+        last = _from_nk(h, batch, dim, state)
         if save:
             # the ungated output, for the gradient of z: one (batch, dim, length) tensor in u's dtype
             y_saved = y.to(u.dtype) if z is not None else None
@@ -211,6 +223,7 @@ class _ChunkedScan(torch.autograd.Function):
         batch, dim, length = u.shape
         state = A.shape[1]
         B4, C4, g, k, dt, pre, uf, dt5, du5, A3 = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+        An = A3.transpose(-1, -2).contiguous()  # (g, state, k)
         g_out = g_out.float() if g_out is not None else uf.new_zeros(batch, dim, length)
         gy = g_out if z is None else g_out * F.silu(z.float())  # gradient of y + D u
         gy5 = gy.view(batch, g, k, length)
@@ -218,36 +231,38 @@ class _ChunkedScan(torch.autograd.Function):
         g_dtA = uf.new_empty(batch, g, k, length)
         g_B4 = uf.new_empty(B4.shape)
         g_C4 = uf.new_empty(C4.shape)
-        g_A3 = uf.new_zeros(g, k, state)
-        mu = uf.new_zeros(batch, g, k, state) if g_last is None else g_last.float().reshape(batch, g, k, state)
+        g_An = uf.new_zeros(g, state, k)
+        mu = uf.new_zeros(batch, g, state, k) if g_last is None else _to_nk(g_last, batch, g, k, state)
         T_max = min(block_len, length)
-        w_al, w_bl, w_H, w_lam = (uf.new_empty(T_max, batch, g, k, state) for _ in range(4))
-        w_k = uf.new_empty(T_max, batch, g, k)
+        w_al, w_bl, w_H, w_lam = (uf.new_empty(T_max, batch, g, state, k) for _ in range(4))
+        w_k = uf.new_empty(T_max, batch, g, 1, k)
         w_n = uf.new_empty(T_max, batch, g, state)
         load = _Loader(T_max)
         first, last = (-1, 0) if reverse else (0, -1)  # a block's first and last position in scan order
         for j, s in reversed(_blocks(length, block_len, reverse)):
             T = s.stop - s.start
-            dt_b, gy_b, du_b = load("dt", dt5, s), load("gy", gy5, s), load("du", du5, s)
-            B_b, C_b = load("B", B4, s).unsqueeze(3), load("C", C4, s).unsqueeze(3)
-            al = _decays(dt_b, A3, w_al[:T])
+            dt_b, gy_b, du_b = load("dt", dt5, s).unsqueeze(3), load("gy", gy5, s).unsqueeze(3), load("du", du5, s)
+            B_b, C_b = load("B", B4, s).unsqueeze(3), load("C", C4, s).unsqueeze(-1)
+            al = _decays(dt_b[:, :, :, 0], An, w_al[:T])
             bl, scratch = w_bl[:T], w_bl[:T]
-            H = torch.mul(B_b, du_b.unsqueeze(-1), out=w_H[:T])
+            H = torch.mul(B_b.transpose(-1, -2), du_b.unsqueeze(3), out=w_H[:T])
             _tree_scan(bl.copy_(al), H, starts[j], reverse)
             # adjoint: λ_t = C_t g_t + α_{t+1} λ_{t+1} in scan order, a scan the other way with shifted decays
             bl[last] = 1.0
             (bl[1:] if reverse else bl[:-1]).copy_(al[:-1] if reverse else al[1:])
-            lam = torch.mul(C_b, gy_b.unsqueeze(-1), out=w_lam[:T])
+            lam = torch.mul(C_b, gy_b, out=w_lam[:T])
             _tree_scan(bl, lam, mu, not reverse)
             mu = al[first] * lam[first]  # adjoint of the state before the block
-            _tm(g_C4, s).copy_(torch.sum(torch.mul(H, gy_b.unsqueeze(-1), out=scratch), 3, out=w_n[:T]))
-            _tm(g_B4, s).copy_(torch.sum(torch.mul(lam, du_b.unsqueeze(-1), out=scratch), 3, out=w_n[:T]))
-            _tm(g_du, s).copy_(torch.sum(torch.mul(lam, B_b, out=scratch), -1, out=w_k[:T]))
+            _tm(g_C4, s).copy_(torch.sum(torch.mul(H, gy_b, out=scratch), -1, out=w_n[:T]))
+            _tm(g_B4, s).copy_(torch.sum(torch.mul(lam, du_b.unsqueeze(3), out=scratch), -1, out=w_n[:T]))
+            _tm(g_du, s).copy_(torch.matmul(B_b, lam, out=w_k[:T])[:, :, :, 0])  # Σ_n B_n λ_n
             K = lam.mul_(al)  # λ_t α_t h_{t-1}: the previous state in scan order, the block's start state first
             (K[:-1] if reverse else K[1:]).mul_(H[1:] if reverse else H[:-1])
             K[first].mul_(starts[j])
-            _tm(g_dtA, s).copy_(torch.sum(torch.mul(K, A3, out=scratch), -1, out=w_k[:T]))
-            g_A3 += torch.mul(K, dt_b.unsqueeze(-1), out=scratch).sum((0, 1))
+            _tm(g_dtA, s).copy_(torch.sum(torch.mul(K, An, out=scratch), 3, out=w_k[:T, :, :, 0]))
+            g_An += torch.mul(K, dt_b, out=scratch).sum((0, 1))
+        g_A3 = g_An.transpose(-1, -2)
+        mu = _from_nk(mu, batch, dim, state)
         # finish in place: these (batch, dim, length) buffers dominate the backward's memory at long L
         g_du = g_du.view(batch, dim, length)
         g_dt = g_dtA.view(batch, dim, length).addcmul_(g_du, uf)
@@ -269,13 +284,13 @@ class _ChunkedScan(torch.autograd.Function):
             g_dt.mul_(torch.sigmoid(pre))  # not in place: pre can be the caller's delta
         grads[0] = g_u.to(u.dtype)
         grads[1] = g_dt.to(delta.dtype)
-        grads[2] = g_A3.view(dim, state).to(A.dtype)
+        grads[2] = g_A3.reshape(dim, state).to(A.dtype)
         grads[3] = (g_B4 if B.dim() == 4 else g_B4.squeeze(1)).to(B.dtype)
         grads[4] = (g_C4 if C.dim() == 4 else g_C4.squeeze(1)).to(C.dtype)
         if delta_bias is not None:
             grads[7] = g_dt.sum((0, 2)).to(delta_bias.dtype)
         if initial_state is not None:
-            grads[8] = mu.reshape(batch, dim, state).to(initial_state.dtype)
+            grads[8] = mu.to(initial_state.dtype)
         return tuple(grads)
 
 
