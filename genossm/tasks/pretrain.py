@@ -306,10 +306,8 @@ def run_id() -> str:
     if os.environ.get("SLURM_JOB_ID"):
         return f"slurm-{os.environ['SLURM_JOB_ID']}"
     if _PROCESS_START is None:
-        # the processes this one starts (DDP ranks re-running the command) inherit the name, so every rank
-        # writes to the same run folder
+        # DDP ranks started by this process get its name (see _ranks_relaunch_this_workflow): one run folder
         _PROCESS_START = os.environ.get(RUN_ID_ENV) or datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        os.environ[RUN_ID_ENV] = _PROCESS_START
     name = _PROCESS_START
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -491,10 +489,12 @@ def _check_trainer(cfg) -> None:
 @contextlib.contextmanager
 def _ranks_relaunch_this_workflow(trainer):
     """Lightning's DDP/FSDP launcher on one machine starts ranks 1, 2, ... by re-running this process's command
-    (``sys.argv`` and ``__main__``). Under ``genossm pretrain`` that command is the dispatcher with the workflow
-    name already taken off, which cannot be re-run; while the ranks start, point it at the workflow file
-    itself (``python workflows/pretrain.py <the same overrides>``). Processes started by a cluster (SLURM,
-    torchrun) are left alone."""
+    (``sys.argv`` and ``__main__``). Under the ``genossm pretrain`` dispatcher that command has lost the
+    workflow name and cannot be re-run; while the ranks start, point it at the workflow file itself
+    (``python workflows/pretrain.py <the same overrides>``), and pass the run's name so the ranks share its
+    run folder. Processes started by a cluster (SLURM, torchrun), and scripts of one's own calling
+    :func:`run_pretraining`, are left alone."""
+    import os
     import sys
 
     import __main__
@@ -503,17 +503,25 @@ def _ranks_relaunch_this_workflow(trainer):
     from genossm.paths import workflows_dir
 
     launcher = getattr(trainer.strategy, "launcher", None)
-    if not isinstance(launcher, _SubprocessScriptLauncher) or launcher.cluster_environment.creates_processes_externally:
+    if (not isinstance(launcher, _SubprocessScriptLauncher) or launcher.cluster_environment.creates_processes_externally
+            or sys.argv[0] != "genossm pretrain"):  # the name genossm.cli gives the dispatched workflow
         yield
         return
     saved_argv0, saved_spec = sys.argv[0], getattr(__main__, "__spec__", None)
+    saved_env = os.environ.get(RUN_ID_ENV)
     sys.argv[0] = str(workflows_dir() / "pretrain.py")
     __main__.__spec__ = None
+    if _PROCESS_START is not None:
+        os.environ[RUN_ID_ENV] = _PROCESS_START
     try:
         yield
     finally:
         sys.argv[0] = saved_argv0
         __main__.__spec__ = saved_spec
+        if saved_env is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = saved_env
 
 
 def _full_model(trainer, module, model_config):

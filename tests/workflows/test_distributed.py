@@ -29,17 +29,22 @@ SMALL = [
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tmp_path):
-    run, probe = tmp_path / "run", tmp_path / "probe"
+    outputs, probe = tmp_path / "outputs" / "pretrain", tmp_path / "probe"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     env.pop("GENOSSM_RUN_ID", None)
-    args = [*DDP_CPU, *SMALL, f"output={run}", f"data.cache_dir={tmp_path / 'cache'}",
+    # the default output= (outputs/pretrain/<date_time>): rank 1, started seconds later, must find the same folder
+    args = [*DDP_CPU, *SMALL, f"data.cache_dir={tmp_path / 'cache'}",
             "+callbacks.probe._target_=ddp_probe.RankProbe", f"+callbacks.probe.folder={probe}",
-            f"+callbacks.probe.watch={run}"]
+            f"+callbacks.probe.watch={outputs}"]
     done = subprocess.run([sys.executable, "-m", "genossm.cli", "pretrain", *args], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    (run,) = outputs.iterdir()
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["rank"] for r in ranks] == [0, 1]
+    for record in ranks:
+        assert all(w.startswith(run.name + "/") for w in record["writes"]), record["writes"]
+        record["writes"] = [w.split("/", 1)[1] for w in record["writes"]]
 
     # both ranks trained every step, each on its own windows: exactly the data module's batches for its rank
     cfg = OmegaConf.load(run / "config.yaml")
