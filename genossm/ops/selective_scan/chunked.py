@@ -79,11 +79,12 @@ def _tree_scan(al, x, h0, reverse=False):
     al, x (T, ...) and h0 (...) float32, h0 the state before the first step taken. x is overwritten with the
     states and returned; al is overwritten with running products of the decays. Groups of four positions are
     scanned in three steps, their end states by recursion on a four-times shorter sequence, then each group
-    receives its incoming state with one multiply-add; a remainder of fewer than four positions is stepped.
+    receives its incoming state with one multiply-add; four positions or fewer, and a remainder of fewer than
+    four, are stepped.
     """
     T = x.shape[0]
     m = T // 4
-    if m == 0:
+    if T <= 4:
         prev = h0
         for t in range(T - 1, -1, -1) if reverse else range(T):
             x[t].addcmul_(al[t], prev)
@@ -112,42 +113,42 @@ def _tree_scan(al, x, h0, reverse=False):
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
     """What forward and backward both derive from the inputs, float32, channels split as (groups, per group).
 
-    Returns B4, C4 (batch, g, state, L); g; k = dim // g; Δ and its pre-softplus value (batch, dim, L); u as
-    float32; Δ and Δ·u viewed as (batch, g, k, L); A as (g, k, state)."""
+    Returns B4 (batch, g, state, L); g; k = dim // g; Δ and its pre-softplus value (batch, dim, L); u as
+    float32; Δ and Δ·u position-major (L, batch, g, k); B and C position-major (L, batch, g, state); A as
+    (g, state, k)."""
     batch, dim, length = u.shape
     B4, C4 = _bc_grouped(B), _bc_grouped(C)
     g = B4.shape[1]
     k = dim // g
     dt, pre = _delta(delta, delta_bias, delta_softplus)
     uf = u.float()
-    dt5 = dt.view(batch, g, k, length)
-    du5 = (dt * uf).view(batch, g, k, length)
-    A3 = A.float().view(g, k, A.shape[1])
-    return B4, C4, g, k, dt, pre, uf, dt5, du5, A3
+    dtP = _to_pm(dt).view(length, batch, g, k)
+    duP = _to_pm(dt * uf).view(length, batch, g, k)
+    An = A.float().view(g, k, A.shape[1]).transpose(-1, -2).contiguous()
+    return B4, g, k, dt, pre, uf, dtP, duP, _to_pm(B4), _to_pm(C4), An
+
+
+def _to_pm(x):
+    """(batch, ..., L) float32 -> contiguous position-major (L, batch, ...)."""
+    shape = x.shape
+    if shape[0] == 1:  # as a transposed 2-D copy, which PyTorch does tile by tile (several times faster)
+        out = x.reshape(-1, shape[-1]).t().contiguous()
+    else:
+        out = x.movedim(-1, 0).contiguous()
+    return out.view(shape[-1], *shape[:-1])
+
+
+def _from_pm(x):
+    """(L, batch, ...) -> contiguous (batch, ..., L)."""
+    shape = x.shape
+    if shape[1] == 1:
+        out = x.reshape(shape[0], -1).t().contiguous()
+    else:
+        out = x.movedim(0, -1).contiguous()
+    return out.view(*shape[1:], shape[0])
 
 
 _LOG_TINY = -87.0  # exp(-87) ≈ 1.6e-38, the smallest normal float32 magnitude: smaller decays are clamped here
-
-
-def _tm(x, s):
-    """Block ``s`` of a (..., L) tensor, position-major: (T, ...) view."""
-    return x[..., s].movedim(-1, 0)
-
-
-class _Loader:
-    """Position-major contiguous copies of one block of (..., L) tensors, into buffers allocated once per call.
-
-    Transposing the small (batch, dim) and (batch, groups, state) slices first keeps every
-    (T, batch, groups, per_group, state) operation on contiguous memory."""
-
-    def __init__(self, T_max):
-        self.T_max = T_max
-        self.buffers = {}
-
-    def __call__(self, name, x, s):
-        if name not in self.buffers:
-            self.buffers[name] = x.new_empty(self.T_max, *x.shape[:-1], dtype=torch.float32)
-        return self.buffers[name][: s.stop - s.start].copy_(_tm(x, s))
 
 
 def _decays(dt_b, An, out):
@@ -179,8 +180,8 @@ class _ChunkedScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, block_len):
         batch, dim, length = u.shape
         state = A.shape[1]
-        B4, C4, g, k, dt, _, uf, dt5, du5, A3 = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
-        An = A3.transpose(-1, -2).contiguous()  # (g, state, k)
+        _, g, k, dt, _, uf, dtP, duP, BP, CP, An = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+        del dt
         if initial_state is None:
             h = uf.new_zeros(batch, g, state, k)
         else:
@@ -191,20 +192,19 @@ class _ChunkedScan(torch.autograd.Function):
         T_max = min(block_len, length)
         w_al = uf.new_empty(T_max, batch, g, state, k)  # work buffers, reused by every block
         w_x = uf.new_empty(T_max, batch, g, state, k)
-        w_y = uf.new_empty(T_max, batch, g, 1, k)
-        load = _Loader(T_max)
-        y = uf.new_empty(batch, g, k, length)
+        yP = uf.new_empty(length, batch, g, k)
         for j, s in blocks:
             T = s.stop - s.start
             if save:
                 starts[j] = h
-            al = _decays(load("dt", dt5, s), An, w_al[:T])
-            H = torch.mul(load("B", B4, s).unsqueeze(-1), load("du", du5, s).unsqueeze(3), out=w_x[:T])
+            al = _decays(dtP[s], An, w_al[:T])
+            H = torch.mul(BP[s].unsqueeze(-1), duP[s].unsqueeze(3), out=w_x[:T])
             _tree_scan(al, H, h, reverse)
             h = H[0 if reverse else T - 1].clone()
-            torch.matmul(load("C", C4, s).unsqueeze(3), H, out=w_y[:T])  # Σ_n C_n h_n
-            _tm(y, s).copy_(w_y[:T, :, :, 0])
-        y = y.view(batch, dim, length)
+            torch.matmul(CP[s].unsqueeze(3), H, out=yP[s].unsqueeze(3))  # Σ_n C_n h_n
+        del dtP, duP, BP, CP
+        y = _from_pm(yP).view(batch, dim, length)
+        del yP
         if D is not None:
             y.addcmul_(D.float()[None, :, None], uf)
         out = y if z is None else y * F.silu(z.float())
@@ -222,57 +222,58 @@ class _ChunkedScan(torch.autograd.Function):
         delta_softplus, reverse, block_len = ctx.config
         batch, dim, length = u.shape
         state = A.shape[1]
-        B4, C4, g, k, dt, pre, uf, dt5, du5, A3 = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
-        An = A3.transpose(-1, -2).contiguous()  # (g, state, k)
+        B4, g, k, dt, pre, uf, dtP, duP, BP, CP, An = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
         g_out = g_out.float() if g_out is not None else uf.new_zeros(batch, dim, length)
         gy = g_out if z is None else g_out * F.silu(z.float())  # gradient of y + D u
-        gy5 = gy.view(batch, g, k, length)
-        g_du = uf.new_empty(batch, g, k, length)
-        g_dtA = uf.new_empty(batch, g, k, length)
-        g_B4 = uf.new_empty(B4.shape)
-        g_C4 = uf.new_empty(C4.shape)
+        gyP = _to_pm(gy).view(length, batch, g, k)
+        g_duP = uf.new_empty(length, batch, g, k)
+        g_dtAP = uf.new_empty(length, batch, g, k)
+        g_BP = uf.new_empty(length, batch, g, state)
+        g_CP = uf.new_empty(length, batch, g, state)
         g_An = uf.new_zeros(g, state, k)
         mu = uf.new_zeros(batch, g, state, k) if g_last is None else _to_nk(g_last, batch, g, k, state)
         T_max = min(block_len, length)
         w_al, w_bl, w_H, w_lam = (uf.new_empty(T_max, batch, g, state, k) for _ in range(4))
-        w_k = uf.new_empty(T_max, batch, g, 1, k)
-        w_n = uf.new_empty(T_max, batch, g, state)
-        load = _Loader(T_max)
         first, last = (-1, 0) if reverse else (0, -1)  # a block's first and last position in scan order
         for j, s in reversed(_blocks(length, block_len, reverse)):
             T = s.stop - s.start
-            dt_b, gy_b, du_b = load("dt", dt5, s).unsqueeze(3), load("gy", gy5, s).unsqueeze(3), load("du", du5, s)
-            B_b, C_b = load("B", B4, s).unsqueeze(3), load("C", C4, s).unsqueeze(-1)
-            al = _decays(dt_b[:, :, :, 0], An, w_al[:T])
+            dt_b, gy_b, du_b = dtP[s].unsqueeze(3), gyP[s].unsqueeze(3), duP[s].unsqueeze(3)
+            al = _decays(dtP[s], An, w_al[:T])
             bl, scratch = w_bl[:T], w_bl[:T]
-            H = torch.mul(B_b.transpose(-1, -2), du_b.unsqueeze(3), out=w_H[:T])
+            H = torch.mul(BP[s].unsqueeze(-1), du_b, out=w_H[:T])
             _tree_scan(bl.copy_(al), H, starts[j], reverse)
             # adjoint: λ_t = C_t g_t + α_{t+1} λ_{t+1} in scan order, a scan the other way with shifted decays
             bl[last] = 1.0
             (bl[1:] if reverse else bl[:-1]).copy_(al[:-1] if reverse else al[1:])
-            lam = torch.mul(C_b, gy_b, out=w_lam[:T])
+            lam = torch.mul(CP[s].unsqueeze(-1), gy_b, out=w_lam[:T])
             _tree_scan(bl, lam, mu, not reverse)
             mu = al[first] * lam[first]  # adjoint of the state before the block
-            _tm(g_C4, s).copy_(torch.sum(torch.mul(H, gy_b, out=scratch), -1, out=w_n[:T]))
-            _tm(g_B4, s).copy_(torch.sum(torch.mul(lam, du_b.unsqueeze(3), out=scratch), -1, out=w_n[:T]))
-            _tm(g_du, s).copy_(torch.matmul(B_b, lam, out=w_k[:T])[:, :, :, 0])  # Σ_n B_n λ_n
+            torch.sum(torch.mul(H, gy_b, out=scratch), -1, out=g_CP[s])
+            torch.sum(torch.mul(lam, du_b, out=scratch), -1, out=g_BP[s])
+            torch.matmul(BP[s].unsqueeze(3), lam, out=g_duP[s].unsqueeze(3))  # Σ_n B_n λ_n
             K = lam.mul_(al)  # λ_t α_t h_{t-1}: the previous state in scan order, the block's start state first
             (K[:-1] if reverse else K[1:]).mul_(H[1:] if reverse else H[:-1])
             K[first].mul_(starts[j])
-            _tm(g_dtA, s).copy_(torch.sum(torch.mul(K, An, out=scratch), 3, out=w_k[:T, :, :, 0]))
+            torch.sum(torch.mul(K, An, out=scratch), 3, out=g_dtAP[s])
             g_An += torch.mul(K, dt_b, out=scratch).sum((0, 1))
+        del dtP, duP, BP, CP, gyP, w_al, w_bl, w_H, w_lam
         g_A3 = g_An.transpose(-1, -2)
         mu = _from_nk(mu, batch, dim, state)
+        g_B4, g_C4 = _from_pm(g_BP), _from_pm(g_CP)
+        g_du = _from_pm(g_duP)
+        del g_duP
+        g_dtA = _from_pm(g_dtAP)
+        del g_dtAP
         # finish in place: these (batch, dim, length) buffers dominate the backward's memory at long L
         g_du = g_du.view(batch, dim, length)
         g_dt = g_dtA.view(batch, dim, length).addcmul_(g_du, uf)
         g_u = g_du.mul_(dt)
-        del dt, du5, dt5
+        del dt
         grads = [None] * 12
         if D is not None:
             g_u.addcmul_(gy, D.float()[None, :, None])
             grads[5] = (gy * uf).sum((0, 2)).to(D.dtype)
-        del gy, gy5
+        del gy
         if z is not None and ctx.needs_input_grad[6]:
             zf = z.float()
             sig = torch.sigmoid(zf)
