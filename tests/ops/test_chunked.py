@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from genossm.ops.selective_scan import selective_scan
-from genossm.ops.selective_scan.chunked import _tree_scan, selective_scan_chunked
+from genossm.ops.selective_scan.chunked import _tree_scan, auto_block_len, selective_scan_chunked
 from genossm.ops.selective_scan.reference import selective_scan_ref
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
@@ -96,9 +96,19 @@ def test_grouped_B_C(groups, reverse):
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("length", [65, 130])
+@pytest.mark.parametrize("length", [65, 300])
 def test_default_block(length, reverse):
+    # tiny dims: the automatic block is 256 positions, so 300 positions take two blocks
+    assert auto_block_len(1, 6, 4) == 256
     compare(make(batch=1, dim=6, state=4, length=length, initial_state=True, delta_scale=0.3), reverse=reverse)
+
+
+def test_auto_block_len():
+    assert auto_block_len(1, 256, 16) == 128  # 2^19 values / 4096 per position
+    assert auto_block_len(1, 200, 16) == 128  # 163 rounded down to a power of two
+    assert auto_block_len(1, 64, 16) == 256  # capped
+    assert auto_block_len(2, 1024, 16) == 64  # at least 64
+    assert auto_block_len(8, 128, 16) == 64
 
 
 @pytest.mark.parametrize("reverse", [False, True])
