@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from genossm.ops.selective_scan import selective_scan
-from genossm.ops.selective_scan.chunked import _tree_scan, auto_block_len, selective_scan_chunked
+from genossm.ops.selective_scan.chunked import _needs_clamp, _tree_scan, auto_block_len, selective_scan_chunked
 from genossm.ops.selective_scan.reference import selective_scan_ref
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
@@ -189,6 +189,14 @@ def test_decays_through_the_subnormal_range(reverse):
         x["A"].fill_(-1.0)
         x["delta"].copy_(torch.linspace(30.0, 110.0, 48).expand(2, 6, 48))
     compare64(x, softplus=False, reverse=reverse, block_len=16)
+
+
+def test_clamp_only_when_a_decay_can_pass_e_minus_87():
+    A = torch.tensor([[-1.0, -16.0]]).T.contiguous()  # An layout (g=1, state=2, k=1)
+    assert not _needs_clamp(torch.full((1, 1, 5), 5.0), A[None])  # 5 · 16 = 80
+    assert _needs_clamp(torch.full((1, 1, 5), 6.0), A[None])  # 96
+    assert _needs_clamp(torch.tensor([[[0.1, -6.0]]]), A[None])  # negative Δ: |Δ A| counts
+    assert not _needs_clamp(torch.zeros(1, 1, 0), A[None])
 
 
 @pytest.mark.parametrize("reverse", [False, True])

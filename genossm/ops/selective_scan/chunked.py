@@ -161,11 +161,20 @@ def _from_pm(x):
 _LOG_TINY = -87.0  # exp(-87) ≈ 1.6e-38, the smallest normal float32 magnitude: smaller decays are clamped here
 
 
-def _decays(dt_b, An, out):
-    """α = exp(Δ A) for one block, (T, batch, g, state, k). Exponents below _LOG_TINY are raised to it: such
-    a decay multiplies the state by less than 1e-37 either way, and exp is far slower on arguments whose
-    result is subnormal or zero."""
-    return torch.mul(dt_b.unsqueeze(3), An, out=out).clamp_min_(_LOG_TINY).exp_()
+def _decays(dt_b, An, out, clamp):
+    """α = exp(Δ A) for one block, (T, batch, g, state, k). With ``clamp``, exponents below _LOG_TINY are raised
+    to it: such a decay multiplies the state by less than 1e-37 either way, and exp is far slower on arguments
+    whose result is subnormal or zero."""
+    X = torch.mul(dt_b.unsqueeze(3), An, out=out)
+    return (X.clamp_min_(_LOG_TINY) if clamp else X).exp_()
+
+
+def _needs_clamp(dt, An):
+    """Whether some Δ·A can fall below _LOG_TINY (one pass over Δ; most inputs never come near it)."""
+    if dt.numel() == 0:
+        return False
+    low, high = torch.aminmax(dt)
+    return bool(torch.maximum(low.abs(), high.abs()) * An.abs().max() > -_LOG_TINY)
 
 
 def _blocks(length, block_len, reverse):
@@ -191,6 +200,7 @@ class _ChunkedScan(torch.autograd.Function):
         batch, dim, length = u.shape
         state = A.shape[1]
         _, g, k, dt, _, uf, dtP, duP, BP, CP, An = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+        clamp = _needs_clamp(dt, An)
         del dt
         if initial_state is None:
             h = uf.new_zeros(batch, g, state, k)
@@ -207,7 +217,7 @@ class _ChunkedScan(torch.autograd.Function):
             T = s.stop - s.start
             if save:
                 starts[j] = h
-            al = _decays(dtP[s], An, w_al[:T])
+            al = _decays(dtP[s], An, w_al[:T], clamp)
             H = torch.mul(BP[s].unsqueeze(-1), duP[s].unsqueeze(3), out=w_x[:T])
             _tree_scan(al, H, h, reverse)
             h = H[0 if reverse else T - 1].clone()
@@ -233,6 +243,7 @@ class _ChunkedScan(torch.autograd.Function):
         batch, dim, length = u.shape
         state = A.shape[1]
         B4, g, k, dt, pre, uf, dtP, duP, BP, CP, An = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+        clamp = _needs_clamp(dt, An)
         g_out = g_out.float() if g_out is not None else uf.new_zeros(batch, dim, length)
         gy = g_out if z is None else g_out * F.silu(z.float())  # gradient of y + D u
         gyP = _to_pm(gy).view(length, batch, g, k)
@@ -248,7 +259,7 @@ class _ChunkedScan(torch.autograd.Function):
         for j, s in reversed(_blocks(length, block_len, reverse)):
             T = s.stop - s.start
             dt_b, gy_b, du_b = dtP[s].unsqueeze(3), gyP[s].unsqueeze(3), duP[s].unsqueeze(3)
-            al = _decays(dtP[s], An, w_al[:T])
+            al = _decays(dtP[s], An, w_al[:T], clamp)
             bl, scratch = w_bl[:T], w_bl[:T]
             H = torch.mul(BP[s].unsqueeze(-1), du_b, out=w_H[:T])
             _tree_scan(bl.copy_(al), H, starts[j], reverse)
