@@ -1,15 +1,17 @@
 """Block-wise selective scan in plain PyTorch: fast on CPU, O(L) memory, runs on any device.
 
 The recurrence of ``reference.py``, h_t = α_t h_{t-1} + x_t with α_t = exp(Δ_t A) and x_t = Δ_t B_t u_t, is
-evaluated in blocks of ``block_len`` positions, the state carried from block to block. Inside a block the
-linear recurrence is solved by a 4-ary tree scan over the positions (``_tree_scan``): every group of four
-positions is scanned in three vectorised steps, the group ends form a four-times shorter recurrence that is
-solved the same way, and the result is pushed back into the groups with one multiply-add. Every step is a
-multiply-add over (batch, dim, state) slices of the block; only products of the decays α appear, never
-quotients or exponentials of sums, so nothing can overflow that the sequential recurrence would not, and a
-channel with huge decays (Δ·|A| in the hundreds) takes exactly the same path at the same speed as any
-other. Blocks are laid out position-major, (T, batch, groups, per_group, state), so each step reads and
-writes contiguous rows.
+evaluated in blocks of ``block_len`` positions (64 to 256 by default, see ``auto_block_len``), the state
+carried from block to block. Inside a block the linear recurrence is solved by a 4-ary tree scan over the
+positions (``_tree_scan``): every group of four positions is scanned in three vectorised steps, the group
+ends form a four-times shorter recurrence that is solved the same way, and the result is pushed back into
+the groups with one multiply-add. Every step is a multiply-add over (batch, dim, state) slices of the
+block; only products of the decays α appear, never quotients or exponentials of sums, so nothing can
+overflow that the sequential recurrence would not, and a channel with huge decays (Δ·|A| in the hundreds)
+takes exactly the same path at the same speed as any other. Exponents below -87 are raised to -87: a decay
+that small removes the state either way, and exp is slow on subnormal results. Block buffers are
+position-major, (T, batch, groups, state, per_group), so each step reads and writes contiguous rows; the
+inputs are transposed to (L, batch, ...) once per call.
 
 Backward (a ``torch.autograd.Function``): the forward keeps only the state at each block boundary. The
 backward walks the blocks in the opposite order of the scan, recomputes the block's states from its
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 
 BLOCK_LEN = 64  # the shortest block chosen automatically
 _MAX_BLOCK_LEN = 256
-_BLOCK_ELEMENTS = 2**19  # block buffers of about 2 MiB: measured best on CPU for 64 to 2048 channels
+_BLOCK_ELEMENTS = 2**19  # block buffers of about 2 MiB: measured best on CPU for 64 to 1024 channels
 
 
 def auto_block_len(batch: int, dim: int, state: int) -> int:
