@@ -412,3 +412,35 @@ def test_benchmark_hot_pair_fraction():
     hot = bench.decay_inputs(1, 20, 4, 128, hot_every=10, hot_bias=50.0)
     assert bench.hot_pair_fraction(hot) == pytest.approx(0.1)
     assert bench.hot_pair_fraction(bench.decay_inputs(1, 20, 4, 128)) == 0.0
+
+
+def test_inference_keeps_no_block_states(monkeypatch):
+    """Under torch.no_grad() (or with no input requiring a gradient) nothing is saved for a backward;
+    with gradients the block-boundary states are saved and serve the backward."""
+    import genossm.ops.selective_scan.chunked as ch
+
+    seen = []
+    real = ch._ChunkedScan.forward
+
+    def spy(ctx, *args):
+        seen.append(args[-1])  # the ``save`` argument
+        return real(ctx, *args)
+
+    monkeypatch.setattr(ch._ChunkedScan, "forward", staticmethod(spy))
+    gen = torch.Generator().manual_seed(0)
+    u, delta, z = (torch.randn(1, 4, 40, generator=gen) for _ in range(3))
+    A = -torch.rand(4, 3, generator=gen) - 0.5
+    B, C = torch.randn(1, 3, 40, generator=gen), torch.randn(1, 3, 40, generator=gen)
+    args = [u, delta, A, B, C, None, z]
+    for t in args:
+        if t is not None:
+            t.requires_grad_(True)
+    with torch.no_grad():
+        out = selective_scan_chunked(*args, None, True, block_len=16)
+    selective_scan_chunked(*[t.detach() if t is not None else None for t in args], None, True, block_len=16)
+    assert seen == [False, False]
+    again = selective_scan_chunked(*args, None, True, block_len=16)
+    assert seen[-1] is True
+    torch.testing.assert_close(again.detach(), out)
+    again.sum().backward()
+    assert u.grad is not None and A.grad is not None

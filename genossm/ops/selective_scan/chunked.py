@@ -198,7 +198,9 @@ def _from_nk(h, batch, dim, state):
 # contiguous rows, channels innermost so that sums over the state are sums of rows and C·h is a matmul.
 class _ChunkedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, block_len):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, block_len, save):
+        # ``save`` comes from the caller: inside forward() grad mode is always off and needs_input_grad
+        # stays True under torch.no_grad(), so neither can tell inference from training here.
         batch, dim, length = u.shape
         state = A.shape[1]
         _, g, k, dt, _, uf, dtP, duP, BP, CP, An = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
@@ -209,7 +211,6 @@ class _ChunkedScan(torch.autograd.Function):
         else:
             h = _to_nk(initial_state, batch, g, k, state)
         blocks = _blocks(length, block_len, reverse)
-        save = any(ctx.needs_input_grad)
         starts = uf.new_empty(len(blocks), batch, g, state, k) if save else None
         T_max = min(block_len, length)
         w_al = uf.new_empty(T_max, batch, g, state, k)  # work buffers, reused by every block
@@ -292,7 +293,7 @@ class _ChunkedScan(torch.autograd.Function):
         g_dt = g_dtA.view(batch, dim, length).addcmul_(g_du, uf)
         g_u = g_du.mul_(dt)
         del dt
-        grads = [None] * 12
+        grads = [None] * 13
         if D is not None:
             g_u.addcmul_(gy, D.float()[None, :, None])
             grads[5] = (gy * uf).sum((0, 2)).to(D.dtype)
@@ -333,8 +334,12 @@ def selective_scan_chunked(
         block_len = auto_block_len(u.shape[0], u.shape[1], A.shape[1])
     if block_len < 1:
         raise ValueError(f"block_len must be positive, got {block_len}")
+    # inference (torch.no_grad, or no input needing a gradient) keeps no block-boundary states
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    )
     out, last = _ChunkedScan.apply(
-        u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus), bool(reverse), int(block_len)
+        u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus), bool(reverse), int(block_len), save
     )
     return (out, last) if return_last_state else out
 
