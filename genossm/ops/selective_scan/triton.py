@@ -99,6 +99,21 @@ def _channel_block(pid_d, D, G, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
+def _program(A_ptr, D, G, N, BLOCK_D: tl.constexpr, N_P: tl.constexpr):
+    """What a (channel block, chunk, batch) program works on: chunk c, batch b, group g, channels d
+    (with mask), states n (with mask), the (channel, state) mask and A for those (float32)."""
+    pid_d = tl.program_id(0)  # channel blocks vary fastest: programs running together share B/C tiles in L2
+    c = tl.program_id(1).to(tl.int64)
+    b = tl.program_id(2).to(tl.int64)
+    g, d, dmask = _channel_block(pid_d, D, G, BLOCK_D)
+    n = tl.arange(0, N_P)
+    nmask = n < N
+    smask = dmask[:, None] & nmask[None, :]
+    A_nat = tl.load(A_ptr + d[:, None].to(tl.int64) * N + n[None, :], mask=smask, other=0.0)
+    return c, b, g, d, dmask, n, nmask, smask, A_nat
+
+
+@triton.jit
 def _softplus(x):
     # log1p(exp(-|x|)) accurate for small arguments without libdevice (Goldberg's trick).
     e = tl.exp(-tl.abs(x))
@@ -178,14 +193,8 @@ def _chunk_local_kernel(
       right = a_last q_last (reverse model's adjoint) = Σ_t exp(A (S_end - S_{t-1})) v_t
       left  = a_first g_first (forward model's adjoint) = Σ_t exp(A S_t) v_t
     """
-    pid_d = tl.program_id(0)  # channel blocks vary fastest: programs running together share B/C tiles in L2
-    c = tl.program_id(1).to(tl.int64)
-    b = tl.program_id(2).to(tl.int64)
-    g, d, dmask = _channel_block(pid_d, D, G, BLOCK_D)
-    n = tl.arange(0, N_P)
-    nmask = n < N
-    smask = dmask[:, None] & nmask[None, :]
-    A2 = tl.load(A_ptr + d[:, None].to(tl.int64) * N + n[None, :], mask=smask, other=0.0) * LOG2E
+    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
+    A2 = A_nat * LOG2E
     tt = tl.arange(0, BT)
     k0 = c * K
     n_here = tl.minimum(K, n_tiles - k0)
@@ -307,14 +316,8 @@ def _forward_kernel(
     HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     BLOCK_D: tl.constexpr, N_P: tl.constexpr, BT: tl.constexpr,
 ):
-    pid_d = tl.program_id(0)  # channel blocks vary fastest: programs running together share B/C tiles in L2
-    c = tl.program_id(1).to(tl.int64)
-    b = tl.program_id(2).to(tl.int64)
-    g, d, dmask = _channel_block(pid_d, D, G, BLOCK_D)
-    n = tl.arange(0, N_P)
-    nmask = n < N
-    smask = dmask[:, None] & nmask[None, :]
-    A2 = tl.load(A_ptr + d[:, None].to(tl.int64) * N + n[None, :], mask=smask, other=0.0) * LOG2E
+    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
+    A2 = A_nat * LOG2E
     tt = tl.arange(0, BT)
     tt3 = tt[None, None, :]
     k0 = c * K
@@ -392,14 +395,7 @@ def _backward_kernel(
     q_t = C_t dy_t + a_{t-1} q_{t-1}). Carried adjoints are a × adjoint (G' = a_first g_first, Q' =
     a_last q_last). With h_prev = h_{t-1}: dΔ_t = Σ_n g_t (A a_t h_prev + B_t u_t), dA = Σ_t g_t Δ_t a_t
     h_prev, du_t = Σ_n g_t Δ_t B_t + D dy_t, dB_t = Σ_d g_t Δ_t u_t, dC_t = Σ_d dy_t h_t."""
-    pid_d = tl.program_id(0)  # channel blocks vary fastest: programs running together share B/C tiles in L2
-    c = tl.program_id(1).to(tl.int64)
-    b = tl.program_id(2).to(tl.int64)
-    g, d, dmask = _channel_block(pid_d, D, G, BLOCK_D)
-    n = tl.arange(0, N_P)
-    nmask = n < N
-    smask = dmask[:, None] & nmask[None, :]
-    A_nat = tl.load(A_ptr + d[:, None].to(tl.int64) * N + n[None, :], mask=smask, other=0.0)
+    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
     A2 = A_nat * LOG2E
     tt = tl.arange(0, BT)
     tt3 = tt[None, None, :]
