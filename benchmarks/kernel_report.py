@@ -63,9 +63,9 @@ class _TargetOnlyDriver:
 @dataclass
 class Compiled:
     kernel: str
-    launched_by: str  # forward, reverse or bidirectional scan
+    launched_by: str  # the scan that launched it: forward, reverse, bidirectional or carried state
     flags: str  # the constexpr flags that are on
-    block_d: int
+    block_d: int | None  # None for the combine kernel (its block is over channels × states)
     num_warps: int
     regs: int
     stack: int  # bytes per thread; non-zero means spilled registers
