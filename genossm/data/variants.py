@@ -186,6 +186,9 @@ def sniff(path: str | Path) -> tuple[str, str]:
     return "tsv", compression
 
 
+_CONTIG_LINE = re.compile(rb"##contig=<(?:.*,)?ID=([^,>]+)")
+
+
 class VariantReader:
     """Stream the records of a VCF/BCF/TSV file in input order.
 
@@ -260,11 +263,78 @@ class VariantReader:
                 "bgzip it and run `tabix -p vcf` (or `bcftools index`), or leave region= out"
             )
         known = list(vf.index.keys()) if hasattr(vf.index, "keys") else list(vf.header.contigs)
+        declared = self._declared_contigs()
+        strangers = [c for c in known if c not in declared]
+        if declared and strangers:
+            raise GenossmError(
+                f"{self._index_path()}: the index lists contig(s) {strangers[:5]} that the header of {self.path} does "
+                "not declare, so it belongs to another file: delete it and re-index (tabix -p vcf, or bcftools index)"
+            )
         try:
             name = resolve_contig(known, contig, str(self.path))
         except GenossmError:
             return iter(())  # no record on that contig
-        return vf.fetch(name, start, end)
+        return self._checked_fetch(vf, name, start, end)
+
+    def _declared_contigs(self) -> list[str]:
+        """The ``##contig`` IDs the VCF's own header text declares (pysam's header also holds the index's
+        contigs, so it cannot tell an index made for another file); empty for BCF and contig-less headers."""
+        if self.format != "vcf":
+            return []
+        opener = gzip.open if self.compression != "none" else open
+        names = []
+        with opener(self.path, "rb") as fh:
+            for line in fh:
+                if not line.startswith(b"#"):
+                    break
+                match = _CONTIG_LINE.match(line)
+                if match:
+                    names.append(match.group(1).decode("ascii", errors="replace"))
+        return names
+
+    def _index_path(self) -> Path:
+        for suffix in (".tbi", ".csi"):
+            candidate = self.path.with_name(self.path.name + suffix)
+            if candidate.exists():
+                return candidate
+        return self.path.with_name(self.path.name + ".tbi/.csi")
+
+    def _checked_fetch(self, vf, name: str, start, end) -> Iterator:
+        """Records of the region through the index. An index made for another version of the file (newer than
+        it, so htslib does not complain) points at the wrong bytes: a region then comes back empty, or htslib
+        reads from the middle of a record. So an empty answer is confirmed by reading the file without its
+        index (the cost falls only on regions with no record), and an unreadable one names the index too."""
+        count = 0
+        try:
+            for rec in vf.fetch(name, start, end):
+                if rec.chrom != name:
+                    raise self._foreign_index(f"a fetch of {name} returned a record on {rec.chrom}")
+                count += 1
+                yield rec
+        except (OSError, ValueError) as err:
+            raise GenossmError(
+                f"{self.path}: region={self.region}: malformed VCF record after record {count} of the region "
+                f"(htslib: {err}); either the file is damaged or its index {self._index_path()} was made for "
+                "another version of it (delete the index and re-index with tabix -p vcf, or bcftools index)"
+            ) from None
+        if count == 0:
+            lo, hi = start or 0, end if end is not None else float("inf")
+            scan, handle = self._open_vcf()
+            try:
+                for rec in scan:
+                    if rec.chrom == name and rec.start < hi and rec.stop > lo:
+                        raise self._foreign_index(
+                            f"the region holds records, e.g. {rec.chrom}:{rec.pos}, but the index finds none")
+            finally:
+                scan.close()
+                if handle is not None:
+                    handle.close()
+
+    def _foreign_index(self, why: str) -> GenossmError:
+        return GenossmError(
+            f"{self._index_path()}: this index does not match {self.path} ({why}); it was probably made for another "
+            "version of the file: delete it and re-index (tabix -p vcf, or bcftools index)"
+        )
 
     def complete_header(self) -> pysam.VariantHeader:
         """The header after reading every record: htslib adds the contigs, INFO/FORMAT keys and FILTERs that
