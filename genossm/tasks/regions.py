@@ -396,7 +396,8 @@ def run_finetune(cfg, out_dir) -> dict:
     from lightning.pytorch.loggers import CSVLogger
     from omegaconf import OmegaConf
 
-    from genossm.data.regions import assign_splits, encode_labels, open_genome, read_regions, region_tokens
+    from genossm.data.regions import (assign_splits, check_split_classes, encode_labels, open_genome, read_regions,
+                                      region_tokens)
     from genossm.tasks.kmer_baseline import class_weights, fit_linear, kmer_baseline
 
     log = logging.getLogger("genossm.finetune")
@@ -417,6 +418,7 @@ def run_finetune(cfg, out_dir) -> dict:
     for needed in ("train", "val"):
         if not (splits == needed).any():
             raise GenossmError(f"{regions.source}: the {needed} split is empty; change split.mode or split.fractions")
+    check_split_classes(regions, labels, splits)
     tokens, valid = region_tokens(regions, genome, cfg.region_len)
     region_len = int(tokens.shape[1])
     n_classes = len(labels.classes) if labels.classes else 1
