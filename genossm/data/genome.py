@@ -386,7 +386,9 @@ class Genome:
         fai = Path(str(fasta) + ".fai")
         gzi = Path(str(fasta) + ".gzi")
         needed = [fai, gzi] if self.format == "bgzip" else [fai]
-        in_cache = not all(p.exists() for p in needed) and not _writable(fasta.parent)
+        # a missing index goes to the cache folder when the user named one (nothing is written beside their
+        # FASTA then) or when the FASTA's folder is read-only; an existing index beside the FASTA is used
+        in_cache = not all(p.exists() for p in needed) and (self.cache_dir is not None or not _writable(fasta.parent))
         if self.format == "gzip":
             in_cache = True  # the decompressed copy lives in our cache folder anyway
         kwargs = {}

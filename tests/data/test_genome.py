@@ -315,3 +315,14 @@ def test_non_base_characters_are_counted_and_warned_once(tmp_path, caplog):
     assert "'1', at a:3" in warnings[0].getMessage() and str(path) in warnings[0].getMessage()
     assert genome.non_base_count == 3 + 1 + 3
     assert (ids == tk.encode("ACNTNCNT")).all()
+
+
+@pytest.mark.parametrize("name", ["multi_contig.fa", "multi_contig.fa.gz", "multi_contig.bgzip.fa.gz"])
+def test_a_named_cache_folder_keeps_the_fasta_folder_untouched(name, tmp_path):
+    genomes = tmp_path / "genomes"
+    genomes.mkdir()
+    shutil.copy(DATA / name, genomes / name)
+    genome = Genome(genomes / name, cache_dir=tmp_path / "cache")
+    genome.fetch(genome.contig_names[0], 0, 10)
+    assert sorted(p.name for p in genomes.iterdir()) == [name]
+    assert list((tmp_path / "cache").rglob("*.fai"))
