@@ -41,6 +41,7 @@ REASONS: dict[str, str] = {
     "contig_absent": "the contig is not in the FASTA (chr/MT aliases tried)",
     "beyond_contig_end": "REF reaches past the end of the contig in the FASTA",
     "ref_mismatch": "REF differs from the FASTA at that position",
+    "position_zero": "POS is 0 (VCF's telomere position, before the contig's first base): no base to score",
 }
 REASON_CODES: tuple[str, ...] = ("",) + tuple(REASONS)  # 0 = scored
 
@@ -131,6 +132,9 @@ def check_alleles(alleles: list[Allele], genome) -> list[Allele]:
             continue
         length = genome.lengths[a.contig]
         end = a.start + len(a.ref)
+        if a.pos == 0:
+            a.reason = "position_zero"
+            continue
         if a.start < 0 or end > length:
             a.reason = "beyond_contig_end"
             continue
@@ -232,6 +236,15 @@ class VariantReader:
                 handle.close()
             raise GenossmError(f"{self.path}: cannot read as VCF/BCF ({err})") from None
         return vf, handle
+
+    def _column_counts(self) -> Iterator[int]:
+        """Tab-separated column count of each record line of a text VCF, in file order (htslib silently drops
+        sample columns beyond the header's)."""
+        opener = gzip.open if self.compression != "none" else open
+        with opener(self.path, "rb") as fh:
+            for line in fh:
+                if not line.startswith(b"#"):
+                    yield line.count(b"\t") + 1
 
     def _header_lines(self) -> int | None:
         if self.format != "vcf":
@@ -376,6 +389,8 @@ class VariantReader:
             raise GenossmError(f"{self.path}: a TSV has no VCF records")
         vf, handle = self._open_vcf()
         header_lines = None if self.region else self._header_lines()
+        widths = self._column_counts() if header_lines is not None else None
+        n_columns = 8 + (1 + len(vf.header.samples) if len(vf.header.samples) else 0)
         try:
             it = self._fetch(vf) if self.region else iter(vf)
             index = 0
@@ -390,6 +405,12 @@ class VariantReader:
                     after = f" (after {previous})" if previous else ""
                     raise GenossmError(f"{self.path}: {where}{after}: malformed VCF record (htslib: {err})") from None
                 line = header_lines + index + 1 if header_lines is not None else None
+                width = next(widths, None) if widths is not None else None
+                if width is not None and width > n_columns:
+                    raise GenossmError(
+                        f"{self.path}: line {line}: {width} columns where the #CHROM header line names {n_columns} "
+                        f"({len(vf.header.samples)} sample(s)); htslib would drop the extra values without a word"
+                    )
                 yield VariantRecord(
                     index=index, line=line, chrom=rec.chrom, pos=rec.pos, id=rec.id, ref=rec.ref or "",
                     alts=tuple(rec.alts or ()),
@@ -397,6 +418,8 @@ class VariantReader:
                 previous = f"{rec.chrom}:{rec.pos}"
                 index += 1
         finally:
+            if widths is not None:
+                widths.close()
             vf.close()
             if handle is not None:
                 handle.close()

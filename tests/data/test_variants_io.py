@@ -141,6 +141,7 @@ def test_checks_against_the_fasta(tmp_path, bundled_data):
         f"20\t421810\tsym\t{real[2]}\t<DEL>,*\t.\t.\t.\n",
         f"20\t421810\tnoalt\t{real[2]}\t.\t.\t.\t.\n",
         f"20\t421808\tmulti\t{real[:2]}\t{real[0]},{real[:2]}A\t.\t.\t.\n",
+        "20\t0\ttelomere\tA\tC\t.\t.\t.\n",
     ]))
     result = {rec.id: [(a.kind, a.reason) for a in alleles] for rec, alleles in iter_alleles(VariantReader(vcf), genome)}
     assert result["ok"] == [("snv", None)]
@@ -151,6 +152,7 @@ def test_checks_against_the_fasta(tmp_path, bundled_data):
     assert result["sym"] == [("symbolic", "symbolic_allele"), ("symbolic", "symbolic_allele")]
     assert result["noalt"] == [("missing", "missing_alt")]
     assert result["multi"] == [("indel", None), ("indel", None)]
+    assert result["telomere"] == [("snv", "position_zero")]
     assert set(r for rows in result.values() for _, r in rows if r) <= set(REASONS)
     # the contig is resolved to the FASTA's own name
     ((_, (a,)),) = [(r, al) for r, al in iter_alleles(VariantReader(vcf), genome) if r.id == "ok"]
@@ -255,3 +257,21 @@ def test_foreign_index_through_the_command(tmp_path, bundled_data):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "calls.vcf.gz.tbi: this index does not match" in done.stderr
     assert not (tmp_path / "out.vcf.gz").exists()
+
+
+def test_more_sample_columns_than_the_header_is_an_error_naming_the_line(tmp_path):
+    header = ('##fileformat=VCFv4.2\n##contig=<ID=20,length=63025520>\n##FORMAT=<ID=GT,Number=1,Type=String,'
+              'Description="Genotype">\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\n')
+    good = "20\t100\t.\tA\tC\t.\tPASS\t.\tGT\t0/1\n"
+    bad = "20\t200\t.\tA\tC\t.\tPASS\t.\tGT\t0/1\t1/1\n"
+    for name, opener in (("s.vcf", open), ("s.vcf.gz", gzip.open)):
+        with opener(tmp_path / name, "wt") as fh:
+            fh.write(header + good + bad)
+        with pytest.raises(GenossmError, match=rf"{name}: line 6: 11 columns where the #CHROM header line names 10 \(1 sample"):
+            list(VariantReader(tmp_path / name).pysam_records())
+    (tmp_path / "ok.vcf").write_text(header + good + good)
+    assert len(list(VariantReader(tmp_path / "ok.vcf").pysam_records())) == 2
+    sites = header.replace("\tFORMAT\tS1", "").replace("##FORMAT", "##INFO").replace("Number=1,Type=String", "Number=1,Type=String")
+    (tmp_path / "sites.vcf").write_text(sites + "20\t100\t.\tA\tC\t.\tPASS\t.\tGT\t0/1\n")
+    with pytest.raises(GenossmError, match=r"line 5: 10 columns where the #CHROM header line names 8 \(0 sample"):
+        list(VariantReader(tmp_path / "sites.vcf").pysam_records())
