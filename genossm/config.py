@@ -232,8 +232,11 @@ def build_trainer(cfg: DictConfig, callbacks: Iterable = (), loggers: Iterable =
 
 
 def prepare_run(cfg: DictConfig, num_workers: int = 0) -> None:
-    """Seed everything from ``cfg.seed`` and set the CPU threads from ``cfg.torch_threads``."""
+    """Before anything is built: check the trainer can run here, seed everything from ``cfg.seed`` and set the
+    CPU threads from ``cfg.torch_threads``."""
     import lightning as L
 
+    if cfg.get("trainer") is not None:
+        check_trainer(cfg.trainer)
     L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     set_cpu_threads(cfg.get("torch_threads", "auto"), num_workers, local_processes(cfg.get("trainer")))
