@@ -89,11 +89,20 @@ def workflow_path(name: str):
 
 
 def load_workflow(name: str):
-    """The workflow's script as a module, for calling its run from Python (``load_workflow("pretrain").train(cfg)``)."""
+    """The workflow's script as a module (loaded once), for calling its run from Python, e.g.
+    ``load_workflow("pretrain").train(cfg)`` or ``load_workflow("score-variants").score_variants(...)``."""
     path = workflow_path(name)
-    spec = importlib.util.spec_from_file_location(f"genossm_workflow_{path.stem}", path)
+    module_name = f"genossm_workflow_{path.stem}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
     return module
 
 

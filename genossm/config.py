@@ -282,11 +282,12 @@ def quiet_third_party() -> None:
 
 
 def prepare_run(cfg: DictConfig, num_workers: int = 0) -> None:
-    """Seed everything from ``cfg.seed``, set the CPU threads from ``cfg.torch_threads`` and quiet the
-    third-party noise (:func:`quiet_third_party`)."""
+    """Before anything is built: check the trainer can run here, seed everything from ``cfg.seed``, set the
+    CPU threads from ``cfg.torch_threads`` and quiet the third-party noise (:func:`quiet_third_party`)."""
     import lightning as L
 
     quiet_third_party()
-
+    if cfg.get("trainer") is not None:
+        check_trainer(cfg.trainer)
     L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     set_cpu_threads(cfg.get("torch_threads", "auto"), num_workers, local_processes(cfg.get("trainer")))

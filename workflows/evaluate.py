@@ -1,16 +1,142 @@
-"""genossm evaluate: bits per base of a saved model on any FASTA, beside Markov baselines; conf/evaluate.yaml."""
+"""genossm evaluate: bits per base of a saved model on any FASTA, beside Markov baselines; conf/evaluate.yaml.
+
+compose (Hydra) -> instantiate the windows (tiles of the genome, its contigs or BED regions), the masked-LM
+task around the saved model and the Trainer -> test (the validation path of pretraining: the same masks,
+the same metric) -> write ``evaluation.json``, ``evaluation.tsv`` and ``config.yaml`` into ``output``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
+from genossm.config import build_trainer, prepare_run, save_config, to_plain
+from genossm.data.datamodule import EvaluationPasses, fasta_value
+from genossm.data.genome import fasta_paths
+from genossm.data.windows import TiledWindows, open_tokens, read_bed, subtract_intervals
+from genossm.errors import GenossmError, atomic_write
+from genossm.models import from_pretrained, load_extra
 from genossm.paths import conf_dir
-from genossm.tasks.pretrain import run_evaluation  # also registers the ${run_id:} resolver
+from genossm.tasks.baselines import baseline_report
+from genossm.tasks.outputs import evaluation_rows, print_evaluation, write_evaluation_table
+from genossm.tasks.pretrain import MaskedLM
+
+
+def baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tuple[list, str]:
+    """Bases the Markov baseline is fitted on, and a sentence saying which.
+
+    1. ``baseline_fasta=PATH`` (or a list of paths) when given (all its contigs);
+    2. else the model's own training genome (recorded in the exported model), when its files exist here:
+       model and Markov then learned from the same genome and both face the new one;
+    3. else the evaluated genome outside the evaluated regions/contigs."""
+    cap = cfg.baselines.get("max_train_bases")
+    if cfg.get("baseline_fasta"):
+        fasta_paths(cfg.baseline_fasta)  # the error names a missing file
+    path = fasta_value(cfg.get("baseline_fasta") or model_extra.get("fasta") or "")
+    paths = [path] if isinstance(path, str) else path
+    if path and all(Path(p).exists() for p in paths):
+        cache = open_tokens(path, cfg.get("cache_dir"))
+        how = ("given baseline_fasta" if cfg.get("baseline_fasta") else "the model's training genome") + f" {' + '.join(paths)}"
+        ivs = [(n, 0, cache.lengths[n]) for n in cache.contig_names]
+    else:
+        cache = eval_cache
+        everything = [(n, 0, l) for n, l in eval_cache.all_lengths.items()]
+        ivs = subtract_intervals(everything, eval_ivs)
+        if not ivs:
+            raise GenossmError(
+                "no bases to fit the Markov baseline on: the model's training genome is not available here and the "
+                "whole evaluated genome is being scored; set baseline_fasta=PATH (or baselines.enabled=false)")
+        cache = open_tokens(eval_cache.paths, cfg.get("cache_dir"), contigs=sorted({c for c, _, _ in ivs}))
+        how = f"the rest of {eval_cache.fasta} (bases outside the evaluated regions)"
+    seqs, total = [], 0
+    for contig, start, end in ivs:
+        if cap is not None and total >= cap:
+            break
+        if cap is not None:
+            end = min(end, start + cap - total)
+        seqs.append(cache.tokens(contig, start, end)[0])
+        total += end - start
+    return seqs, how
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Bits per base and accuracy of ``pretrained`` on ``fasta`` (one FASTA or a list; contigs / BED regions),
+    beside the baselines."""
+    if not cfg.get("pretrained"):
+        raise GenossmError("pretrained=PATH is required: an exported model folder or a .ckpt")
+    if not Path(str(cfg.pretrained)).exists():
+        raise GenossmError(f"pretrained={cfg.pretrained}: not found")
+    if not cfg.get("fasta"):
+        raise GenossmError("fasta=PATH is required: the genome to evaluate on (or fasta=[PATH,PATH,...])")
+    fasta_paths(cfg.fasta)  # each file exists (the error names the missing one)
+    fasta = fasta_value(cfg.fasta)
+    if cfg.get("output") is None:
+        raise GenossmError("output= is not set: give a folder for the results")
+    out = Path(str(cfg.output)).absolute()
+    prepare_run(cfg)
+
+    # instantiate: the model, the windows, the task, the trainer
+    model = from_pretrained(cfg.pretrained)
+    extra = load_extra(cfg.pretrained)
+    window_len = int(cfg.window_len or extra.get("train_window_len") or 1024)
+    contigs = to_plain(cfg.get("contigs"))
+    cache = open_tokens(fasta, cfg.get("cache_dir"), contigs=contigs)
+    ivs = read_bed(cfg.regions, cache) if cfg.get("regions") else [(n, 0, cache.lengths[n]) for n in cache.contig_names]
+    windows = TiledWindows(cache, ivs, window_len, int(cfg.batch_size), seed=int(cfg.seed),
+                           max_n_fraction=float(cfg.max_n_fraction), rank=0, world_size=1,
+                           max_windows=cfg.get("max_windows"))
+    if len(windows.tiles) == 0:
+        raise GenossmError(f"{cache.fasta}: no window to evaluate (all regions too short or mostly N)")
+    task = MaskedLM(model_config=model.config.to_dict(), mask_prob=float(cfg.mask_prob), seed=int(cfg.seed), model=model)
+    trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
+                            enable_model_summary=False, **device_arguments(cfg.get("device", "auto")))
+
+    # run: the test loop over every pass of the windows
+    trainer.test(task, dataloaders=DataLoader(EvaluationPasses(windows, int(cfg.passes)), batch_size=None), verbose=False)
+    values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    values = {k: values[k] for k in ("loss", "nll", "bpb", "ppl", "acc", "n_bases")}
+    seqs = windows.bases()
+    result = {"pretrained": str(cfg.pretrained), "fasta": fasta, "regions": cfg.get("regions"),
+              "contigs": contigs, "window_len": window_len, "n_windows": int(len(windows.tiles)),
+              "bases_in_windows": int(sum(len(s) for s in seqs)), "model": values, "baselines": None}
+    if cfg.baselines.enabled:
+        train_seqs, how = baseline_training_bases(cfg, extra, cache, ivs)
+        base = baseline_report(train_seqs, seqs, max_order=int(cfg.baselines.max_order),
+                               pseudocount=float(cfg.baselines.pseudocount))
+        base["fitted_on"] = how
+        result["baselines"] = base
+
+    # write
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    with atomic_write(out / "evaluation.json", "w") as handle:
+        json.dump(result, handle, indent=2)
+    rows = evaluation_rows(result)
+    write_evaluation_table(rows, out / "evaluation.tsv")
+    print_evaluation(result, rows, cfg, cache.fasta, out)
+    return result
+
+
+def device_arguments(device: str) -> dict:
+    """``device=auto|cpu|cuda|cuda:N`` as Trainer arguments (auto: a GPU when one is visible)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return {"accelerator": "cpu", "devices": 1}
+    index = device.split(":", 1)[1] if ":" in device else None
+    return {"accelerator": "gpu", "devices": [int(index)] if index is not None else 1}
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig):
-    return user_errors(run_evaluation)(cfg)
+    return user_errors(evaluate)(cfg)
 
 
 if __name__ == "__main__":

@@ -1,31 +1,168 @@
 """genossm finetune: fine-tune, train a head, or linear-probe a pretrained model on labelled regions.
 
-Writes to the run folder (``output=PATH`` or the Hydra run folder): ``model/`` (the trained region model,
-for ``genossm score-regions``), ``probe/`` (the linear probe in the same format), ``predictions.tsv`` (one
-row per region, input order), ``metrics.json`` (per method and split), ``roc.png``/``pr.png``, ``config.yaml``.
+compose (Hydra) -> instantiate the regions (labels, splits, tokens), the backbone, the k-mer baseline and
+linear probe, the region task and the Trainer -> fit (early stopping on val/loss), predict -> write into the
+run folder (``output=PATH`` or the Hydra run folder): ``model/`` (the trained region model, for ``genossm
+score-regions``), ``probe/`` (the linear probe in the same format), ``predictions.tsv`` (one row per region,
+input order), ``metrics.json`` (per method and split), ``roc.png``/``pr.png``, ``config.yaml``.
 """
 
+from __future__ import annotations
+
+import logging
 from pathlib import Path
 
 import hydra
+import numpy as np
+import torch
+import torch.nn as nn
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
-from genossm.errors import atomic_write
+from genossm.config import build_trainer, prepare_run, save_config
+from genossm.data.regions import (RegionDataset, assign_splits, check_split_classes, encode_labels, open_genome,
+                                  read_regions, region_tokens)
+from genossm.errors import GenossmError
+from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, save_region_model
 from genossm.paths import conf_dir
+from genossm.tasks.baselines import class_weights, fit_linear, kmer_baseline
+from genossm.tasks.metrics import metrics_by_split, output_scores
+from genossm.tasks.outputs import format_metrics, input_columns, score_columns, write_json, write_table
+from genossm.tasks.plots import plot_curves
+from genossm.tasks.regions import RegionModel, embed_regions
+
+log = logging.getLogger("genossm.finetune")
+
+
+def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
+    """(backbone, pretrained?) from a saved model, or a random initialisation of ``model_config``."""
+    if pretrained:
+        if not Path(pretrained).exists():
+            raise GenossmError(f"pretrained model {pretrained} not found")
+        return from_pretrained(pretrained), True
+    if model_config is None:
+        raise GenossmError("no pretrained=PATH given and no model config to initialise one")
+    return BiMambaLM(BiMambaConfig(**dict(model_config))), False
+
+
+def finetune(cfg: DictConfig, out_dir) -> dict:
+    """The ``genossm finetune`` run: every output goes to ``out_dir``; returns the metrics dict.
+
+    ``cfg`` keys: fasta, pretrained, regions, seed, task, label_column, region_len, pooling, mode,
+    split.{mode,fractions,val_contigs,test_contigs}, train.{...}, probe, kmer.{enabled,k,canonical},
+    model (used only without ``pretrained``), trainer (Lightning Trainer arguments).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mode = cfg.mode
+    if mode not in ("finetune", "head", "probe"):
+        raise GenossmError(f"mode must be finetune, head or probe, got {mode!r}")
+    prepare_run(cfg)
+
+    if not cfg.regions:
+        raise GenossmError("regions=PATH (a labelled BED/TSV/FASTA) is required")
+    regions = read_regions(cfg.regions, label_column=cfg.label_column, need_labels=True)
+    genome = open_genome(cfg.fasta) if regions.has_coords else None
+    labels = encode_labels(regions, cfg.task)
+    sp = cfg.split
+    splits = assign_splits(regions, sp.mode, list(sp.fractions), cfg.seed, sp.val_contigs, sp.test_contigs)
+    for needed in ("train", "val"):
+        if not (splits == needed).any():
+            raise GenossmError(f"{regions.source}: the {needed} split is empty; change split.mode or split.fractions")
+    check_split_classes(regions, labels, splits)
+    tokens, valid = region_tokens(regions, genome, cfg.region_len)
+    region_len = int(tokens.shape[1])
+    n_classes = len(labels.classes) if labels.classes else 1
+    train_rows = np.flatnonzero(splits == "train")
+    val_rows = np.flatnonzero(splits == "val")
+    y = labels.y
+    weights = class_weights(y[train_rows], labels.task, n_classes) if cfg.train.class_weights else None
+    log.info("%d regions (%s), %s; split %s", len(regions), labels.task, regions.source,
+             {s: int((splits == s).sum()) for s in ("train", "val", "test")})
+
+    backbone, was_pretrained = load_backbone(cfg.pretrained, cfg.get("model"))
+    if not was_pretrained:
+        log.warning("no pretrained=PATH: the backbone is randomly initialised (a baseline, not a pretrained model)")
+    meta = {"task": labels.task, "classes": labels.classes, "pooling": cfg.pooling, "region_len": region_len,
+            "label_column": cfg.label_column, "source_regions": Path(regions.source).name}
+    scores: dict[str, torch.Tensor] = {}
+
+    if cfg.kmer.enabled:
+        _, scores["kmer"] = kmer_baseline(tokens, valid, y, splits, labels.task, n_classes, cfg.kmer.k, cfg.kmer.canonical,
+                                          balance=bool(cfg.train.class_weights))
+    if cfg.probe or mode == "probe":  # frozen pretrained embeddings, before any fine-tuning touches them
+        emb = embed_regions(backbone, tokens, valid, cfg.pooling, cfg.train.batch_size)
+        probe = fit_linear(emb[train_rows], y[train_rows], labels.task, n_classes, emb[val_rows], y[val_rows],
+                           balance=bool(cfg.train.class_weights))
+        scores["probe"] = probe.predict(emb)
+        save_region_model(out_dir / ("model" if mode == "probe" else "probe"), backbone, probe.folded(),
+                          dict(meta, mode="probe", l2=probe.l2))
+
+    if mode in ("finetune", "head"):
+        t = cfg.train
+        module = RegionModel(backbone, labels.task, labels.n_outputs, mode=mode, pooling=cfg.pooling, lr=t.lr,
+                             backbone_lr=t.backbone_lr, weight_decay=t.weight_decay,
+                             class_weights=None if weights is None else weights.tolist(), dropout=t.dropout)
+        generator = torch.Generator().manual_seed(int(cfg.seed))
+        train_dl = DataLoader(RegionDataset(tokens, valid, y, train_rows), batch_size=t.batch_size, shuffle=True,
+                              generator=generator)
+        val_dl = DataLoader(RegionDataset(tokens, valid, y, val_rows), batch_size=t.batch_size)
+        checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
+                                     save_top_k=1, save_weights_only=True)
+        callbacks = [checkpoint, EarlyStopping(monitor="val/loss", mode="min", patience=t.patience)]
+        trainer = build_trainer(cfg, callbacks, [CSVLogger(str(out_dir), name="logs", version="")],
+                                default_root_dir=str(out_dir))
+        trainer.fit(module, train_dl, val_dl)
+        if checkpoint.best_model_path and Path(checkpoint.best_model_path).is_file():
+            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+            log.info("best epoch by val/loss: %s", checkpoint.best_model_path)
+        module.cpu()
+        scores[mode] = output_scores(module.predict_logits(tokens, valid, t.batch_size), labels.task)
+        save_region_model(out_dir / "model", module.backbone, module.head, dict(meta, mode=mode))
+
+    # predictions (input order), metrics, plots
+    table = input_columns(regions)
+    table["label"] = regions.table["label"].to_numpy()
+    table["split"] = splits
+    for name, s in scores.items():
+        for col, values in score_columns(s, labels.task, labels.classes, f"_{name}").items():
+            table[col] = values
+    write_table(table, out_dir / "predictions.tsv")
+    metrics = {
+        "task": labels.task,
+        "classes": labels.classes,
+        "regions": str(regions.source),
+        "pretrained": str(cfg.pretrained) if cfg.pretrained else None,
+        "mode": mode,
+        "region_len": region_len,
+        "split_sizes": {s: int((splits == s).sum()) for s in ("train", "val", "test")},
+        "methods": {name: metrics_by_split(labels.task, s, y, splits, n_classes) for name, s in scores.items()},
+    }
+    write_json(metrics, out_dir / "metrics.json")
+    eval_split = "test" if (splits == "test").any() else "val"
+    rows = torch.from_numpy(splits == eval_split)
+    plot_curves(labels.task, y[rows], {n: s[rows] for n, s in scores.items()}, out_dir,
+                title=f"{Path(regions.source).name}: {eval_split} split")
+    print(format_metrics(metrics, eval_split))
+    print(f"outputs in {out_dir}")
+    return metrics
+
+
+@torch.no_grad()
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="finetune")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    from genossm.tasks.regions import run_finetune
-
     out = Path(HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "config.yaml", "w") as fh:
-        fh.write(OmegaConf.to_yaml(cfg, resolve=True))
-    run_finetune(cfg, out)
+    save_config(cfg, out)
+    finetune(cfg, out)
 
 
 if __name__ == "__main__":

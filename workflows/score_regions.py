@@ -1,26 +1,64 @@
 """genossm score-regions: apply a model written by ``genossm finetune`` to a BED/TSV/FASTA of regions.
 
-The output (``.tsv``, ``.tsv.gz``, ``.csv``, ``.parquet``) has one row per input region, in input order:
-the region's name/chrom/start/end/strand, then ``score`` (binary: P(class 1)), ``prob_<class>`` and
-``pred`` (multi-class) or ``pred`` (regression). It is written to a temporary file and renamed.
+compose (Hydra) -> instantiate the regions (centred to the model's region length), the region model (backbone
+and head from ``pretrained``) and the Trainer -> predict -> write ``output`` (``.tsv``, ``.tsv.gz``, ``.csv``,
+``.parquet``): one row per input region, in input order: the region's name/chrom/start/end/strand, then
+``score`` (binary: P(class 1)), ``prob_<class>`` and ``pred`` (multi-class) or ``pred`` (regression); written to
+a temporary file and renamed.
 """
 
+from __future__ import annotations
+
 import hydra
+import torch
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
+from genossm.config import build_trainer, prepare_run
+from genossm.data.regions import RegionDataset, open_genome, read_regions, region_tokens
+from genossm.errors import GenossmError
+from genossm.models import load_region_model
 from genossm.paths import conf_dir
+from genossm.tasks.metrics import output_scores
+from genossm.tasks.outputs import input_columns, score_columns, write_table
+from genossm.tasks.regions import RegionModel
+
+
+def score_regions(cfg: DictConfig):
+    """Scores of every region (input order) from a fine-tuned region model; written atomically to ``output``."""
+    if not cfg.get("output"):
+        raise GenossmError("output=PATH is required (.tsv, .tsv.gz, .csv or .parquet)")
+    prepare_run(cfg)
+
+    # instantiate: the model, the regions, the trainer
+    backbone, head, meta = load_region_model(cfg.pretrained)
+    module = RegionModel(backbone, meta["task"], head.out_features, mode="head", pooling=meta["pooling"])
+    module.head = head
+    regions = read_regions(cfg.regions, label_column=None)
+    genome = open_genome(cfg.fasta) if regions.has_coords else None
+    tokens, valid = region_tokens(regions, genome, meta["region_len"])
+    loader = DataLoader(RegionDataset(tokens, valid), batch_size=int(cfg.batch_size))
+    trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
+                            enable_model_summary=False)
+
+    # run
+    batches = trainer.predict(module, dataloaders=loader)
+    logits = torch.cat([b["logits"].cpu() for b in batches])[torch.argsort(torch.cat([b["row"].cpu() for b in batches]))]
+
+    # write
+    table = input_columns(regions)
+    for col, values in score_columns(output_scores(logits, meta["task"]), meta["task"], meta.get("classes")).items():
+        table[col] = values
+    write_table(table, cfg.output)
+    print(f"scored {len(table)} regions -> {cfg.output}")
+    return table
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="score_regions")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    from genossm.config import prepare_run
-    from genossm.tasks.regions import score_regions
-
-    prepare_run(cfg)
-
-    score_regions(cfg.pretrained, cfg.regions, cfg.output, fasta=cfg.fasta, batch_size=cfg.batch_size)
+    score_regions(cfg)
 
 
 if __name__ == "__main__":

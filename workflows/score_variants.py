@@ -1,20 +1,153 @@
 """genossm score-variants: score a VCF/BCF/TSV of variants (or every substitution of a region) with a
-pretrained model. See ``conf/score_variants.yaml`` for the options and ``genossm.tasks.variants`` for
-what the scores mean."""
+pretrained model. See ``conf/score_variants.yaml`` for the options and :mod:`genossm.tasks.variants` for what
+the scores mean.
+
+compose (Hydra) -> instantiate the input (records, the batches of variant windows), the scorer around the
+pretrained model, the shard writer and the Trainer -> predict (every rank streams its batches' scores into
+its own shard) -> write: rank 0 merges the shards back into the input, in input order (the VCF with
+genossm's INFO fields, the allele table, embeddings, heatmap). :func:`score_variants` is the same run from
+Python, with keywords.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
 
 import hydra
+import lightning as L
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
+from genossm.config import build_trainer, prepare_run
+from genossm.data.genome import Genome
+from genossm.data.variant_windows import VariantBatches, saturation_records
+from genossm.data.variants import VariantReader
+from genossm.errors import GenossmError
+from genossm.models import from_pretrained
 from genossm.paths import conf_dir
+from genossm.tasks.callbacks import ShardWriter, VariantProgress
+from genossm.tasks.variant_outputs import Summary, is_table_path, is_vcf_path, write_scored_variants
+from genossm.tasks.variants import ScoringOptions, VariantScorer, default_window_len
+
+log = logging.getLogger("genossm.score_variants")
+
+
+def score_variants(
+    pretrained: str | os.PathLike,
+    fasta: str | os.PathLike,
+    output: str | os.PathLike,
+    variants: str | os.PathLike | None = None,
+    *,
+    mode: str = "variants",
+    region: str | None = None,
+    table: str | os.PathLike | None = None,
+    heatmap: str | os.PathLike | None = None,
+    embeddings: str | os.PathLike | None = None,
+    window_len: int | None = None,
+    batch_size: int = 16,
+    strands: str = "auto",
+    indel_flank: int = 8,
+    emb_dist: bool = True,
+    distance: str = "cosine",
+    pooling: str = "mean",
+    tokens_per_forward: int = 1 << 18,
+    chunk_len: int | None = None,
+    num_workers: int = 0,
+    cache_dir: str | None = None,
+    trainer: dict | L.Trainer | None = None,
+    progress: bool = True,
+    model=None,
+) -> Summary:
+    """Score every allele of ``variants`` (or, with ``mode="saturation"``, every substitution in ``region``)
+    and write ``output``: a VCF (``.vcf``, ``.vcf.gz``, ``.bcf``) keeping every input record plus a table
+    beside it, or only the table (``.tsv``, ``.tsv.gz``, ``.parquet``). Returns the run's :class:`Summary`."""
+    started = time.perf_counter()
+    if mode not in ("variants", "saturation"):
+        raise GenossmError(f"mode must be 'variants' or 'saturation', got {mode!r}")
+    if output is None:
+        raise GenossmError("output= is required (a .vcf/.vcf.gz/.bcf, .tsv or .parquet path)")
+    output = Path(output)
+    if not (is_vcf_path(output) or is_table_path(output)):
+        raise GenossmError(f"output={output}: name it .vcf, .vcf.gz, .bcf, .tsv, .tsv.gz or .parquet")
+    if fasta is None:
+        raise GenossmError("fasta= is required (the reference genome the variants are called against)")
+    genome = Genome(fasta, cache_dir=cache_dir)
+    if mode == "saturation":
+        if not region:
+            raise GenossmError("mode=saturation needs region=CHR:START-END (at most 10 kb)")
+        if is_vcf_path(output):
+            raise GenossmError(f"mode=saturation writes a table: name output .tsv or .parquet, not {output.name}")
+        list(saturation_records(genome, region))[:0]  # validate the region before loading the model
+        records = lambda: saturation_records(genome, region)  # noqa: E731
+        reader = None
+    else:
+        if variants is None:
+            raise GenossmError("variants= is required (a VCF, BCF or TSV file)")
+        reader = VariantReader(variants, region=region)
+        if is_vcf_path(output) and reader.format == "tsv":
+            raise GenossmError(f"variants={variants} is a TSV, so the output cannot be a VCF: name output .tsv or .parquet")
+        records = lambda: iter(reader)  # noqa: E731
+
+    if model is None:
+        if pretrained is None:
+            raise GenossmError("pretrained= is required (a folder written by save_pretrained, or a .ckpt)")
+        model = from_pretrained(pretrained)
+    if window_len is None:
+        window_len = default_window_len(pretrained)
+    opts = ScoringOptions(window_len=int(window_len), strands=strands, indel_flank=int(indel_flank), emb_dist=emb_dist,
+                          distance=distance, pooling=pooling, keep_embeddings=embeddings is not None,
+                          tokens_per_forward=int(tokens_per_forward), chunk_len=chunk_len)
+    opts.check()
+    if embeddings is not None and not emb_dist:
+        raise GenossmError("embeddings= needs emb_dist: true")
+    model_cfg = model.config
+    n_strands = 1 if strands == "forward" or (strands == "auto" and model_cfg.rc_equivariant) else 2
+    emb_strands = 1 if model_cfg.rc_equivariant else 2
+    dataset = VariantBatches(records, genome.path, batch_size, dict(
+        opts.window_args(), causal=not model_cfg.bidirectional, strands=n_strands, emb_strands=emb_strands), cache_dir=cache_dir)
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers)
+
+    parts = output.with_name(f".{output.name}.genossm-parts")
+    writer = ShardWriter(parts, keep_embeddings=embeddings is not None)
+    callbacks = [writer, VariantProgress(enabled=progress)]
+    if isinstance(trainer, L.Trainer):
+        trainer.callbacks.extend(callbacks)
+        pl_trainer = trainer
+    else:
+        kwargs = {"accelerator": "cpu", "devices": 1, "logger": False}
+        kwargs.update(dict(trainer or {}))
+        kwargs.update(callbacks=list(kwargs.get("callbacks") or []) + callbacks, enable_progress_bar=False,
+                      enable_checkpointing=False, enable_model_summary=False)
+        kwargs.setdefault("logger", False)
+        pl_trainer = L.Trainer(**kwargs)
+    scorer = VariantScorer(model, opts)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
+            pl_trainer.predict(scorer, dataloaders=loader, return_predictions=False)
+        writer.close()
+        pl_trainer.strategy.barrier("genossm-shards-written")  # every rank's shard is complete
+        summary = Summary()
+        if pl_trainer.is_global_zero:
+            summary = write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, model.embed_dim, mode)
+            summary.seconds = time.perf_counter() - started
+            log.info("%s", summary.text())
+    finally:
+        writer.close()
+        if pl_trainer.is_global_zero and parts.exists():
+            shutil.rmtree(parts, ignore_errors=True)
+    return summary
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="score_variants")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    from genossm.config import build_trainer, prepare_run
-    from genossm.tasks.variants import score_variants
-
     prepare_run(cfg, num_workers=cfg.num_workers)
     # a predict run writes nothing but its outputs: no logger, checkpoint or root folder
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,

@@ -8,16 +8,23 @@ Each batch is a dict::
     contig    list[str]           the window's contig
     start     LongTensor (B,)     0-based start of the window on the forward strand
     rc        BoolTensor (B,)     True when the window was reverse-complemented (training augmentation)
+
+The module's own state (``state_dict``, kept in every Lightning checkpoint) is how many batches of the current
+training epoch were already trained on: after a resume the first training epoch skips them, so the run goes
+on with exactly the batch the interrupted one would have trained on next (batches are a pure function of
+seed, epoch, rank and index, and the epoch comes from the restored trainer). The training window length can
+grow epoch by epoch (:class:`WindowLenSchedule`, HyenaDNA-style sequence-length warm-up).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from genossm.data.genome import fasta_paths
 from genossm.data.windows import (
@@ -38,19 +45,65 @@ log = logging.getLogger(__name__)
 MAX_WINDOW_LEN = 1 << 20
 
 
-class _EpochLoader(DataLoader):
-    """Tells the dataset which epoch starts (the trainer's when attached) before workers copy it."""
+@dataclass(frozen=True)
+class WindowLenSchedule:
+    """Sequence-length warm-up: the training window starts at ``start_len`` and is multiplied by ``growth``
+    every ``epochs_per_stage`` epochs until it reaches the configured ``window_len``."""
 
-    def __init__(self, dataset, epoch_fn, window_len_fn=None, **kwargs):
+    start_len: int = 1024
+    growth: float = 2.0
+    epochs_per_stage: int = 1
+
+    @classmethod
+    def from_config(cls, values: Mapping | None) -> "WindowLenSchedule | None":
+        if not values:
+            return None
+        values = dict(values)
+        return cls(int(values.get("start_len", 1024)), float(values.get("growth", 2)),
+                   max(1, int(values.get("epochs_per_stage", 1))))
+
+    def window_len(self, epoch: int, target: int) -> int:
+        return int(min(target, self.start_len * self.growth ** (epoch // self.epochs_per_stage)))
+
+
+class _EpochLoader(DataLoader):
+    """Before each pass (and before workers copy the dataset) tells it which epoch starts; for training also
+    the epoch's window length and, after a resume, how many batches of the epoch were already done."""
+
+    def __init__(self, dataset, datamodule: "GenomeDataModule", train: bool, **kwargs):
         super().__init__(dataset, batch_size=None, **kwargs)
-        self._epoch_fn = epoch_fn
-        self._window_len_fn = window_len_fn
+        self.datamodule = datamodule
+        self.train = train
 
     def __iter__(self):
-        if self._window_len_fn is not None and self.dataset.window_len != self._window_len_fn():
-            self.dataset.set_window_len(self._window_len_fn())  # sequence-length warm-up between epochs
-        self.dataset.set_epoch(self._epoch_fn())
-        return map(unpack_batch, super().__iter__())  # workers send packed bytes
+        skip = 0
+        if self.train:
+            epoch = self.datamodule.current_epoch()
+            window_len = self.datamodule.window_len_at(epoch)
+            if self.dataset.window_len != window_len:
+                self.dataset.set_window_len(window_len)
+            self.dataset.set_epoch(epoch)
+            skip = self.datamodule.take_resume_skip()
+        else:
+            self.dataset.set_epoch(0)
+        batches = map(unpack_batch, super().__iter__())  # workers send packed bytes
+        for _ in range(skip):
+            next(batches, None)
+        return batches
+
+
+class EvaluationPasses(IterableDataset):
+    """The batches of ``windows``, ``passes`` times over; each names the key of its masks (``mask_index``), so
+    every pass masks other positions and every run of the same evaluation masks the same ones."""
+
+    def __init__(self, windows: TiledWindows, passes: int = 1):
+        self.windows = windows
+        self.passes = int(passes)
+
+    def __iter__(self):
+        for p in range(self.passes):
+            for index, batch in enumerate(self.windows):
+                yield dict(batch, mask_index=index + p * 1_000_003)
 
 
 class GenomeDataModule(L.LightningDataModule):
@@ -74,6 +127,8 @@ class GenomeDataModule(L.LightningDataModule):
         seed: base seed; batches are drawn from (seed, epoch, rank, batch index).
         cache_dir: where the token cache goes (default ``.genossm-cache/`` beside the FASTA, or the user
             cache folder when that folder is read-only).
+        window_len_warmup: ``{start_len, growth, epochs_per_stage}`` (:class:`WindowLenSchedule`): the
+            training window grows to ``window_len`` over the first epochs; None: ``window_len`` throughout.
     """
 
     def __init__(
@@ -99,6 +154,7 @@ class GenomeDataModule(L.LightningDataModule):
         cache_dir: str | os.PathLike | None = None,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        window_len_warmup: Mapping | None = None,
     ):
         super().__init__()
         self.paths = fasta_paths(fasta, must_exist=False)
@@ -125,6 +181,10 @@ class GenomeDataModule(L.LightningDataModule):
         self.cache: TokenCache | MultiTokenCache | None = None
         self._splits: dict[str, list[Interval]] | None = None
         self._epoch = 0
+        self.window_len_warmup = WindowLenSchedule.from_config(window_len_warmup)
+        if self.window_len_warmup is not None and self.persistent_workers:
+            raise GenossmError("data.window_len_warmup needs persistent_workers=False (workers copy the dataset once)")
+        self._resume_skip = 0
 
     @staticmethod
     def _check_len(n, name: str) -> int:
@@ -173,18 +233,39 @@ class GenomeDataModule(L.LightningDataModule):
             return trainer.global_rank, trainer.world_size
         return 0, 1
 
-    def _current_epoch(self) -> int:
+    def window_len_at(self, epoch: int) -> int:
+        """The training window length of ``epoch`` (the warm-up schedule's, else ``window_len``)."""
+        if self.window_len_warmup is None:
+            return self.window_len
+        return self.window_len_warmup.window_len(epoch, self.window_len)
+
+    # -- resumable state (Lightning saves it in checkpoints and restores it before the first epoch) -------
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "trainer", None)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
+        return {"batches_done": int(done)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_skip = int(state_dict.get("batches_done", 0))
+
+    def take_resume_skip(self) -> int:
+        """Batches the first training pass after a resume skips (once)."""
+        skip, self._resume_skip = self._resume_skip, 0
+        return skip
+
+    def current_epoch(self) -> int:
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             return int(trainer.current_epoch)
         epoch, self._epoch = self._epoch, self._epoch + 1
         return epoch
 
-    def _loader(self, dataset, epoch_fn, window_len_fn=None) -> DataLoader:
+    def _loader(self, dataset, train: bool = False) -> DataLoader:
         return _EpochLoader(
             dataset,
-            epoch_fn,
-            window_len_fn,
+            self,
+            train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -211,13 +292,64 @@ class GenomeDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset(), self._current_epoch, lambda: self.window_len)
+        return self._loader(self.train_dataset(), train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset("val"), lambda: 0)
+        return self._loader(self.eval_dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset("test"), lambda: 0)
+        return self._loader(self.eval_dataset("test"))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset("test"), lambda: 0)
+        return self._loader(self.eval_dataset("test"))
+
+    # -- the bases the baselines see ----------------------------------------------------------------
+
+    def eval_bases(self, split: str = "val") -> list:
+        """The bases the model is scored on for ``split``: every real position of every evaluation window, one
+        array per window (the model sees no context beyond its window, nor does the Markov model)."""
+        seqs = []
+        for batch in self.eval_dataset(split, all_ranks=True):
+            for tokens, valid in zip(batch["tokens"], batch["valid"]):
+                seqs.append(tokens[valid].numpy())
+        return seqs
+
+    def train_bases(self, max_bases: int | None = None) -> list:
+        """The training split's bases (interval by interval; the first ``max_bases`` when capped)."""
+        seqs, total = [], 0
+        for contig, start, end in self.intervals("train"):
+            if max_bases is not None and total >= max_bases:
+                break
+            if max_bases is not None:
+                end = min(end, start + max_bases - total)
+            ids, _ = self.cache.tokens(contig, start, end)
+            seqs.append(ids)
+            total += end - start
+        return seqs
+
+    def check_window_fits(self) -> None:
+        """Fail with one message when the training window is longer than every training interval."""
+        longest = max((e - s for _, s, e in self.intervals("train")), default=0)
+        if self.window_len > longest:
+            raise GenossmError(
+                f"data.window_len={self.window_len:,} is longer than the longest training interval of "
+                f"{fasta_label(self.fasta)} ({longest:,} bases): every window would be mostly padding; choose "
+                f"data.window_len <= {longest:,}"
+            )
+
+
+def fasta_value(fasta):
+    """``fasta`` as JSON/YAML wants it: one path string, or a list of them for a genome in several files."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(fasta):
+        fasta = OmegaConf.to_container(fasta, resolve=True)
+    return [str(f) for f in fasta] if isinstance(fasta, (list, tuple)) else str(fasta)
+
+
+def fasta_label(fasta) -> str:
+    """A short name for titles and messages: the file name, or the file names joined by ``+``."""
+    from pathlib import Path
+
+    value = fasta_value(fasta)
+    return " + ".join(Path(f).name for f in value) if isinstance(value, list) else Path(value).name

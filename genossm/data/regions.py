@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from torch.utils.data import Dataset, Sampler
+
 import numpy as np
 import pandas as pd
 import torch
@@ -620,3 +622,56 @@ def open_genome(path):
     from genossm.data.genome import Genome
 
     return Genome(path)
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+class RegionDataset(Dataset):
+    """Rows of fixed-length region tokens (with ``y`` when labelled); each item names its input ``row``."""
+
+    def __init__(self, tokens: torch.Tensor, valid: torch.Tensor, y: torch.Tensor | None = None,
+                 rows: np.ndarray | None = None):
+        rows = np.arange(len(tokens)) if rows is None else np.asarray(rows)
+        self.tokens, self.valid, self.rows = tokens[rows], valid[rows], torch.from_numpy(rows)
+        self.y = None if y is None else y[rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        item = {"tokens": self.tokens[i], "valid": self.valid[i], "row": self.rows[i]}
+        if self.y is not None:
+            item["y"] = self.y[i]
+        return item
+
+
+class SequenceDataset(Dataset):
+    """Whole sequences of any length (no padding: :class:`SameLengthBatches` batches equal lengths only)."""
+
+    def __init__(self, seqs: Sequence[np.ndarray]):
+        self.seqs = seqs
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, i):
+        tokens = torch.from_numpy(np.asarray(self.seqs[i]).astype(np.int64))
+        return {"tokens": tokens, "valid": torch.ones_like(tokens, dtype=torch.bool), "row": torch.tensor(i)}
+
+
+class SameLengthBatches(Sampler):
+    """Row batches of at most ``batch_size`` sequences of one length each, lengths in order of first appearance,
+    so no padding ever enters a bidirectional scan."""
+
+    def __init__(self, seqs: Sequence[np.ndarray], batch_size: int):
+        by_length: dict[int, list[int]] = {}
+        for i, s in enumerate(seqs):
+            by_length.setdefault(len(s), []).append(i)
+        self.batches = [rows[i : i + batch_size] for rows in by_length.values() for i in range(0, len(rows), batch_size)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

@@ -1,9 +1,10 @@
-"""Variant input and output: VCF/BCF (pysam) and TSV in, a scored VCF and a TSV/Parquet table out.
+"""Variant input: VCF/BCF (pysam) and TSV records, their alleles, and the reasons an allele cannot be scored.
 
 Reading streams record by record, so a VCF of any size is read in bounded memory. Every record becomes
 one :class:`VariantRecord` (1-based ``pos`` as in the file) and every ALT allele of it one
 :class:`Allele` (0-based ``start`` inside the code). Alleles that cannot be scored are never dropped:
-:func:`check_record` gives each a ``reason`` (see :data:`REASONS`), which the writers carry to the output.
+:func:`check_alleles` gives each a ``reason`` (see :data:`REASONS`), which the writers
+(:mod:`genossm.tasks.outputs`) carry to the output.
 
 Input formats, recognised from the file's content (not its name):
 
@@ -19,18 +20,16 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pandas as pd
 import pysam
 
 from genossm.data.genome import resolve_contig
-from genossm.errors import GenossmError, atomic_path
+from genossm.errors import GenossmError
 
 # Why an allele has no score. The keys are written to the output (VCF INFO GENOSSM_SKIP, table column
 # `reason`); the values document them (VCF header, README).
@@ -489,175 +488,28 @@ class VariantReader:
                 yield rec
 
 
+class AlleleNumbering:
+    """Numbers the ALT alleles of a stream of records 0, 1, 2, ... in input order: the one numbering that the
+    batches sent to the model and the writers that merge the scores back share."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, record: VariantRecord) -> list[Allele]:
+        alleles = record_alleles(record, self.count)
+        self.count += len(alleles)
+        return alleles
+
+
 def iter_alleles(records, genome=None) -> Iterator[tuple[VariantRecord, list[Allele]]]:
     """``(record, alleles)`` for each record, with global allele ordinals; checked against ``genome`` if given."""
-    index = 0
+    numbering = AlleleNumbering()
     for rec in records:
-        alleles = record_alleles(rec, index)
-        index += len(alleles)
+        alleles = numbering(rec)
         if genome is not None:
             check_alleles(alleles, genome)
         yield rec, alleles
 
 
-# --------------------------------------------------------------------------------------------------
-# writing
-
-LLR_DESCRIPTION = (
-    "genossm zero-shot log-likelihood ratio per ALT allele, natural log: log P(alt) - log P(ref) "
-    "(SNV: at the masked position; indel/MNV: pseudo-log-likelihood difference of the alt and ref windows), "
-    "averaged over both strands. Negative = alt less likely than ref under the model. Missing when the allele "
-    "could not be scored (see GENOSSM_SKIP)"
-)
-EMB_DESCRIPTION = (
-    "genossm embedding distance per ALT allele between the ref and alt windows (reverse-complement-invariant "
-    "embeddings); 0 = no change, larger = the alt window looks more different to the model. Missing when the "
-    "allele could not be scored (see GENOSSM_SKIP)"
-)
-SKIP_DESCRIPTION = "Why an ALT allele has no genossm score ('.' when scored): " + "; ".join(
-    f"{k} = {v}" for k, v in REASONS.items()
-)
-
-TABLE_COLUMNS = ("record", "chrom", "pos", "id", "ref", "alt", "allele", "kind", "llr", "emb_dist", "reason")
 
 
-def _vcf_mode(path: Path) -> tuple[str, str]:
-    name = path.name.lower()
-    if name.endswith(".bcf"):
-        return "wb", ".bcf"
-    if name.endswith((".vcf.gz", ".vcf.bgz")):
-        return "wz", ".vcf.gz"
-    return "w", ".vcf"
-
-
-def is_vcf_path(path: str | Path) -> bool:
-    return str(path).lower().endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf"))
-
-
-def is_table_path(path: str | Path) -> bool:
-    return str(path).lower().endswith((".tsv", ".tsv.gz", ".txt", ".parquet", ".pq"))
-
-
-class VcfOutput:
-    """Write a copy of the input VCF with genossm's INFO fields, atomically (temp file, then rename).
-
-    Use as a context manager; call :meth:`write` once per input record, in input order.
-    """
-
-    def __init__(self, path: str | Path, header: pysam.VariantHeader):
-        self.path = Path(path)
-        self.mode, self.suffix = _vcf_mode(self.path)
-        self.header = header.copy()
-        for key, number, typ, desc in (
-            ("GENOSSM_LLR", "A", "Float", LLR_DESCRIPTION),
-            ("GENOSSM_EMB_DIST", "A", "Float", EMB_DESCRIPTION),
-            ("GENOSSM_SKIP", "A", "String", SKIP_DESCRIPTION),
-        ):
-            if key in self.header.info:
-                self.header.info.remove_header(key)
-            self.header.add_line(f'##INFO=<ID={key},Number={number},Type={typ},Description="{desc}">')
-        self._ctx = None
-        self._vf = None
-
-    def __enter__(self):
-        self._ctx = atomic_path(self.path, self.suffix)
-        tmp = self._ctx.__enter__()
-        self._vf = pysam.VariantFile(str(tmp), self.mode, header=self.header)
-        return self
-
-    def __exit__(self, *exc):
-        self._vf.close()
-        return self._ctx.__exit__(*exc)
-
-    def write(self, rec: pysam.VariantRecord, llr, emb_dist, reasons) -> None:
-        """``llr``, ``emb_dist``: one float (NaN = missing) per ALT; ``reasons``: one str or None per ALT."""
-        rec.translate(self._vf.header)
-        n = len(rec.alts or ())
-        for key in ("GENOSSM_LLR", "GENOSSM_EMB_DIST", "GENOSSM_SKIP"):
-            if key in rec.info:
-                del rec.info[key]
-        if n:
-            llr = [None if v is None or np.isnan(v) else float(v) for v in llr[:n]]
-            dist = [None if v is None or np.isnan(v) else float(v) for v in emb_dist[:n]]
-            if any(v is not None for v in llr):
-                rec.info["GENOSSM_LLR"] = llr
-            if any(v is not None for v in dist):
-                rec.info["GENOSSM_EMB_DIST"] = dist
-            if any(reasons[:n]):
-                rec.info["GENOSSM_SKIP"] = [r or "." for r in reasons[:n]]
-        self._vf.write(rec)
-
-
-class TableOutput:
-    """One row per variant-allele, TSV (optionally .gz) or Parquet, written in chunks, atomically."""
-
-    def __init__(self, path: str | Path, extra_columns: tuple[str, ...] = ()):
-        self.path = Path(path)
-        self.parquet = self.path.name.lower().endswith((".parquet", ".pq"))
-        self.columns = TABLE_COLUMNS + tuple(extra_columns)
-        self._ctx = None
-        self._fh = None
-        self._writer = None
-        self._rows: list[dict] = []
-        self.n_rows = 0
-
-    def __enter__(self):
-        suffix = ".parquet" if self.parquet else ""
-        self._ctx = atomic_path(self.path, suffix)
-        self._tmp = self._ctx.__enter__()
-        if not self.parquet:
-            raw = open(self._tmp, "wb")
-            self._fh = gzip.GzipFile(fileobj=raw, mode="wb") if self.path.name.endswith(".gz") else raw
-            self._raw = raw
-            self._fh.write(("\t".join(self.columns) + "\n").encode())
-        return self
-
-    def add(self, row: dict) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= 10_000:
-            self.flush()
-
-    def _frame(self) -> pd.DataFrame:
-        df = pd.DataFrame(self._rows, columns=list(self.columns))
-        for col in ("record", "pos", "allele"):
-            df[col] = df[col].astype("int64")
-        for col in ("llr", "emb_dist"):
-            df[col] = df[col].astype("float64")
-        return df
-
-    def flush(self) -> None:
-        if not self._rows:
-            return
-        df = self._frame()
-        self.n_rows += len(df)
-        self._rows = []
-        if self.parquet:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(str(self._tmp), table.schema)
-            self._writer.write_table(table.cast(self._writer.schema))
-        else:
-            buf = io.StringIO()
-            df.to_csv(buf, sep="\t", header=False, index=False, na_rep="", float_format="%.6g")
-            self._fh.write(buf.getvalue().encode())
-
-    def __exit__(self, *exc):
-        try:
-            if exc[0] is None:
-                self.flush()
-                if self.parquet and self._writer is None:  # no rows: still a valid, empty table
-                    import pyarrow as pa
-                    import pyarrow.parquet as pq
-
-                    pq.write_table(pa.Table.from_pandas(self._frame(), preserve_index=False), str(self._tmp))
-        finally:
-            if self._writer is not None:
-                self._writer.close()
-            if self._fh is not None:
-                self._fh.close()
-                if self._fh is not self._raw:
-                    self._raw.close()
-        return self._ctx.__exit__(*exc)

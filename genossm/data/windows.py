@@ -698,3 +698,7 @@ class TiledWindows(_WindowBatches):
         mine = list(range(self.rank, self._n_global(), self.world_size))
         for local in self._my_batches(len(mine)):
             yield self.batch(mine[local])
+
+    def bases(self) -> list[np.ndarray]:
+        """Every real position of every window (this rank's), one token array per window."""
+        return [t[v].numpy() for batch in self for t, v in zip(batch["tokens"], batch["valid"])]

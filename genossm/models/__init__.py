@@ -2,6 +2,7 @@
 
 from genossm.models.bimamba import BiMambaConfig, BiMambaLM
 from genossm.models.heads import LMHead, SequenceHead
-from genossm.models.hub import from_pretrained, load_extra, save_pretrained
+from genossm.models.hub import from_pretrained, load_extra, load_region_model, save_pretrained, save_region_model
 
-__all__ = ["BiMambaConfig", "BiMambaLM", "LMHead", "SequenceHead", "save_pretrained", "from_pretrained", "load_extra"]
+__all__ = ["BiMambaConfig", "BiMambaLM", "LMHead", "SequenceHead", "save_pretrained", "from_pretrained", "load_extra",
+           "save_region_model", "load_region_model"]

@@ -1,4 +1,5 @@
-"""Save and load models: a folder with ``model.safetensors`` + ``config.json``, or a Lightning ``.ckpt``.
+"""Every save format of genossm's models: a folder with ``model.safetensors`` + ``config.json`` (a backbone),
+plus ``head.safetensors`` for a fine-tuned region model; and reading a Lightning ``.ckpt``.
 
 ``config.json`` holds::
 
@@ -10,6 +11,10 @@
 Loading needs only torch and safetensors (no Lightning, no Hydra). A Lightning checkpoint is read from
 ``checkpoint["hyper_parameters"]["model_config"]`` (a dict of config fields) and the ``state_dict``
 entries prefixed ``model.``; its ``extra`` is ``hyper_parameters["extra"]`` when present.
+
+A fine-tuned region model (``genossm finetune``) is a backbone folder whose ``extra["region_head"]`` holds task,
+classes, pooling, region_len, plus ``head.safetensors``: the linear head, ``weight`` (n_outputs, H) and
+``bias`` (n_outputs,). :func:`save_region_model` and :func:`load_region_model` write and read it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pickle
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -32,6 +38,7 @@ CONFIG_NAME = "config.json"
 FORMAT = "genossm-model"
 FORMAT_VERSION = 1
 CKPT_PREFIX = "model."
+HEAD_FILE = "head.safetensors"
 
 
 def save_pretrained(model: BiMambaLM, folder: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -158,3 +165,32 @@ def load_extra(path: str | os.PathLike) -> dict:
     if path.is_file():
         return _checkpoint_parts(path, "cpu")[2]
     raise GenossmError(f"{path}: no such model folder or checkpoint file")
+
+
+
+def save_region_model(folder, backbone: nn.Module, head: nn.Linear, meta: dict) -> Path:
+    """Write a region model: ``save_pretrained`` backbone folder + ``head.safetensors``."""
+    folder = Path(folder)
+    meta = dict(meta, in_features=head.in_features, n_outputs=head.out_features)
+    save_pretrained(backbone, folder, extra={"region_head": meta})
+    with atomic_path(folder / HEAD_FILE, ".safetensors") as tmp:
+        save_file({"weight": head.weight.detach().cpu().contiguous(), "bias": head.bias.detach().cpu().contiguous()}, str(tmp))
+    return folder
+
+
+def load_region_model(path, map_location="cpu") -> tuple[nn.Module, nn.Linear, dict]:
+    """(backbone, head, meta) of a folder written by :func:`save_region_model` (``genossm finetune``)."""
+    folder = Path(path)
+    head_file = folder / HEAD_FILE
+    if not head_file.is_file():
+        raise GenossmError(
+            f"{folder} is not a fine-tuned region model (no {HEAD_FILE}); give the model/ folder written by genossm finetune"
+        )
+    meta = load_extra(folder).get("region_head")
+    if not meta:
+        raise GenossmError(f"{folder}/config.json has no region_head entry; it was not written by genossm finetune")
+    backbone = from_pretrained(folder, map_location=map_location)
+    state = load_file(str(head_file))
+    head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    head.load_state_dict(state)
+    return backbone, head, meta

@@ -1,21 +1,26 @@
-"""Training callbacks: tokens/s in the progress bar, metric history and its plot, checkpoint-on-preemption.
+"""Callbacks: tokens/s in the progress bar, metric history, checkpoint-on-preemption (training); the prediction
+writer that streams variant scores into per-rank shard files and the variant progress bar (scoring).
 
 Also the optional TensorBoard logger factory, which fails with an install hint when TensorBoard is absent.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
+import shutil
 import signal
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from lightning.pytorch.callbacks import Callback
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
-from genossm.errors import GenossmError, atomic_path
+from genossm.errors import GenossmError
 
 log = logging.getLogger(__name__)
 
@@ -87,40 +92,6 @@ class MetricHistory(Callback):
         self.val = [tuple(x) for x in state_dict.get("val", [])]
 
 
-def plot_history(history: MetricHistory, path: str | os.PathLike, baselines: dict | None = None, title: str = "") -> Path:
-    """Two panels (loss; bits per base with the baselines as horizontal lines), written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_bpb) = plt.subplots(1, 2, figsize=(11, 4))
-    if history.train:
-        steps, loss, bpb = zip(*history.train)
-        ax_loss.plot(steps, loss, label="train", alpha=0.7)
-        ax_bpb.plot(steps, bpb, label="train", alpha=0.7)
-    if history.val:
-        steps, loss, bpb = zip(*history.val)
-        ax_loss.plot(steps, loss, "o-", label="validation")
-        ax_bpb.plot(steps, bpb, "o-", label="validation")
-    if baselines:
-        ax_bpb.axhline(baselines["composition_entropy"], color="grey", ls="--", label="composition entropy")
-        ax_bpb.axhline(baselines["best_markov"], color="black", ls=":", label=f"Markov k={baselines['best_order']}")
-    ax_loss.set(xlabel="step", ylabel="loss (nats)", title="masked-LM loss")
-    ax_bpb.set(xlabel="step", ylabel="bits per base", title="bits per base")
-    for ax in (ax_loss, ax_bpb):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
-
-
 class CheckpointOnSignal(Callback):
     """Saves ``last.ckpt`` when the cluster warns of the time limit, then lets the requeue owner act.
 
@@ -181,4 +152,111 @@ def tensorboard_logger(save_dir: str, name: str = "tensorboard", **kwargs):
     return TensorBoardLogger(save_dir=save_dir, name=name, **kwargs)
 
 
-__all__ = ["TokensPerSecond", "MetricHistory", "plot_history", "CheckpointOnSignal", "tensorboard_logger"]
+
+
+
+SHARD_DTYPE = np.dtype([("index", "<i8"), ("llr", "<f8"), ("emb_dist", "<f8"), ("reason", "<i2")])
+
+
+class ShardWriter(BasePredictionWriter):
+    """Appends each batch's scores to this process's shard file as soon as it is predicted (nothing is
+    accumulated in memory); :func:`merged_scores` later reads every shard back in input order."""
+
+    def __init__(self, folder: str | os.PathLike, keep_embeddings: bool = False):
+        super().__init__(write_interval="batch")
+        self.folder = Path(folder)
+        self.keep_embeddings = keep_embeddings
+        self._files: dict[str, object] = {}
+        self.n_written = 0
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # once every rank has joined: rank 0 clears what an interrupted run left, before anyone writes
+        if trainer.is_global_zero and self.folder.exists():
+            shutil.rmtree(self.folder)
+        trainer.strategy.barrier("genossm-shards-cleared")
+
+    def _file(self, name: str, rank: int):
+        key = f"{name}.rank{rank:04d}.bin"
+        if key not in self._files:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._files[key] = open(self.folder / key, "wb")
+        return self._files[key]
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        rows = np.zeros(prediction["index"].shape[0], dtype=SHARD_DTYPE)
+        rows["index"] = prediction["index"].cpu().numpy()
+        rows["llr"] = prediction["llr"].cpu().numpy()
+        rows["emb_dist"] = prediction["emb_dist"].cpu().numpy()
+        rows["reason"] = prediction["reason"].cpu().numpy()
+        rows.tofile(self._file("scores", trainer.global_rank))
+        if self.keep_embeddings and "emb_ref" in prediction:
+            both = torch.stack([prediction["emb_ref"], prediction["emb_alt"]], dim=1).float().cpu().numpy()
+            both.tofile(self._file("embeddings", trainer.global_rank))
+        self.n_written += len(rows)
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files = {}
+
+    def on_predict_end(self, trainer, pl_module):
+        self.close()
+
+
+class VariantProgress(Callback):
+    """A progress bar counting variant alleles (with alleles/s), instead of Lightning's batches."""
+
+    def __init__(self, total: int | None = None, enabled: bool = True):
+        self.total = total
+        self.enabled = enabled
+        self.bar = None
+
+    def on_predict_start(self, trainer, pl_module):
+        if self.enabled and trainer.is_global_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, unit=" variants", unit_scale=True, desc="scoring", dynamic_ncols=True)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.bar is not None:
+            self.bar.update(int(batch["index"].shape[0]) * trainer.world_size)
+
+    def on_predict_end(self, trainer, pl_module):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def merged_scores(folder: str | os.PathLike, chunk: int = 65536) -> Iterator[np.void]:
+    """Every shard's rows, merged by allele index (each shard is already in increasing order)."""
+    files = sorted(Path(folder).glob("scores.rank*.bin"))
+
+    def rows(path):
+        data = np.memmap(path, dtype=SHARD_DTYPE, mode="r") if path.stat().st_size else np.zeros(0, SHARD_DTYPE)
+        for i in range(0, len(data), chunk):
+            yield from np.array(data[i : i + chunk])
+
+    expected = 0
+    for row in heapq.merge(*(rows(p) for p in files), key=lambda r: int(r["index"])):
+        if int(row["index"]) != expected:
+            raise RuntimeError(f"score shards in {folder} are missing allele {expected} (found {int(row['index'])})")
+        expected += 1
+        yield row
+
+
+def merged_embeddings(folder: str | os.PathLike, dim: int) -> Iterator[np.ndarray]:
+    """The embedding rows ``(2, dim)`` in allele order, aligned with :func:`merged_scores`."""
+    folder = Path(folder)
+    streams = []
+    for path in sorted(folder.glob("scores.rank*.bin")):
+        emb_path = folder / path.name.replace("scores", "embeddings")
+        idx = np.memmap(path, dtype=SHARD_DTYPE, mode="r")["index"] if path.stat().st_size else np.zeros(0, np.int64)
+        emb = (np.memmap(emb_path, dtype=np.float32, mode="r").reshape(-1, 2, dim)
+               if emb_path.exists() and emb_path.stat().st_size else np.zeros((0, 2, dim), np.float32))
+        streams.append(((int(i), k, emb) for k, i in enumerate(idx)))
+    for _, k, emb in heapq.merge(*streams, key=lambda t: t[0]):
+        yield np.asarray(emb[k])
+
+
+__all__ = ["TokensPerSecond", "MetricHistory", "CheckpointOnSignal", "tensorboard_logger", "ShardWriter",
+           "VariantProgress", "merged_scores", "merged_embeddings"]

@@ -13,9 +13,7 @@ import pytest
 from genossm.data.genome import Genome
 from genossm.data.variants import (
     REASONS,
-    TableOutput,
     VariantReader,
-    VcfOutput,
     check_alleles,
     iter_alleles,
     parse_region,
@@ -23,6 +21,7 @@ from genossm.data.variants import (
     sniff,
 )
 from genossm.errors import GenossmError
+from genossm.tasks.variant_outputs import TableOutput, VcfOutput
 
 INDELS = "variants_chr20_indels_1000g.vcf.gz"  # plain gzip, as distributed
 MULTI = "variants_chr20_multiallelic.vcf"

@@ -6,7 +6,9 @@ import torch
 import torch.nn as nn
 
 from genossm.data.tokenizer import MASK, N, NUM_BASES, PAD
-from genossm.tasks.pretrain import BitsPerBase, MaskedLM, choose_targets, corrupt, make_generator
+from genossm.data.datamodule import WindowLenSchedule
+from genossm.tasks.metrics import BitsPerBase
+from genossm.tasks.pretrain import MaskedLM, choose_targets, corrupt, make_generator
 
 
 class Lookup(nn.Module):
@@ -143,6 +145,6 @@ def test_lr_schedule_and_weight_decay_groups():
 
 
 def test_seq_len_warmup_schedule():
-    lm = module(seq_len_warmup={"start_len": 256, "growth": 2, "epochs_per_stage": 2})
-    assert [lm.window_len_for_epoch(e, 1500) for e in range(8)] == [256, 256, 512, 512, 1024, 1024, 1500, 1500]
-    assert module().window_len_for_epoch(0, 1500) == 1500
+    schedule = WindowLenSchedule.from_config({"start_len": 256, "growth": 2, "epochs_per_stage": 2})
+    assert [schedule.window_len(e, 1500) for e in range(8)] == [256, 256, 512, 512, 1024, 1024, 1500, 1500]
+    assert WindowLenSchedule.from_config(None) is None  # no warm-up: window_len throughout

@@ -11,16 +11,13 @@ import torch
 
 from genossm.data import tokenizer as tok
 from genossm.models import BiMambaConfig, BiMambaLM
-from genossm.tasks.kmer_baseline import fit_linear, kmer_baseline, kmer_features
-from genossm.tasks.regions import (
-    RegionModel,
-    compute_metrics,
-    embed_regions,
-    embed_variable,
-    load_region_model,
-    rc_invariant_embed,
-    save_region_model,
-)
+from genossm.cli import load_workflow
+from genossm.models import load_region_model, save_region_model
+from genossm.tasks.baselines import fit_linear, kmer_baseline, kmer_features
+from genossm.tasks.metrics import compute_metrics
+from genossm.tasks.regions import RegionModel, embed_regions, rc_invariant_embed
+
+embed_variable = load_workflow("embed").embed_sequences
 
 
 def tiny(rc_equivariant: bool = True, seed: int = 0) -> BiMambaLM:

@@ -15,8 +15,12 @@ from genossm.data.genome import Genome
 from genossm.errors import GenossmError
 from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
 from genossm.paths import conf_dir
-from genossm.tasks import variants as tv
-from genossm.tasks.variants import place_window, score_variants
+from genossm.cli import load_workflow
+from genossm.data.variant_windows import place_window
+from genossm.tasks.variants import default_window_len
+
+tv = load_workflow("score-variants")  # score_variants, and the names it runs with
+score_variants = tv.score_variants
 
 SLICE = "variants_chr20_slice.fa.gz"
 INDELS = "variants_chr20_indels_1000g.vcf.gz"
@@ -89,8 +93,8 @@ def test_place_window_edges():
 
 
 def test_default_window_len(models):
-    assert tv.default_window_len(models["rc"]) == W
-    assert tv.default_window_len(None) == 2048
+    assert default_window_len(models["rc"]) == W
+    assert default_window_len(None) == 2048
 
 
 def test_snv_llr_equals_hand_computation_and_strand_average(models, genome, tmp_path, bundled_data):

@@ -16,7 +16,9 @@ from genossm.errors import GenossmError
 from genossm.models import from_pretrained
 from genossm.paths import conf_dir
 from genossm.config import instantiate
-from genossm.tasks.pretrain import run_pretraining
+from genossm.cli import load_workflow
+
+run_pretraining = load_workflow("pretrain").train
 
 HERE = Path(__file__).resolve().parent
 STEPS, BATCH, PER_EPOCH = 4, 2, 8  # 2 batches per rank and epoch: the run crosses an epoch

@@ -8,7 +8,9 @@ from hydra import compose, initialize_config_dir
 from genossm.errors import GenossmError
 from genossm.models import BiMambaLM, save_pretrained
 from genossm.paths import conf_dir
-from genossm.tasks.pretrain import run_evaluation
+from genossm.cli import load_workflow
+
+run_evaluation = load_workflow("evaluate").evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 MULTI = REPO / "data" / "multi_contig.fa"

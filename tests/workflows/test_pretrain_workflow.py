@@ -14,7 +14,9 @@ from hydra.errors import MissingConfigException
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained, load_extra
 from genossm.paths import conf_dir
-from genossm.tasks.pretrain import run_pretraining
+from genossm.cli import load_workflow
+
+run_pretraining = load_workflow("pretrain").train
 
 REPO = Path(__file__).resolve().parents[2]
 CHR20_SLICE = REPO / "data" / "human_chr20_slice.fa.gz"

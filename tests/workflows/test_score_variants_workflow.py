@@ -55,7 +55,7 @@ def test_cli_scores_vcf_and_writes_table(tiny_model, bundled_data, tmp_path, mon
 
 def test_cli_scores_real_alleles_as_the_python_api(tiny_model, bundled_data, tmp_path, monkeypatch):
     """Every keyword of the workflow reaches the scorer: the command's scores are the Python API's."""
-    from genossm.tasks.variants import score_variants
+    score_variants = cli.load_workflow("score-variants").score_variants
 
     options = dict(window_len=24, indel_flank=1, strands="both", distance="euclidean", pooling="center", batch_size=7)
     out = tmp_path / "cli.tsv"

@@ -31,7 +31,7 @@ def test_sigterm_stops_score_variants_and_keeps_the_earlier_output(tmp_path, bun
          "mode=saturation", "region=20:421801-424800", "window_len=64", "batch_size=1", "emb_dist=false",
          f"output={earlier}", "progress=false", f"cache_dir={tmp_path / 'cache'}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and len(list(out_dir.iterdir())) < 2:
         time.sleep(0.2)  # until the run has started writing (a temporary file beside the output)
     assert proc.poll() is None, "the run ended before it could be stopped: " + proc.communicate()[1][-2000:]
@@ -39,7 +39,7 @@ def test_sigterm_stops_score_variants_and_keeps_the_earlier_output(tmp_path, bun
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 30  # seconds, on a busy machine
     assert proc.returncode == 143, err[-2000:]
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert earlier.read_text() == "an earlier result\n"

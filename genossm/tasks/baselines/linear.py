@@ -1,9 +1,7 @@
-"""Linear models in plain torch: the k-mer baseline and the linear probe on frozen embeddings.
+"""Linear models in plain torch, for the linear probe on frozen embeddings and the k-mer baseline.
 
-The k-mer baseline turns each region into its k-mer frequency vector (k-mers containing N or padding are
-skipped) and fits an L2-regularised logistic regression (binary: sigmoid, multi-class: softmax) or a
-ridge regression. The same :func:`fit_linear` fits the linear probe on cached model embeddings, so the
-two are directly comparable. The regularisation strength is chosen on the validation split only.
+:func:`fit_linear` fits an L2-regularised logistic regression (binary: sigmoid, multi-class: softmax) or a
+ridge regression; the regularisation strength is chosen on the validation split only.
 
 Features are standardised with the training mean and standard deviation; :meth:`LinearModel.folded`
 folds that into one ``nn.Linear`` so a probe can be saved and applied like any other head.
@@ -15,37 +13,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from genossm.data.tokenizer import NUM_BASES
+from genossm.tasks.metrics import output_scores, task_loss
 
 DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-
-
-def kmer_features(tokens: torch.Tensor, valid: torch.Tensor | None, k: int, canonical: bool = False) -> torch.Tensor:
-    """(N, L) token ids -> (N, 4**k) k-mer frequencies over the k-mers made only of valid A/C/G/T.
-
-    ``canonical`` adds each k-mer's reverse complement counts (strand-symmetric features).
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    tokens = tokens.long()
-    n, length = tokens.shape
-    counts = torch.zeros(n, NUM_BASES**k, dtype=torch.float64)
-    if length < k:
-        return counts.float()
-    ok = tokens < NUM_BASES
-    if valid is not None:
-        ok &= valid.bool()
-    windows = tokens.unfold(1, k, 1).clamp(max=NUM_BASES - 1)  # (N, L-k+1, k)
-    powers = NUM_BASES ** torch.arange(k - 1, -1, -1)
-    index = (windows * powers).sum(-1)  # (N, L-k+1) base-4 number of each k-mer
-    keep = ok.unfold(1, k, 1).all(-1)
-    counts.scatter_add_(1, index, keep.to(torch.float64))
-    if canonical:
-        rc_index = ((NUM_BASES - 1 - windows).flip(-1) * powers).sum(-1)
-        counts.scatter_add_(1, rc_index, keep.to(torch.float64))
-    return (counts / counts.sum(1, keepdim=True).clamp(min=1)).float()
 
 
 def class_weights(y: torch.Tensor, task: str, n_classes: int) -> torch.Tensor | None:
@@ -84,24 +55,6 @@ class LinearModel:
         return layer
 
 
-def output_scores(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """Head outputs (N, n_out) -> scores: P(class 1) (N,), class probabilities (N, C) or values (N,)."""
-    if task == "binary":
-        return torch.sigmoid(logits[:, 0])
-    if task == "multiclass":
-        return torch.softmax(logits, dim=-1)
-    return logits[:, 0]
-
-
-def _loss(logits: torch.Tensor, y: torch.Tensor, task: str, weights: torch.Tensor | None) -> torch.Tensor:
-    if task == "binary":
-        pos_weight = None if weights is None else weights[1] / weights[0]
-        return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype), pos_weight=pos_weight)
-    if task == "multiclass":
-        return F.cross_entropy(logits, y.long(), weight=None if weights is None else weights.to(logits.dtype))
-    return F.mse_loss(logits[:, 0], y.to(logits.dtype))
-
-
 def _fit_one(z: torch.Tensor, y: torch.Tensor, task: str, n_out: int, l2: float, weights, max_iter: int):
     n, f = z.shape
     if task == "regression":
@@ -117,7 +70,7 @@ def _fit_one(z: torch.Tensor, y: torch.Tensor, task: str, n_out: int, l2: float,
 
     def closure():
         opt.zero_grad()
-        loss = _loss(z @ weight.T + bias, y, task, w_cls) + l2 * weight.pow(2).sum()
+        loss = task_loss(z @ weight.T + bias, y, task, w_cls) + l2 * weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -157,39 +110,10 @@ def fit_linear(
         if len(grid) == 1:
             return model
         with torch.no_grad():
-            val_loss = float(_loss(model.logits(x_val).double(), y_val, task, None))
+            val_loss = float(task_loss(model.logits(x_val).double(), y_val, task, None))
         if best is None or val_loss < best[0]:
             best = (val_loss, model)
     return best[1]
 
 
-def kmer_baseline(
-    tokens: torch.Tensor,
-    valid: torch.Tensor,
-    y: torch.Tensor,
-    splits,
-    task: str,
-    n_classes: int = 2,
-    k: int = 4,
-    canonical: bool = False,
-    balance: bool = True,
-) -> tuple[LinearModel, torch.Tensor]:
-    """Fit on the train split (L2 chosen on val); return the model and its scores for every region."""
-    import numpy as np
-
-    splits = np.asarray(splits)
-    feats = kmer_features(tokens, valid, k, canonical)
-    train = torch.from_numpy(splits == "train")
-    val = torch.from_numpy(splits == "val")
-    model = fit_linear(feats[train], y[train], task, n_classes, feats[val], y[val], balance=balance)
-    return model, model.predict(feats)
-
-
-__all__ = [
-    "kmer_features",
-    "fit_linear",
-    "LinearModel",
-    "kmer_baseline",
-    "class_weights",
-    "output_scores",
-]
+__all__ = ["fit_linear", "LinearModel", "class_weights"]

@@ -1,0 +1,116 @@
+"""What the workflows write: tables (TSV/CSV/parquet), JSON, the region columns and scores, text reports (the
+scored VCF is :mod:`genossm.tasks.variant_outputs`'s, the plots :mod:`genossm.tasks.plots`').
+
+Every writer is atomic (a temporary file beside the target, renamed when complete), so an output is never
+half-written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from genossm.errors import atomic_path, atomic_write
+
+
+def write_table(df: pd.DataFrame, path) -> Path:
+    """Write ``df`` atomically as TSV (``.tsv``, ``.txt``, ``.tsv.gz``), parquet or CSV by suffix."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        with atomic_path(path, ".parquet") as tmp:
+            df.to_parquet(tmp, index=False)
+    elif name.endswith((".csv", ".csv.gz")):
+        with atomic_path(path, ".csv.gz" if name.endswith(".gz") else ".csv") as tmp:
+            df.to_csv(tmp, index=False)
+    else:
+        with atomic_path(path, ".tsv.gz" if name.endswith(".gz") else ".tsv") as tmp:
+            df.to_csv(tmp, sep="\t", index=False)
+    return path
+
+
+def write_json(obj, path) -> Path:
+    with atomic_write(path, "w") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.write("\n")
+    return Path(path)
+
+
+def score_columns(scores: torch.Tensor, task: str, classes: list[str] | None, suffix: str = "") -> dict:
+    """Columns for a predictions table: ``score`` (binary), ``prob_<class>`` + ``pred`` (multi-class), ``pred``."""
+    s = scores.detach().cpu().numpy()
+    if task == "binary":
+        return {f"score{suffix}": s}
+    if task == "multiclass":
+        cols = {f"prob_{c}{suffix}": s[:, k] for k, c in enumerate(classes)}
+        cols[f"pred{suffix}"] = np.asarray(classes, dtype=object)[s.argmax(1)]
+        return cols
+    return {f"pred{suffix}": s}
+
+
+def input_columns(regions) -> pd.DataFrame:
+    """The identifying columns of every region (name, chrom, start, end, strand), in input order."""
+    t = regions.table
+    cols = ["name", "chrom", "start", "end", "strand"] if regions.has_coords else ["name"]
+    return t[cols].reset_index(drop=True).copy()
+
+
+def format_metrics(metrics: dict, split: str = "test") -> str:
+    """A small text table: one row per method, the metrics of one split."""
+    rows = []
+    keys = ("auroc", "auprc", "mcc", "accuracy") if metrics["task"] != "regression" else ("pearson", "spearman", "mse")
+    rows.append(f"{'method':<10}" + "".join(f"{k:>10}" for k in keys) + f"   ({split} split)")
+    for name, by_split in metrics["methods"].items():
+        m = by_split.get(split, {})
+        rows.append(f"{name:<10}" + "".join(f"{m[k]:>10.3f}" if m.get(k) is not None else f"{'-':>10}" for k in keys))
+    return "\n".join(rows)
+
+
+def format_comparison(model_bpb: float, base: dict, label: str = "validation") -> str:
+    lines = [
+        f"{label} bits per base ({base['n_bases']:,} bases):",
+        f"  model                              {model_bpb:.4f}",
+        f"  composition entropy (order 0)      {base['composition_entropy']:.4f}",
+        f"  best Markov (order {base['best_order']}, k <= {max(base['markov'])})     {base['best_markov']:.4f}",
+    ]
+    verdict = "beats" if model_bpb < base["composition_entropy"] else "does NOT beat"
+    lines.append(f"  the model {verdict} the composition entropy"
+                 + (" and the best Markov model" if model_bpb < base["best_markov"] else ""))
+    return "\n".join(lines)
+
+
+def evaluation_rows(result: dict) -> list[tuple[str, float, float, int]]:
+    """(predictor, bits per base, accuracy, bases) of the model and of each baseline of ``genossm evaluate``."""
+    values = result["model"]
+    rows = [("model", values["bpb"], values["acc"], int(values["n_bases"]))]
+    if result["baselines"]:
+        b = result["baselines"]
+        rows.append(("composition entropy (order 0)", b["composition_entropy"], float("nan"), b["n_bases"]))
+        for k, v in b["markov"].items():
+            rows.append((f"Markov order {k}", v, float("nan"), b["n_bases"]))
+    return rows
+
+
+def write_evaluation_table(rows, path) -> Path:
+    with atomic_write(path, "w") as handle:
+        handle.write("predictor\tbits_per_base\taccuracy\tn_bases\n")
+        for name, bpb, acc, n in rows:
+            handle.write(f"{name}\t{bpb:.6f}\t{'' if acc != acc else f'{acc:.6f}'}\t{n}\n")
+    return Path(path)
+
+
+def print_evaluation(result: dict, rows, cfg, fasta_name, out: Path) -> None:
+    print(f"\n{cfg.pretrained} on {fasta_name}: {result['n_windows']} window(s) of {result['window_len']:,} bases")
+    print(f"{'predictor':<32}{'bits/base':>10}{'accuracy':>10}{'bases':>12}")
+    for name, bpb, acc, n in rows:
+        print(f"{name:<32}{bpb:>10.4f}{('' if acc != acc else f'{acc:.4f}'):>10}{n:>12,}")
+    if result["baselines"]:
+        print(f"(model: masked positions, {cfg.mask_prob:.0%} of bases x {cfg.passes} pass(es); "
+              f"baselines: every base of the same windows; Markov fitted on {result['baselines']['fitted_on']})")
+    print(f"written: {out / 'evaluation.tsv'} and evaluation.json")
+
+
