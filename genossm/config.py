@@ -100,6 +100,17 @@ def to_plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def model_config(name: str, overrides: Iterable[str] = ()) -> dict:
+    """The fields of ``conf/model/<name>.yaml`` as composed by Hydra (a group may inherit from another)."""
+    from hydra import compose, initialize_config_dir
+
+    from genossm.paths import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["~experiment", f"model={name}", *overrides])
+    return OmegaConf.to_container(cfg.model, resolve=True)
+
+
 def save_config(cfg: DictConfig, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Write the composed, resolved config beside a run's outputs (atomically)."""
     path = Path(folder) / name

@@ -1,6 +1,9 @@
 """The `genossm` command: help, unknown workflows, clean user errors, and running from any directory."""
 
+import errno
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from genossm import cli
-from genossm.errors import GenossmError, atomic_write
+from genossm.errors import GenossmError, atomic_path, atomic_write
 from genossm.paths import conf_dir, data_dir, workflows_dir
 
 
@@ -56,6 +59,40 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     with atomic_write(target, "w") as handle:
         handle.write("new")
     assert target.read_text() == "new"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_outputs_honour_the_umask(tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        with atomic_write(tmp_path / "a.tsv", "w") as handle:
+            handle.write("x")
+        with atomic_path(tmp_path / "b.png", suffix=".png") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "a.tsv").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "b.png").stat().st_mode) == mode
+
+
+def test_full_disk_names_the_output_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "scores.tsv"
+    target.write_text("old")
+    with pytest.raises(GenossmError, match=r"scores\.tsv: cannot write the output: No space left on device"):
+        with atomic_write(target, "w") as handle:
+            handle.write("half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.tsv"]
+
+
+def test_output_below_a_file_is_one_clean_error(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    done = subprocess.run([sys.executable, "-m", "genossm.cli", "inspect", f"output={tmp_path / 'taken' / 'contigs.tsv'}"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"genossm: error: {tmp_path / 'taken' / 'contigs.tsv'}: cannot write there: {tmp_path / 'taken'} is a file" in done.stderr
 
 
 def test_configs_and_data_are_found():

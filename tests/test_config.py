@@ -72,3 +72,23 @@ def test_precision_reaches_the_trainer(tmp_path):
     assert config.build_trainer(cfg).precision == "bf16-mixed"
     cfg.precision = "auto"
     assert config.build_trainer(cfg).precision == "32-true"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml")))
+def test_every_model_config_composes_into_a_model_config(name):
+    """Each conf/model/*.yaml (the larger ones inherit tiny's fields) is a complete, valid BiMambaConfig."""
+    from genossm.models import BiMambaConfig
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["~experiment", f"model={name}"])
+    config = BiMambaConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True), source=f"model={name}")
+    assert config.to_dict() == OmegaConf.to_container(cfg.model, resolve=True)
+    assert set(config.to_dict()) == set(OmegaConf.load(conf_dir() / "model" / "tiny.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml")))
+def test_every_data_config_composes_with_every_key(name):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["~experiment", f"data={name}"])
+    custom = OmegaConf.load(conf_dir() / "data" / "custom.yaml")
+    assert set(cfg.data) == set(custom.data) and cfg.data._target_ == "genossm.data.datamodule.GenomeDataModule"

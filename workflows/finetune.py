@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
 from genossm.config import build_trainer, prepare_run, save_config
-from genossm.data.regions import RegionDataset, assign_splits, encode_labels, open_genome, read_regions, region_tokens
+from genossm.data.regions import (RegionDataset, assign_splits, check_split_classes, encode_labels, open_genome,
+                                  read_regions, region_tokens)
 from genossm.errors import GenossmError
 from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, save_region_model
 from genossm.paths import conf_dir
@@ -72,6 +73,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     for needed in ("train", "val"):
         if not (splits == needed).any():
             raise GenossmError(f"{regions.source}: the {needed} split is empty; change split.mode or split.fractions")
+    check_split_classes(regions, labels, splits)
     tokens, valid = region_tokens(regions, genome, cfg.region_len)
     region_len = int(tokens.shape[1])
     n_classes = len(labels.classes) if labels.classes else 1
