@@ -21,7 +21,9 @@ passive_openmp_environment(os.environ)  # before anything imports torch
 import functools  # noqa: E402
 import importlib.util  # noqa: E402
 import runpy  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from typing import Callable  # noqa: E402
 
 from genossm import __version__  # noqa: E402
@@ -119,7 +121,31 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     path = workflow_path(name)
     sys.argv = [str(path), *argv[1:]]
+    stop_on_sigterm()
     runpy.run_path(str(path), run_name="__main__")
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread by SIGTERM: unwinds the workflow like any error, so every output being
+    written is dropped (temp files removed, an earlier file at ``output=`` left as it was), and exits 143."""
+
+    def __init__(self) -> None:
+        super().__init__(143)
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while unwinding ends the process at once
+    print("genossm: stopped by SIGTERM; outputs being written were discarded", file=sys.stderr)
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM (``timeout``, ``kill``, systemd, ``scancel``) stop a workflow within a few seconds, exit
+    status 143. Lightning's own SIGTERM handler only takes note and lets the run go on; it calls the handler
+    it finds installed, so this one still runs. Under submitit (``hydra/launcher=slurm``) the job does not
+    start through this command: submitit's own handlers keep pretraining's checkpoint-then-requeue."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
 
 
 if __name__ == "__main__":

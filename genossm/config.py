@@ -242,11 +242,62 @@ def build_trainer(cfg: DictConfig, callbacks: Iterable = (), loggers: Iterable =
     return instantiate(cfg.trainer, callbacks=list(callbacks), logger=loggers or False, **overrides)
 
 
+# third-party messages that say nothing about the user's run (matched at the start of the message)
+_NOISE_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # torch's pytree API, used inside Lightning
+    r"Your `IterableDataset` has `__len__` defined",  # ours report their exact per-rank length on purpose
+    r"Checkpoint directory .* exists and is not empty",  # every resume and every rerun into output=
+    r"The '(train|val|predict|test)_dataloader' does not have many workers",  # tiny CPU runs use none on purpose
+)
+_NOISE_LOGS = ("💡 Tip:",)  # Lightning's adverts for its cloud services
+
+
+class _DropNoise:
+    """A logging filter: drops Lightning's adverts, and a line identical to the one just let through (Lightning
+    logs its device summary once per Trainer, and workflows may build more than one)."""
+
+    def __init__(self) -> None:
+        self._last = None
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        if message.startswith(_NOISE_LOGS):
+            return False
+        if message == self._last:
+            return False
+        self._last = message
+        return True
+
+
+def quiet_third_party() -> None:
+    """Lightning and torch messages that are noise for a genossm user: adverts, deprecations of APIs Lightning
+    uses inside, warnings about choices genossm makes on purpose; and Lightning's own log handler, which
+    printed every line twice beside the workflow's logging. Real warnings still show."""
+    import logging
+    import warnings
+
+    for pattern in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    root_has_handlers = logging.getLogger().hasHandlers()
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logger = logging.getLogger(name)
+        if root_has_handlers:  # the workflow's logging prints Lightning's lines: drop Lightning's second copy
+            for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+                logger.removeHandler(handler)
+            logger.propagate = True
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropNoise) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropNoise())
+
+
 def prepare_run(cfg: DictConfig, num_workers: int = 0) -> None:
-    """Before anything is built: check the trainer can run here, seed everything from ``cfg.seed`` and set the
-    CPU threads from ``cfg.torch_threads``."""
+    """Before anything is built: check the trainer can run here, seed everything from ``cfg.seed``, set the
+    CPU threads from ``cfg.torch_threads`` and quiet the third-party noise (:func:`quiet_third_party`)."""
     import lightning as L
 
+    quiet_third_party()
     if cfg.get("trainer") is not None:
         check_trainer(cfg.trainer)
     L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)

@@ -113,3 +113,26 @@ def test_console_script_runs_from_any_directory(tmp_path):
     located = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert located.returncode == 0, located.stderr
     assert located.stdout.strip().endswith(("conf", "_conf"))
+
+
+def test_a_run_prints_genossm_lines_not_third_party_noise(tmp_path):
+    import torch
+
+    from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+
+    torch.manual_seed(0)
+    model = save_pretrained(BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2)),
+                            tmp_path / "model", extra={"train_window_len": 32})
+    done = subprocess.run(
+        [sys.executable, "-m", "genossm.cli", "score-variants", f"pretrained={model}",
+         f"fasta={data_dir() / 'variants_chr20_slice.fa.gz'}", f"variants={data_dir() / 'variants_chr20_multiallelic.vcf'}",
+         f"output={tmp_path / 'out.vcf.gz'}", "progress=false", f"cache_dir={tmp_path / 'cache'}"],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = done.stdout + done.stderr
+    assert "alleles" in text  # genossm's own summary is there
+    for noise in ("litlogger", "Tip:", "LeafSpec", "IterableDataset"):
+        assert noise not in text, noise
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert all(a != b for a, b in zip(lines, lines[1:])), "a line printed twice"
+    assert sum("GPU available" in line for line in lines) <= 1
