@@ -100,6 +100,39 @@ def to_plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def model_config(name: str, overrides: Iterable[str] = ()) -> dict:
+    """The fields of ``conf/model/<name>.yaml`` as composed by Hydra (a group may inherit from another)."""
+    from hydra import compose, initialize_config_dir
+
+    from genossm.paths import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["~experiment", f"model={name}", *overrides])
+    return OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> None:
+    """Old spellings still accepted for one release: a value set under an old dotted key moves to its new key,
+    with a deprecation warning; the old key (kept in the YAML as null so that overrides of it still parse) is
+    dropped from the composed config."""
+    import warnings
+
+    from omegaconf import open_dict
+
+    for old, new in renames.items():
+        value = OmegaConf.select(cfg, old, default=None)
+        parent, _, leaf = old.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if node is not None and leaf in node:
+            with open_dict(node):
+                node.pop(leaf)
+        if value is not None:
+            warnings.warn(f"{old} is deprecated and will be removed in the next release: use {new}", FutureWarning,
+                          stacklevel=2)
+            with open_dict(cfg):
+                OmegaConf.update(cfg, new, value, force_add=True)
+
+
 def save_config(cfg: DictConfig, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Write the composed, resolved config beside a run's outputs (atomically)."""
     path = Path(folder) / name

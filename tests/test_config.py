@@ -129,3 +129,22 @@ def test_a_failed_start_keeps_an_earlier_run_folder(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 2
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"an earlier run"
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml")))
+def test_every_model_config_composes_into_a_model_config(name):
+    """Each conf/model/*.yaml (the larger ones inherit tiny's fields) is a complete, valid BiMambaConfig."""
+    from genossm.models import BiMambaConfig
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["~experiment", f"model={name}"])
+    config = BiMambaConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True), source=f"model={name}")
+    assert config.to_dict() == OmegaConf.to_container(cfg.model, resolve=True)
+    assert set(config.to_dict()) == set(OmegaConf.load(conf_dir() / "model" / "tiny.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml")))
+def test_every_data_config_composes_with_every_key(name):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["~experiment", f"data={name}"])
+    custom = OmegaConf.load(conf_dir() / "data" / "custom.yaml")
+    assert set(cfg.data) == set(custom.data) and cfg.data._target_ == "genossm.data.datamodule.GenomeDataModule"

@@ -58,7 +58,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from genossm.data.tokenizer import NUM_BASES, complement
+from genossm.vocab import NUM_BASES, complement
 from genossm.errors import GenossmError
 from genossm.models.heads import LMHead, pool
 from genossm.models.mamba import Mamba, ResidualBlock, SSMBranch
