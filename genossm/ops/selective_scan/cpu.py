@@ -1,0 +1,313 @@
+"""The selective scan as one fused loop per channel tile, in C: the fast CPU backend (``backend="cpu"``).
+
+PyTorch has no op for a sequential recurrence, so the chunked backend solves each block of positions
+with dozens of tensor ops, each a pass over a (block, batch, dim, state) buffer: on CPU it is bound by
+memory traffic and by the dispatcher, not by arithmetic. ``cpu_kernel.c`` runs the recurrence the way
+a CPU wants it: for a tile of 16 channels the (state, 16) state stays in L1 and every position costs one
+vectorised exp, multiply-add and C·h reduction per state; nothing of size (batch, dim, state, length)
+is ever written. The backward keeps the state before each block of ``BLOCK_LEN`` positions, recomputes a
+block's states into a small work buffer and runs the adjoint recurrence back through it.
+
+The C file is compiled once per machine and source version with the system C compiler (``cc``, or
+``$CC``) into ``~/.cache/genossm/kernels`` (``GENOSSM_KERNEL_CACHE`` to choose another folder) and loaded
+with ctypes: no build step at install time, no dependency. ``available()`` says whether that worked;
+without a compiler, or with ``GENOSSM_CPU_KERNEL=0``, ``backend="auto"`` uses the chunked backend instead.
+Threads: one call per torch thread (``torch.get_num_threads()``) on disjoint channel ranges, from a small
+pool of Python threads (ctypes releases the GIL); the calls do not spin while they wait.
+
+Two entry points:
+
+* :func:`selective_scan_cpu`: the public contract of ``selective_scan`` ((batch, dim, length) tensors);
+  it transposes to position-major and back.
+* :func:`ssm_scan_pm`: what the model calls. Position-major (batch, length, dim) tensors, as the
+  projections produce them, any row stride (views of a wider projection are fine), one or both scan
+  directions summed, gate and skip included: no transpose anywhere.
+
+Only the recurrence (Δ, u, B, C, A, initial state -> Σ_n C h, last state) is in C, as an autograd
+Function; softplus, the Δ bias, D·u and the silu(z) gate are ordinary differentiable PyTorch ops
+around it. Everything is float32 inside; outputs come back in the input dtype.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+BLOCK_LEN = 64  # positions per saved state in the backward (its work buffer: 2 x 64 x 64 x 16 floats)
+TILE = 16
+MAX_STATE = 64
+_SOURCE = Path(__file__).with_name("cpu_kernel.c")
+_FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-march=native", "-fno-math-errno", "-fno-trapping-math",
+          "-fno-signed-zeros", "-fassociative-math", "-ffp-contract=fast"]
+
+_lib = None
+_lib_error: str | None = None
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _cpu_signature() -> str:
+    """What the compiled code depends on beyond its source: -march=native means this machine's CPU."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("GENOSSM_KERNEL_CACHE")
+    base = Path(env) if env else Path.home() / ".cache" / "genossm" / "kernels"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        if os.access(base, os.W_OK):
+            return base
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"genossm-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+def _build() -> ctypes.CDLL:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        raise RuntimeError("no C compiler (cc, gcc or clang) found")
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([cc, *_FLAGS]).encode() + _cpu_signature().encode()).hexdigest()[:16]
+    target = _cache_dir() / f"genossm_scan_{key}.so"
+    if not target.exists():
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        proc = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-500:]}")
+        os.replace(tmp, target)  # atomic: processes building at once each write their own file
+    lib = ctypes.CDLL(str(target))
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.ssm_fwd.restype = lib.ssm_bwd.restype = ctypes.c_int
+    lib.ssm_fwd.argtypes = [i64] * 5 + [ptr, i64, i64] * 4 + [ptr, ptr, i64, i64, ctypes.c_int, ptr, ptr, i64,
+                                                              ctypes.c_int, i64, i64]
+    lib.ssm_bwd.argtypes = ([i64] * 5 + [ptr, i64, i64] * 4 + [ptr, ptr, i64, i64, ptr, i64, ptr]
+                            + [ptr, i64, i64] * 4 + [ptr, ptr, ctypes.c_int, i64, i64])
+    return lib
+
+
+def _library():
+    global _lib, _lib_error
+    if _lib is None and _lib_error is None:
+        with _lock:
+            if _lib is None and _lib_error is None:
+                if os.environ.get("GENOSSM_CPU_KERNEL", "1") == "0":
+                    _lib_error = "switched off by GENOSSM_CPU_KERNEL=0"
+                else:
+                    try:
+                        _lib = _build()
+                    except (OSError, RuntimeError) as err:
+                        _lib_error = str(err)
+    return _lib
+
+
+def available() -> bool:
+    """Whether the C kernel is compiled and loaded (compiling it on the first call)."""
+    return _library() is not None
+
+
+def unavailable_reason() -> str | None:
+    _library()
+    return _lib_error
+
+
+def _map(fn, ranges):
+    """Runs fn(lo, hi) for each channel range, in parallel on the pool's threads."""
+    global _pool, _pool_size
+    if len(ranges) == 1:
+        fn(*ranges[0])
+        return
+    with _lock:
+        if _pool is None or _pool_size < len(ranges):
+            _pool = ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="genossm-scan")
+            _pool_size = len(ranges)
+        pool = _pool
+    for f in [pool.submit(fn, lo, hi) for lo, hi in ranges]:
+        f.result()
+
+
+def _ranges(dim: int, per_group: int):
+    """Channel ranges, one per torch thread, cut at tile borders that respect B/C groups."""
+    starts = [d for g0 in range(0, dim, per_group) for d in range(g0, g0 + per_group, TILE)]
+    parts = max(1, min(torch.get_num_threads(), len(starts)))
+    cuts = [starts[i * len(starts) // parts] for i in range(parts)] + [dim]
+    return [(cuts[i], cuts[i + 1]) for i in range(parts) if cuts[i] < cuts[i + 1]]
+
+
+def _p(t):
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def _rows(t):
+    """(batch, L, ...) tensor whose last dim (and, for 4-D, the last two) are contiguous -> pointer, strides."""
+    return _p(t), t.stride(0), t.stride(1)
+
+
+def _pm_ok(t) -> bool:
+    return t.dtype == torch.float32 and t.stride(-1) == 1 and (t.dim() == 3 or t.stride(-2) == t.shape[-1])
+
+
+def _float_pm(t):
+    t = t.float()
+    return t if _pm_ok(t) else t.contiguous()
+
+
+class _ScanCore(torch.autograd.Function):
+    """Σ_n C h of the recurrence for each direction in ``directions`` (summed), and each direction's last state.
+
+    dt, u (batch, L, D) float32 with unit channel stride; B, C (batch, L, G, N) float32; A (D, N);
+    h0 (batch, D, N) or None (the same initial state for every direction)."""
+
+    @staticmethod
+    def forward(ctx, dt, u, B, C, A, h0, directions, save):
+        lib = _library()
+        batch, length, dim = dt.shape
+        groups, state = B.shape[2], B.shape[3]
+        At = A.float().t().contiguous()  # (N, D)
+        y = dt.new_zeros(batch, length, dim)
+        n_blocks = -(-length // BLOCK_LEN)
+        lasts, all_starts = [], []
+        for reverse in directions:
+            h = (dt.new_zeros(batch, state, dim) if h0 is None
+                 else h0.float().transpose(1, 2).contiguous())  # (batch, N, D)
+            starts = dt.new_empty(n_blocks, batch, state, dim) if save else None
+
+            def call(lo, hi, reverse=reverse, h=h, starts=starts):
+                rc = lib.ssm_fwd(batch, length, dim, state, groups, *_rows(dt), *_rows(u), *_rows(B), *_rows(C),
+                                 _p(At), *_rows(y), 1, _p(h), _p(starts) if starts is not None else None,
+                                 BLOCK_LEN, int(reverse), lo, hi)
+                if rc:
+                    raise RuntimeError("selective scan cpu kernel failed")
+
+            if length:
+                _map(call, _ranges(dim, dim // groups))
+            lasts.append(h.transpose(1, 2))
+            all_starts.append(starts)
+        if save:
+            ctx.save_for_backward(dt, u, B, C, At, *all_starts)
+            ctx.directions = directions
+            ctx.has_h0 = h0 is not None
+        return (y, *lasts)
+
+    @staticmethod
+    def backward(ctx, gy, *g_lasts):
+        lib = _library()
+        dt, u, B, C, At, *all_starts = ctx.saved_tensors
+        batch, length, dim = dt.shape
+        groups, state = B.shape[2], B.shape[3]
+        gy = dt.new_zeros(batch, length, dim) if gy is None else _float_pm(gy)
+        g_dt = torch.zeros_like(dt, memory_format=torch.contiguous_format)
+        g_u = torch.zeros_like(g_dt)
+        g_At = dt.new_zeros(state, dim)
+        ranges = _ranges(dim, dim // groups)
+        g_B_parts = [B.new_zeros(B.shape) for _ in ranges]
+        g_C_parts = [B.new_zeros(B.shape) for _ in ranges]
+        work = [dt.new_empty(2 * BLOCK_LEN * MAX_STATE * TILE) for _ in ranges]
+        g_h0 = dt.new_zeros(batch, state, dim) if ctx.has_h0 else None
+        for reverse, starts, g_last in zip(ctx.directions, all_starts, g_lasts):
+            mu = (dt.new_zeros(batch, state, dim) if g_last is None
+                  else g_last.float().transpose(1, 2).contiguous())
+
+            def call(i, reverse=reverse, starts=starts, mu=mu):
+                lo, hi = ranges[i]
+                rc = lib.ssm_bwd(batch, length, dim, state, groups, *_rows(dt), *_rows(u), *_rows(B), *_rows(C),
+                                 _p(At), *_rows(gy), _p(starts), BLOCK_LEN, _p(mu), *_rows(g_dt), *_rows(g_u),
+                                 *_rows(g_B_parts[i]), *_rows(g_C_parts[i]), _p(g_At), _p(work[i]),
+                                 int(reverse), lo, hi)
+                if rc:
+                    raise RuntimeError("selective scan cpu kernel failed")
+
+            if length:
+                _map(lambda i, _: call(i), [(i, None) for i in range(len(ranges))])
+            if g_h0 is not None:
+                g_h0 += mu
+        g_B, g_C = g_B_parts[0], g_C_parts[0]
+        for gb, gc in zip(g_B_parts[1:], g_C_parts[1:]):
+            g_B += gb
+            g_C += gc
+        return (g_dt, g_u, g_B, g_C, g_At.t(), None if g_h0 is None else g_h0.transpose(1, 2), None, None)
+
+
+def _save_for_backward(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def supports(dim: int, state: int, groups: int = 1) -> bool:
+    return state <= MAX_STATE and dim % groups == 0
+
+
+def scan_core(dt, u, A, B, C, initial_state=None, directions=(False,)):
+    """The recurrence alone, position-major: dt, u (batch, L, D), B, C (batch, L, G, N) -> (y, *last states)."""
+    dt, u, B, C = _float_pm(dt), _float_pm(u), _float_pm(B), _float_pm(C)
+    save = _save_for_backward(dt, u, A, B, C, initial_state)
+    return _ScanCore.apply(dt, u, B, C, A, initial_state, tuple(bool(r) for r in directions), save)
+
+
+def ssm_scan_pm(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, *, directions=(False,),
+                initial_state=None, return_last_state=False):
+    """Gated selective scan in the model's layout: u, delta, z (batch, L, dim), B, C (batch, L, state) or
+    (batch, L, groups, state); A (dim, state), D, delta_bias (dim,).
+
+    Returns Σ over ``directions`` (False: forward, True: reverse) of (y + D·u)·silu(z), (batch, L, dim) in
+    u's dtype; with ``return_last_state`` also each direction's last state (batch, dim, state)."""
+    dtype = u.dtype
+    dt = delta.float()
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()
+    if delta_softplus:
+        dt = F.softplus(dt)
+    if B.dim() == 3:
+        B, C = B.unsqueeze(2), C.unsqueeze(2)
+    uf = u.float()
+    y, *lasts = scan_core(dt, uf, A, B, C, initial_state, directions)
+    if D is not None:
+        y = y + (len(directions) * D.float()) * uf
+    if z is not None:
+        y = y * F.silu(z.float())
+    y = y.to(dtype)
+    return (y, *lasts) if return_last_state else y
+
+
+def selective_scan_cpu(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False,
+    *, reverse=False, initial_state=None,
+):
+    """Same arguments and results as :func:`~genossm.ops.selective_scan.reference.selective_scan_ref`."""
+    from genossm.ops.selective_scan.chunked import _check_shapes
+
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if not available():
+        raise RuntimeError(f"the cpu selective-scan backend is unavailable: {unavailable_reason()}")
+    if A.shape[1] > MAX_STATE:
+        raise ValueError(f"the cpu backend supports at most {MAX_STATE} states, got {A.shape[1]}")
+    pm = lambda t: None if t is None else t.transpose(1, 2)  # noqa: E731  (batch, dim, L) -> (batch, L, dim)
+    pm_bc = lambda t: t.permute(0, 2, 1) if t.dim() == 3 else t.permute(0, 3, 1, 2)  # noqa: E731
+    out, last = ssm_scan_pm(pm(u), pm(delta), A, pm_bc(B), pm_bc(C), D, pm(z), delta_bias, delta_softplus,
+                            directions=(reverse,), initial_state=initial_state, return_last_state=True)
+    out = out.transpose(1, 2).contiguous()
+    return (out, last) if return_last_state else out
+
+
+__all__ = ["selective_scan_cpu", "ssm_scan_pm", "scan_core", "available", "unavailable_reason", "supports"]

@@ -1,0 +1,242 @@
+/* The selective-scan recurrence as one fused CPU loop (the "cpu" backend; see cpu.py).
+
+   h_t[n] = exp(dt_t A[n]) h_{t-1}[n] + dt_t u_t B_t[n],   y_t = sum_n C_t[n] h_t[n]
+
+   for every (batch, channel), position-major: dt, u, y, gy, g_dt, g_u are (batch, L, D) with unit stride
+   over channels, B, C (batch, L, G, N), A (N, D) (channels innermost), states (batch, N, D). Channels are
+   processed in tiles of up to TILE within one B/C group, the tile's state held in a small local array,
+   so every step is a handful of TILE-wide vector operations and the state never leaves L1. exp is a
+   polynomial (Cephes' expf, under 2 ulp) on arguments clamped to [-87, 88]: a decay below e^-87
+   multiplies the state by less than 1e-37 either way (the chunked backend clamps the same way).
+
+   Plain C, no dependency: compiled once per machine by cpu.py and called through ctypes, one call per
+   thread on disjoint channel ranges [d_lo, d_hi). */
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define TILE 16
+#define MAX_STATE 64
+
+typedef int64_t i64;
+
+static inline float fexp(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float k = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)k + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* position index of step k of a scan over [0, L) */
+static inline i64 pos(i64 k, i64 L, int reverse) { return reverse ? L - 1 - k : k; }
+
+/* One tile of w channels starting at d0 (w == TILE lets the compiler vectorise the lane loops). */
+static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
+                            const float *dt, i64 dt_st, const float *u, i64 u_st,
+                            const float *Bm, i64 B_st, const float *Cm, i64 C_st, const float *A,
+                            float *y, i64 y_st, int accumulate, float *h, float *starts, i64 starts_step,
+                            i64 block_len, int reverse) {
+    float hs[MAX_STATE][TILE], dtv[TILE], duv[TILE], yv[TILE];
+    for (i64 n = 0; n < N; n++)
+        for (int l = 0; l < w; l++) hs[n][l] = h[n * D + l];
+    for (i64 k = 0; k < L; k++) {
+        i64 t = pos(k, L, reverse);
+        if (starts && k % block_len == 0) {
+            float *s = starts + (k / block_len) * starts_step;
+            for (i64 n = 0; n < N; n++)
+                for (int l = 0; l < w; l++) s[n * D + l] = hs[n][l];
+        }
+        const float *dtt = dt + t * dt_st, *ut = u + t * u_st;
+        const float *Bt = Bm + t * B_st + gN, *Ct = Cm + t * C_st + gN;
+        for (int l = 0; l < w; l++) {
+            dtv[l] = dtt[l];
+            duv[l] = dtt[l] * ut[l];
+            yv[l] = 0.0f;
+        }
+        for (i64 n = 0; n < N; n++) {
+            const float bn = Bt[n], cn = Ct[n];
+            const float *An = A + n * D;
+            for (int l = 0; l < w; l++) {
+                float v = fexp(dtv[l] * An[l]) * hs[n][l] + bn * duv[l];
+                hs[n][l] = v;
+                yv[l] += cn * v;
+            }
+        }
+        float *yt = y + t * y_st;
+        if (accumulate)
+            for (int l = 0; l < w; l++) yt[l] += yv[l];
+        else
+            for (int l = 0; l < w; l++) yt[l] = yv[l];
+    }
+    for (i64 n = 0; n < N; n++)
+        for (int l = 0; l < w; l++) h[n * D + l] = hs[n][l];
+}
+
+/* Forward over channels [d_lo, d_hi) of every batch row. h (batch, N, D): initial state in, last state out.
+   starts, when not NULL, receives the state before each block of block_len steps (in scan order):
+   (n_blocks, batch, N, D). Returns 0, or -1 when the state size exceeds MAX_STATE. */
+int ssm_fwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
+            const float *dt, i64 dt_sb, i64 dt_st, const float *u, i64 u_sb, i64 u_st,
+            const float *Bm, i64 B_sb, i64 B_st, const float *Cm, i64 C_sb, i64 C_st,
+            const float *A, float *y, i64 y_sb, i64 y_st, int accumulate,
+            float *h, float *starts, i64 block_len, int reverse, i64 d_lo, i64 d_hi) {
+    if (N > MAX_STATE) return -1;
+    const i64 per_group = D / G;
+    for (i64 b = 0; b < batch; b++) {
+        for (i64 d0 = d_lo; d0 < d_hi;) {
+            i64 group_end = (d0 / per_group + 1) * per_group;
+            i64 end = d0 + TILE < d_hi ? d0 + TILE : d_hi;
+            if (end > group_end) end = group_end;
+            const int w = (int)(end - d0);
+            const i64 gN = (d0 / per_group) * N;
+            float *st = starts ? starts + b * N * D + d0 : 0;
+            const i64 starts_step = batch * N * D;
+            if (w == TILE)
+                fwd_tile(TILE, L, D, N, gN, dt + b * dt_sb + d0, dt_st, u + b * u_sb + d0, u_st,
+                         Bm + b * B_sb, B_st, Cm + b * C_sb, C_st, A + d0, y + b * y_sb + d0, y_st,
+                         accumulate, h + b * N * D + d0, st, starts_step, block_len, reverse);
+            else
+                fwd_tile(w, L, D, N, gN, dt + b * dt_sb + d0, dt_st, u + b * u_sb + d0, u_st,
+                         Bm + b * B_sb, B_st, Cm + b * C_sb, C_st, A + d0, y + b * y_sb + d0, y_st,
+                         accumulate, h + b * N * D + d0, st, starts_step, block_len, reverse);
+            d0 = end;
+        }
+    }
+    return 0;
+}
+
+/* Backward of one tile. work holds 2 * block_len * MAX_STATE * TILE floats (the block's states and decays).
+   mu (N, D-strided) is the adjoint carried into the block from the later steps; on return, the adjoint of
+   the state before the first step (the initial state's gradient). */
+static inline void bwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
+                            const float *dt, i64 dt_st, const float *u, i64 u_st,
+                            const float *Bm, i64 B_st, const float *Cm, i64 C_st, const float *A,
+                            const float *gy, i64 gy_st, const float *starts, i64 starts_step, i64 block_len,
+                            float *mu, float *g_dt, i64 gdt_st, float *g_u, i64 gu_st,
+                            float *g_B, i64 gB_st, float *g_C, i64 gC_st, float *g_A,
+                            float *work, int reverse) {
+    float (*hb)[MAX_STATE][TILE] = (float (*)[MAX_STATE][TILE])work;
+    float (*ab)[MAX_STATE][TILE] = (float (*)[MAX_STATE][TILE])(work + block_len * MAX_STATE * TILE);
+    float lam[MAX_STATE][TILE], gA[MAX_STATE][TILE], hprev[TILE];
+    float dtv[TILE], duv[TILE], gv[TILE], gdu[TILE], gdtA[TILE];
+    for (i64 n = 0; n < N; n++)
+        for (int l = 0; l < w; l++) {
+            lam[n][l] = mu[n * D + l];
+            gA[n][l] = 0.0f;
+        }
+    const i64 n_blocks = (L + block_len - 1) / block_len;
+    for (i64 j = n_blocks - 1; j >= 0; j--) {
+        const i64 k0 = j * block_len, k1 = k0 + block_len < L ? k0 + block_len : L;
+        const float *s = starts + j * starts_step;
+        /* recompute the block's states and decays from its start state */
+        for (i64 k = k0; k < k1; k++) {
+            i64 t = pos(k, L, reverse), kk = k - k0;
+            const float *dtt = dt + t * dt_st, *ut = u + t * u_st, *Bt = Bm + t * B_st + gN;
+            for (int l = 0; l < w; l++) {
+                dtv[l] = dtt[l];
+                duv[l] = dtt[l] * ut[l];
+            }
+            for (i64 n = 0; n < N; n++) {
+                const float bn = Bt[n];
+                const float *An = A + n * D;
+                for (int l = 0; l < w; l++) {
+                    float prev = kk ? hb[kk - 1][n][l] : s[n * D + l];
+                    float a = fexp(dtv[l] * An[l]);
+                    ab[kk][n][l] = a;
+                    hb[kk][n][l] = a * prev + bn * duv[l];
+                }
+            }
+        }
+        /* adjoint, backwards through the block */
+        for (i64 k = k1 - 1; k >= k0; k--) {
+            i64 t = pos(k, L, reverse), kk = k - k0;
+            const float *dtt = dt + t * dt_st, *ut = u + t * u_st, *gyt = gy + t * gy_st;
+            const float *Bt = Bm + t * B_st + gN, *Ct = Cm + t * C_st + gN;
+            float *gBt = g_B + t * gB_st + gN, *gCt = g_C + t * gC_st + gN;
+            for (int l = 0; l < w; l++) {
+                dtv[l] = dtt[l];
+                duv[l] = dtt[l] * ut[l];
+                gv[l] = gyt[l];
+                gdu[l] = 0.0f;
+                gdtA[l] = 0.0f;
+            }
+            for (i64 n = 0; n < N; n++) {
+                const float bn = Bt[n], cn = Ct[n];
+                const float *An = A + n * D;
+                float sc = 0.0f, sb = 0.0f;
+                for (int l = 0; l < w; l++) hprev[l] = kk ? hb[kk - 1][n][l] : s[n * D + l];
+                for (int l = 0; l < w; l++) {
+                    float lm = lam[n][l] + cn * gv[l];
+                    sc += gv[l] * hb[kk][n][l];
+                    sb += lm * duv[l];
+                    gdu[l] += bn * lm;
+                    float a = ab[kk][n][l];
+                    float K = lm * a * hprev[l];
+                    gdtA[l] += K * An[l];
+                    gA[n][l] += K * dtv[l];
+                    lam[n][l] = lm * a;
+                }
+                gCt[n] += sc;
+                gBt[n] += sb;
+            }
+            float *gdtt = g_dt + t * gdt_st, *gut = g_u + t * gu_st;
+            for (int l = 0; l < w; l++) {
+                gdtt[l] += gdtA[l] + gdu[l] * ut[l];
+                gut[l] += gdu[l] * dtv[l];
+            }
+        }
+    }
+    for (i64 n = 0; n < N; n++)
+        for (int l = 0; l < w; l++) {
+            mu[n * D + l] = lam[n][l];
+            g_A[n * D + l] += gA[n][l];
+        }
+}
+
+/* Backward over channels [d_lo, d_hi): accumulates into g_dt, g_u (batch, L, D), g_A (N, D), and into this
+   call's own g_B, g_C (batch, L, G, N) (summed over channels, so each thread gets its own). mu (batch, N, D):
+   the gradient of the last state in (zeros for none), the gradient of the initial state out. */
+int ssm_bwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
+            const float *dt, i64 dt_sb, i64 dt_st, const float *u, i64 u_sb, i64 u_st,
+            const float *Bm, i64 B_sb, i64 B_st, const float *Cm, i64 C_sb, i64 C_st,
+            const float *A, const float *gy, i64 gy_sb, i64 gy_st,
+            const float *starts, i64 block_len, float *mu,
+            float *g_dt, i64 gdt_sb, i64 gdt_st, float *g_u, i64 gu_sb, i64 gu_st,
+            float *g_B, i64 gB_sb, i64 gB_st, float *g_C, i64 gC_sb, i64 gC_st, float *g_A,
+            float *work, int reverse, i64 d_lo, i64 d_hi) {
+    if (N > MAX_STATE) return -1;
+    const i64 per_group = D / G;
+    const i64 starts_step = batch * N * D;
+    for (i64 b = 0; b < batch; b++) {
+        for (i64 d0 = d_lo; d0 < d_hi;) {
+            i64 group_end = (d0 / per_group + 1) * per_group;
+            i64 end = d0 + TILE < d_hi ? d0 + TILE : d_hi;
+            if (end > group_end) end = group_end;
+            const int w = (int)(end - d0);
+            const i64 gN = (d0 / per_group) * N;
+#define BWD_ARGS                                                                                          \
+    L, D, N, gN, dt + b * dt_sb + d0, dt_st, u + b * u_sb + d0, u_st, Bm + b * B_sb, B_st, Cm + b * C_sb,  \
+        C_st, A + d0, gy + b * gy_sb + d0, gy_st, starts + b * N * D + d0, starts_step, block_len,        \
+        mu + b * N * D + d0, g_dt + b * gdt_sb + d0, gdt_st, g_u + b * gu_sb + d0, gu_st, g_B + b * gB_sb, \
+        gB_st, g_C + b * gC_sb, gC_st, g_A + d0, work, reverse
+            if (w == TILE)
+                bwd_tile(TILE, BWD_ARGS);
+            else
+                bwd_tile(w, BWD_ARGS);
+#undef BWD_ARGS
+            d0 = end;
+        }
+    }
+    return 0;
+}
