@@ -105,6 +105,8 @@ def _build() -> ctypes.CDLL:
                                                               ctypes.c_int, i64, i64]
     lib.ssm_bwd.argtypes = ([i64] * 5 + [ptr, i64, i64] * 4 + [ptr, ptr, i64, i64, ptr, i64, ptr]
                             + [ptr, i64, i64] * 4 + [ptr, ptr, ctypes.c_int, i64, i64])
+    lib.conv_silu.restype = ctypes.c_int
+    lib.conv_silu.argtypes = [i64] * 5 + [ptr, i64, i64, ptr, ptr] + [ptr, i64, i64] * 3 + [ptr, ptr, i64, i64]
     return lib
 
 
@@ -250,6 +252,57 @@ class _ScanCore(torch.autograd.Function):
         return (g_dt, g_u, g_B, g_C, g_At.t(), None if g_h0 is None else g_h0.transpose(1, 2), None, None)
 
 
+class _ConvSilu(torch.autograd.Function):
+    """silu(depthwise conv(x) + bias) along positions of x (batch, L, E); taps w (K, E), tap k reading
+    position t + k - left. The backward recomputes the pre-activation instead of keeping it."""
+
+    @staticmethod
+    def forward(ctx, x, w, bias, left):
+        lib = _library()
+        batch, length, dim = x.shape
+        K = w.shape[0]
+        out = x.new_empty(batch, length, dim)
+
+        def call(lo, hi):
+            if lib.conv_silu(batch, length, dim, K, left, *_rows(x), _p(w), _p(bias), None, 0, 0, *_rows(out),
+                             None, 0, 0, None, None, lo, hi):
+                raise RuntimeError("conv cpu kernel failed")
+
+        if length:
+            _map(call, _ranges(dim, dim))
+        ctx.save_for_backward(x, w, bias)
+        ctx.left = left
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        lib = _library()
+        x, w, bias = ctx.saved_tensors
+        batch, length, dim = x.shape
+        K = w.shape[0]
+        g = _float_pm(g)
+        g_x = x.new_zeros(batch, length, dim)
+        g_w = w.new_zeros(K, dim)
+        g_b = bias.new_zeros(dim)
+
+        def call(lo, hi):
+            if lib.conv_silu(batch, length, dim, K, ctx.left, *_rows(x), _p(w), _p(bias), *_rows(g), None, 0, 0,
+                             *_rows(g_x), _p(g_w), _p(g_b), lo, hi):
+                raise RuntimeError("conv cpu kernel failed")
+
+        if length:
+            _map(call, _ranges(dim, dim))
+        return g_x, g_w, g_b, None
+
+
+def conv_silu_pm(x, w, bias, left: int):
+    """silu(bias + Σ_k w[k] x[t + k - left]) for x (batch, L, E) (unit channel stride; zeros outside the
+    sequence), w (K, E), bias (E,): the depthwise conv of a Mamba branch, position-major. Returns x's dtype."""
+    dtype = x.dtype
+    out = _ConvSilu.apply(_float_pm(x), w.float().contiguous(), bias.float().contiguous(), int(left))
+    return out.to(dtype)
+
+
 def _save_for_backward(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -310,4 +363,4 @@ def selective_scan_cpu(
     return (out, last) if return_last_state else out
 
 
-__all__ = ["selective_scan_cpu", "ssm_scan_pm", "scan_core", "available", "unavailable_reason", "supports"]
+__all__ = ["selective_scan_cpu", "ssm_scan_pm", "conv_silu_pm", "scan_core", "available", "unavailable_reason", "supports"]
