@@ -18,6 +18,7 @@
 
 #define TILE 16
 #define MAX_STATE 64
+#define PREFETCH 8 /* rows ahead */
 
 typedef int64_t i64;
 
@@ -59,6 +60,12 @@ static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
         }
         const float *dtt = dt + t * dt_st, *ut = u + t * u_st;
         const float *Bt = Bm + t * B_st + gN, *Ct = Cm + t * C_st + gN;
+        if (k + PREFETCH < L) { /* rows are a page or more apart: the hardware prefetcher does not follow */
+            i64 tp = pos(k + PREFETCH, L, reverse);
+            __builtin_prefetch(dt + tp * dt_st);
+            __builtin_prefetch(u + tp * u_st);
+            __builtin_prefetch(y + tp * y_st, 1);
+        }
         for (int l = 0; l < w; l++) {
             dtv[l] = dtt[l];
             duv[l] = dtt[l] * ut[l];
@@ -143,6 +150,11 @@ static inline void bwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
         for (i64 k = k0; k < k1; k++) {
             i64 t = pos(k, L, reverse), kk = k - k0;
             const float *dtt = dt + t * dt_st, *ut = u + t * u_st, *Bt = Bm + t * B_st + gN;
+            if (k + PREFETCH < k1) {
+                i64 tp = pos(k + PREFETCH, L, reverse);
+                __builtin_prefetch(dt + tp * dt_st);
+                __builtin_prefetch(u + tp * u_st);
+            }
             for (int l = 0; l < w; l++) {
                 dtv[l] = dtt[l];
                 duv[l] = dtt[l] * ut[l];
@@ -164,6 +176,12 @@ static inline void bwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
             const float *dtt = dt + t * dt_st, *ut = u + t * u_st, *gyt = gy + t * gy_st;
             const float *Bt = Bm + t * B_st + gN, *Ct = Cm + t * C_st + gN;
             float *gBt = g_B + t * gB_st + gN, *gCt = g_C + t * gC_st + gN;
+            if (k - PREFETCH >= k0) {
+                i64 tp = pos(k - PREFETCH, L, reverse);
+                __builtin_prefetch(gy + tp * gy_st);
+                __builtin_prefetch(g_dt + tp * gdt_st, 1);
+                __builtin_prefetch(g_u + tp * gu_st, 1);
+            }
             for (int l = 0; l < w; l++) {
                 dtv[l] = dtt[l];
                 duv[l] = dtt[l] * ut[l];
@@ -246,70 +264,57 @@ int ssm_bwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
    The Mamba branch's short conv (cpu.py: conv_silu_pm) in the layout of the scan, without transposes. */
 static inline float fsigmoid(float a) { return 1.0f / (1.0f + fexp(-a)); }
 
-static inline void conv_tile(const int w, i64 L, i64 E, i64 K, i64 left, const float *x, i64 x_st,
-                             const float *wt, const float *bias, const float *g, i64 g_st, float *out,
-                             i64 o_st, float *g_x, i64 gx_st, float *g_w, float *g_b) {
-    float acc[TILE], gw[16 * TILE], gb[TILE];
-    if (g)
+/* One position t of channels [0, w) (w == TILE: the vectorised case). */
+static inline void conv_row(const int w, i64 t, i64 L, i64 E, i64 K, i64 left, const float *x, i64 x_st,
+                            const float *wt, const float *bias, const float *g, float *out, float *g_x,
+                            i64 gx_st, float *g_w, float *g_b) {
+    float acc[TILE];
+    for (int l = 0; l < w; l++) acc[l] = bias[l];
+    for (i64 k = 0; k < K; k++) {
+        i64 s = t + k - left;
+        if (s < 0 || s >= L) continue;
+        const float *xs = x + s * x_st, *wk = wt + k * E;
+        for (int l = 0; l < w; l++) acc[l] += wk[l] * xs[l];
+    }
+    if (!g) {
+        for (int l = 0; l < w; l++) out[l] = acc[l] * fsigmoid(acc[l]);
+        return;
+    }
+    for (int l = 0; l < w; l++) {
+        float sg = fsigmoid(acc[l]);
+        acc[l] = g[l] * sg * (1.0f + acc[l] * (1.0f - sg)); /* now the gradient of the pre-activation */
+        g_b[l] += acc[l];
+    }
+    for (i64 k = 0; k < K; k++) {
+        i64 s = t + k - left;
+        if (s < 0 || s >= L) continue;
+        const float *xs = x + s * x_st, *wk = wt + k * E;
+        float *gxs = g_x + s * gx_st, *gwk = g_w + k * E;
         for (int l = 0; l < w; l++) {
-            gb[l] = 0.0f;
-            for (i64 k = 0; k < K; k++) gw[k * TILE + l] = 0.0f;
-        }
-    for (i64 t = 0; t < L; t++) {
-        for (int l = 0; l < w; l++) acc[l] = bias ? bias[l] : 0.0f;
-        for (i64 k = 0; k < K; k++) {
-            i64 s = t + k - left;
-            if (s < 0 || s >= L) continue;
-            const float *xs = x + s * x_st, *wk = wt + k * E;
-            for (int l = 0; l < w; l++) acc[l] += wk[l] * xs[l];
-        }
-        if (!g) {
-            float *o = out + t * o_st;
-            for (int l = 0; l < w; l++) o[l] = acc[l] * fsigmoid(acc[l]);
-            continue;
-        }
-        const float *gt = g + t * g_st;
-        for (int l = 0; l < w; l++) {
-            float sg = fsigmoid(acc[l]);
-            acc[l] = gt[l] * sg * (1.0f + acc[l] * (1.0f - sg)); /* now the gradient of the pre-activation */
-            gb[l] += acc[l];
-        }
-        for (i64 k = 0; k < K; k++) {
-            i64 s = t + k - left;
-            if (s < 0 || s >= L) continue;
-            const float *xs = x + s * x_st, *wk = wt + k * E;
-            float *gxs = g_x + s * gx_st;
-            for (int l = 0; l < w; l++) {
-                gxs[l] += wk[l] * acc[l];
-                gw[k * TILE + l] += acc[l] * xs[l];
-            }
+            gxs[l] += wk[l] * acc[l];
+            gwk[l] += acc[l] * xs[l];
         }
     }
-    if (g)
-        for (int l = 0; l < w; l++) {
-            g_b[l] += gb[l];
-            for (i64 k = 0; k < K; k++) g_w[k * E + l] += gw[k * TILE + l];
-        }
 }
 
-/* g == NULL: forward into out. Otherwise backward: accumulates into g_x (batch, L, E), g_w (K, E), g_b (E).
-   K is at most 16. */
+/* g == NULL: forward into out. Otherwise backward: accumulates into g_x (batch, L, E), g_w (K, E), g_b (E). */
 int conv_silu(i64 batch, i64 L, i64 E, i64 K, i64 left, const float *x, i64 x_sb, i64 x_st, const float *wt,
               const float *bias, const float *g, i64 g_sb, i64 g_st, float *out, i64 o_sb, i64 o_st,
               float *g_x, i64 gx_sb, i64 gx_st, float *g_w, float *g_b, i64 e_lo, i64 e_hi) {
-    if (K > 16) return -1;
+    /* positions outermost, so rows are read front to back (the tap accumulators are the thread's own) */
     for (i64 b = 0; b < batch; b++)
-        for (i64 e0 = e_lo; e0 < e_hi; e0 += TILE) {
-            const int w = e_hi - e0 < TILE ? (int)(e_hi - e0) : TILE;
-#define CONV_ARGS                                                                                            \
-    L, E, K, left, x + b * x_sb + e0, x_st, wt + e0, bias ? bias + e0 : 0, g ? g + b * g_sb + e0 : 0, g_st,   \
-        g ? 0 : out + b * o_sb + e0, o_st, g ? g_x + b * gx_sb + e0 : 0, gx_st, g ? g_w + e0 : 0,            \
+        for (i64 t = 0; t < L; t++)
+            for (i64 e0 = e_lo; e0 < e_hi; e0 += TILE) {
+                const int w = e_hi - e0 < TILE ? (int)(e_hi - e0) : TILE;
+#define CONV_ARGS                                                                                          \
+    t, L, E, K, left, x + b * x_sb + e0, x_st, wt + e0, bias + e0, g ? g + b * g_sb + t * g_st + e0 : 0,   \
+        g ? 0 : out + b * o_sb + t * o_st + e0, g ? g_x + b * gx_sb + e0 : 0, gx_st, g ? g_w + e0 : 0,     \
         g ? g_b + e0 : 0
-            if (w == TILE)
-                conv_tile(TILE, CONV_ARGS);
-            else
-                conv_tile(w, CONV_ARGS);
+                if (w == TILE)
+                    conv_row(TILE, CONV_ARGS);
+                else
+                    conv_row(w, CONV_ARGS);
 #undef CONV_ARGS
-        }
+            }
     return 0;
 }
