@@ -19,6 +19,12 @@
 #define TILE 16
 #define MAX_STATE 64
 #define PREFETCH 8 /* rows ahead */
+/* keeps gcc from unrolling a TILE-long lane loop into scalar code before it is vectorised */
+#if defined(__GNUC__) && !defined(__clang__)
+#define LANES _Pragma("GCC unroll 1")
+#else
+#define LANES
+#endif
 
 typedef int64_t i64;
 
@@ -50,13 +56,13 @@ static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
                             i64 block_len, int reverse) {
     float hs[MAX_STATE][TILE], dtv[TILE], duv[TILE], yv[TILE];
     for (i64 n = 0; n < N; n++)
-        for (int l = 0; l < w; l++) hs[n][l] = h[n * D + l];
+        LANES for (int l = 0; l < w; l++) hs[n][l] = h[n * D + l];
     for (i64 k = 0; k < L; k++) {
         i64 t = pos(k, L, reverse);
         if (starts && k % block_len == 0) {
             float *s = starts + (k / block_len) * starts_step;
             for (i64 n = 0; n < N; n++)
-                for (int l = 0; l < w; l++) s[n * D + l] = hs[n][l];
+                LANES for (int l = 0; l < w; l++) s[n * D + l] = hs[n][l];
         }
         const float *dtt = dt + t * dt_st, *ut = u + t * u_st;
         const float *Bt = Bm + t * B_st + gN, *Ct = Cm + t * C_st + gN;
@@ -66,7 +72,7 @@ static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
             __builtin_prefetch(u + tp * u_st);
             __builtin_prefetch(y + tp * y_st, 1);
         }
-        for (int l = 0; l < w; l++) {
+        LANES for (int l = 0; l < w; l++) {
             dtv[l] = dtt[l];
             duv[l] = dtt[l] * ut[l];
             yv[l] = 0.0f;
@@ -74,7 +80,7 @@ static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
         for (i64 n = 0; n < N; n++) {
             const float bn = Bt[n], cn = Ct[n];
             const float *An = A + n * D;
-            for (int l = 0; l < w; l++) {
+            LANES for (int l = 0; l < w; l++) {
                 float v = fexp(dtv[l] * An[l]) * hs[n][l] + bn * duv[l];
                 hs[n][l] = v;
                 yv[l] += cn * v;
@@ -82,12 +88,12 @@ static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
         }
         float *yt = y + t * y_st;
         if (accumulate)
-            for (int l = 0; l < w; l++) yt[l] += yv[l];
+            LANES for (int l = 0; l < w; l++) yt[l] += yv[l];
         else
-            for (int l = 0; l < w; l++) yt[l] = yv[l];
+            LANES for (int l = 0; l < w; l++) yt[l] = yv[l];
     }
     for (i64 n = 0; n < N; n++)
-        for (int l = 0; l < w; l++) h[n * D + l] = hs[n][l];
+        LANES for (int l = 0; l < w; l++) h[n * D + l] = hs[n][l];
 }
 
 /* Forward over channels [d_lo, d_hi) of every batch row. h (batch, N, D): initial state in, last state out.
@@ -138,7 +144,7 @@ static inline void bwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
     float lam[MAX_STATE][TILE], gA[MAX_STATE][TILE], hprev[TILE];
     float dtv[TILE], duv[TILE], gv[TILE], gdu[TILE], gdtA[TILE];
     for (i64 n = 0; n < N; n++)
-        for (int l = 0; l < w; l++) {
+        LANES for (int l = 0; l < w; l++) {
             lam[n][l] = mu[n * D + l];
             gA[n][l] = 0.0f;
         }
@@ -155,14 +161,14 @@ static inline void bwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
                 __builtin_prefetch(dt + tp * dt_st);
                 __builtin_prefetch(u + tp * u_st);
             }
-            for (int l = 0; l < w; l++) {
+            LANES for (int l = 0; l < w; l++) {
                 dtv[l] = dtt[l];
                 duv[l] = dtt[l] * ut[l];
             }
             for (i64 n = 0; n < N; n++) {
                 const float bn = Bt[n];
                 const float *An = A + n * D;
-                for (int l = 0; l < w; l++) {
+                LANES for (int l = 0; l < w; l++) {
                     float prev = kk ? hb[kk - 1][n][l] : s[n * D + l];
                     float a = fexp(dtv[l] * An[l]);
                     ab[kk][n][l] = a;
@@ -182,7 +188,7 @@ static inline void bwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
                 __builtin_prefetch(g_dt + tp * gdt_st, 1);
                 __builtin_prefetch(g_u + tp * gu_st, 1);
             }
-            for (int l = 0; l < w; l++) {
+            LANES for (int l = 0; l < w; l++) {
                 dtv[l] = dtt[l];
                 duv[l] = dtt[l] * ut[l];
                 gv[l] = gyt[l];
@@ -193,8 +199,8 @@ static inline void bwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
                 const float bn = Bt[n], cn = Ct[n];
                 const float *An = A + n * D;
                 float sc = 0.0f, sb = 0.0f;
-                for (int l = 0; l < w; l++) hprev[l] = kk ? hb[kk - 1][n][l] : s[n * D + l];
-                for (int l = 0; l < w; l++) {
+                LANES for (int l = 0; l < w; l++) hprev[l] = kk ? hb[kk - 1][n][l] : s[n * D + l];
+                LANES for (int l = 0; l < w; l++) {
                     float lm = lam[n][l] + cn * gv[l];
                     sc += gv[l] * hb[kk][n][l];
                     sb += lm * duv[l];
@@ -209,14 +215,14 @@ static inline void bwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
                 gBt[n] += sb;
             }
             float *gdtt = g_dt + t * gdt_st, *gut = g_u + t * gu_st;
-            for (int l = 0; l < w; l++) {
+            LANES for (int l = 0; l < w; l++) {
                 gdtt[l] += gdtA[l] + gdu[l] * ut[l];
                 gut[l] += gdu[l] * dtv[l];
             }
         }
     }
     for (i64 n = 0; n < N; n++)
-        for (int l = 0; l < w; l++) {
+        LANES for (int l = 0; l < w; l++) {
             mu[n * D + l] = lam[n][l];
             g_A[n * D + l] += gA[n][l];
         }
@@ -264,23 +270,34 @@ int ssm_bwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
    The Mamba branch's short conv (cpu.py: conv_silu_pm) in the layout of the scan, without transposes. */
 static inline float fsigmoid(float a) { return 1.0f / (1.0f + fexp(-a)); }
 
-/* One position t of channels [0, w) (w == TILE: the vectorised case). */
-static inline void conv_row(const int w, i64 t, i64 L, i64 E, i64 K, i64 left, const float *x, i64 x_st,
-                            const float *wt, const float *bias, const float *g, float *out, float *g_x,
-                            i64 gx_st, float *g_w, float *g_b) {
+/* One position t of channels [0, w) (w == TILE: the vectorised case). Pointers do not alias. */
+static inline void conv_row_fwd(const int w, i64 t, i64 L, i64 E, i64 K, i64 left,
+                                const float *restrict x, i64 x_st, const float *restrict wt,
+                                const float *restrict bias, float *restrict out) {
     float acc[TILE];
-    for (int l = 0; l < w; l++) acc[l] = bias[l];
+    LANES for (int l = 0; l < w; l++) acc[l] = bias[l];
     for (i64 k = 0; k < K; k++) {
         i64 s = t + k - left;
         if (s < 0 || s >= L) continue;
-        const float *xs = x + s * x_st, *wk = wt + k * E;
-        for (int l = 0; l < w; l++) acc[l] += wk[l] * xs[l];
+        const float *restrict xs = x + s * x_st, *restrict wk = wt + k * E;
+        LANES for (int l = 0; l < w; l++) acc[l] += wk[l] * xs[l];
     }
-    if (!g) {
-        for (int l = 0; l < w; l++) out[l] = acc[l] * fsigmoid(acc[l]);
-        return;
+    LANES for (int l = 0; l < w; l++) out[l] = acc[l] * fsigmoid(acc[l]);
+}
+
+static inline void conv_row_bwd(const int w, i64 t, i64 L, i64 E, i64 K, i64 left,
+                                const float *restrict x, i64 x_st, const float *restrict wt,
+                                const float *restrict bias, const float *restrict g, float *restrict g_x,
+                                i64 gx_st, float *restrict g_w, float *restrict g_b) {
+    float acc[TILE];
+    LANES for (int l = 0; l < w; l++) acc[l] = bias[l];
+    for (i64 k = 0; k < K; k++) {
+        i64 s = t + k - left;
+        if (s < 0 || s >= L) continue;
+        const float *restrict xs = x + s * x_st, *restrict wk = wt + k * E;
+        LANES for (int l = 0; l < w; l++) acc[l] += wk[l] * xs[l];
     }
-    for (int l = 0; l < w; l++) {
+    LANES for (int l = 0; l < w; l++) {
         float sg = fsigmoid(acc[l]);
         acc[l] = g[l] * sg * (1.0f + acc[l] * (1.0f - sg)); /* now the gradient of the pre-activation */
         g_b[l] += acc[l];
@@ -288,9 +305,9 @@ static inline void conv_row(const int w, i64 t, i64 L, i64 E, i64 K, i64 left, c
     for (i64 k = 0; k < K; k++) {
         i64 s = t + k - left;
         if (s < 0 || s >= L) continue;
-        const float *xs = x + s * x_st, *wk = wt + k * E;
-        float *gxs = g_x + s * gx_st, *gwk = g_w + k * E;
-        for (int l = 0; l < w; l++) {
+        const float *restrict xs = x + s * x_st, *restrict wk = wt + k * E;
+        float *restrict gxs = g_x + s * gx_st, *restrict gwk = g_w + k * E;
+        LANES for (int l = 0; l < w; l++) {
             gxs[l] += wk[l] * acc[l];
             gwk[l] += acc[l] * xs[l];
         }
@@ -306,15 +323,23 @@ int conv_silu(i64 batch, i64 L, i64 E, i64 K, i64 left, const float *x, i64 x_sb
         for (i64 t = 0; t < L; t++)
             for (i64 e0 = e_lo; e0 < e_hi; e0 += TILE) {
                 const int w = e_hi - e0 < TILE ? (int)(e_hi - e0) : TILE;
-#define CONV_ARGS                                                                                          \
-    t, L, E, K, left, x + b * x_sb + e0, x_st, wt + e0, bias + e0, g ? g + b * g_sb + t * g_st + e0 : 0,   \
-        g ? 0 : out + b * o_sb + t * o_st + e0, g ? g_x + b * gx_sb + e0 : 0, gx_st, g ? g_w + e0 : 0,     \
-        g ? g_b + e0 : 0
-                if (w == TILE)
-                    conv_row(TILE, CONV_ARGS);
-                else
-                    conv_row(w, CONV_ARGS);
-#undef CONV_ARGS
+                const float *xb = x + b * x_sb + e0;
+                if (!g) {
+                    float *o = out + b * o_sb + t * o_st + e0;
+                    if (w == TILE)
+                        conv_row_fwd(TILE, t, L, E, K, left, xb, x_st, wt + e0, bias + e0, o);
+                    else
+                        conv_row_fwd(w, t, L, E, K, left, xb, x_st, wt + e0, bias + e0, o);
+                } else {
+                    const float *gt = g + b * g_sb + t * g_st + e0;
+                    float *gx = g_x + b * gx_sb + e0;
+                    if (w == TILE)
+                        conv_row_bwd(TILE, t, L, E, K, left, xb, x_st, wt + e0, bias + e0, gt, gx, gx_st,
+                                     g_w + e0, g_b + e0);
+                    else
+                        conv_row_bwd(w, t, L, E, K, left, xb, x_st, wt + e0, bias + e0, gt, gx, gx_st,
+                                     g_w + e0, g_b + e0);
+                }
             }
     return 0;
 }
