@@ -33,6 +33,7 @@ the (batch, channels, L) path of ``selective_scan``'s contract.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -42,6 +43,22 @@ import torch.nn.functional as F
 from genossm.ops.selective_scan import resolve_backend, selective_scan, selective_scan_bidirectional
 
 CONV_MODES = ("causal", "anticausal", "symmetric")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (x86 AMX-BF16 or AVX512-BF16, Arm BF16), so
+    that ``torch.autocast("cpu", torch.bfloat16)`` speeds a model up. Elsewhere oneDNN emulates bf16 and
+    autocast only costs conversions. The scan state stays float32 under autocast either way."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
