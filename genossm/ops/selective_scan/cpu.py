@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-BLOCK_LEN = 64  # positions per saved state in the backward (its work buffer: 2 x 64 x 64 x 16 floats)
+BLOCK_LEN = 64  # positions per saved state in the backward (its work buffer: 4 x 64 x state x 16 floats)
 TILE = 16
 MAX_STATE = 64
 _SOURCE = Path(__file__).with_name("cpu_kernel.c")
@@ -226,7 +226,7 @@ class _ScanCore(torch.autograd.Function):
         ranges = _ranges(dim, dim // groups)
         g_B_parts = [B.new_zeros(B.shape) for _ in ranges]
         g_C_parts = [B.new_zeros(B.shape) for _ in ranges]
-        work = [dt.new_empty(2 * BLOCK_LEN * MAX_STATE * TILE) for _ in ranges]
+        work = [dt.new_empty(4 * BLOCK_LEN * state * TILE) for _ in ranges]
         g_h0 = dt.new_zeros(batch, state, dim) if ctx.has_h0 else None
         for reverse, starts, g_last in zip(ctx.directions, all_starts, g_lasts):
             mu = (dt.new_zeros(batch, state, dim) if g_last is None
@@ -297,10 +297,9 @@ class _ConvSilu(torch.autograd.Function):
 
 def conv_silu_pm(x, w, bias, left: int):
     """silu(bias + Σ_k w[k] x[t + k - left]) for x (batch, L, E) (unit channel stride; zeros outside the
-    sequence), w (K, E), bias (E,): the depthwise conv of a Mamba branch, position-major. Returns x's dtype."""
-    dtype = x.dtype
-    out = _ConvSilu.apply(_float_pm(x), w.float().contiguous(), bias.float().contiguous(), int(left))
-    return out.to(dtype)
+    sequence), w (K, E), bias (E,): the depthwise conv of a Mamba branch, position-major. Returns float32
+    (what the scan reads; under autocast the next projection casts it itself)."""
+    return _ConvSilu.apply(_float_pm(x), w.float().contiguous(), bias.float().contiguous(), int(left))
 
 
 def _save_for_backward(*tensors) -> bool:
@@ -336,7 +335,7 @@ def ssm_scan_pm(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softpl
     uf = u.float()
     y, *lasts = scan_core(dt, uf, A, B, C, initial_state, directions)
     if D is not None:
-        y = y + (len(directions) * D.float()) * uf
+        y = torch.addcmul(y, uf, len(directions) * D.float())
     if z is not None:
         y = y * F.silu(z.float())
     y = y.to(dtype)

@@ -129,108 +129,106 @@ int ssm_fwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
     return 0;
 }
 
-/* Backward of one tile. work holds 2 * block_len * MAX_STATE * TILE floats (the block's states and decays).
-   mu (N, D-strided) is the adjoint carried into the block from the later steps; on return, the adjoint of
-   the state before the first step (the initial state's gradient). */
-static inline void bwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
-                            const float *dt, i64 dt_st, const float *u, i64 u_st,
-                            const float *Bm, i64 B_st, const float *Cm, i64 C_st, const float *A,
-                            const float *gy, i64 gy_st, const float *starts, i64 starts_step, i64 block_len,
-                            float *mu, float *g_dt, i64 gdt_st, float *g_u, i64 gu_st,
-                            float *g_B, i64 gB_st, float *g_C, i64 gC_st, float *g_A,
-                            float *work, int reverse) {
-    float (*hb)[MAX_STATE][TILE] = (float (*)[MAX_STATE][TILE])work;
-    float (*ab)[MAX_STATE][TILE] = (float (*)[MAX_STATE][TILE])(work + block_len * MAX_STATE * TILE);
-    float lam[MAX_STATE][TILE], gA[MAX_STATE][TILE], hprev[TILE];
+/* Backward of one block of one tile of w channels. hb, ab: the block's recomputed states and decays
+   (block_len, N, TILE); accB, accC: the block's contributions to g_B and g_C, per lane (summed over the lanes
+   once per group, not once per tile); lam (N, D-strided): the adjoint carried in from the later steps,
+   replaced by the adjoint of the state before the block; g_A accumulates. */
+static inline void bwd_block(const int w, i64 k0, i64 k1, i64 L, i64 D, i64 N, i64 gN,
+                             const float *restrict dt, i64 dt_st, const float *restrict u, i64 u_st,
+                             const float *restrict Bm, i64 B_st, const float *restrict Cm, i64 C_st,
+                             const float *restrict A, const float *restrict gy, i64 gy_st,
+                             const float *restrict s, float *restrict mu, float *restrict g_dt, i64 gdt_st,
+                             float *restrict g_u, i64 gu_st, float *restrict g_A, float *restrict hb,
+                             float *restrict ab, float *restrict accB, float *restrict accC, int reverse) {
+    float lam[MAX_STATE][TILE], gA[MAX_STATE][TILE];
     float dtv[TILE], duv[TILE], gv[TILE], gdu[TILE], gdtA[TILE];
-    for (i64 n = 0; n < N; n++)
+    for (i64 n = 0; n < N; n++) {
         LANES for (int l = 0; l < w; l++) {
             lam[n][l] = mu[n * D + l];
             gA[n][l] = 0.0f;
         }
-    const i64 n_blocks = (L + block_len - 1) / block_len;
-    for (i64 j = n_blocks - 1; j >= 0; j--) {
-        const i64 k0 = j * block_len, k1 = k0 + block_len < L ? k0 + block_len : L;
-        const float *s = starts + j * starts_step;
-        /* recompute the block's states and decays from its start state */
-        for (i64 k = k0; k < k1; k++) {
-            i64 t = pos(k, L, reverse), kk = k - k0;
-            const float *dtt = dt + t * dt_st, *ut = u + t * u_st, *Bt = Bm + t * B_st + gN;
-            if (k + PREFETCH < k1) {
-                i64 tp = pos(k + PREFETCH, L, reverse);
-                __builtin_prefetch(dt + tp * dt_st);
-                __builtin_prefetch(u + tp * u_st);
-            }
-            LANES for (int l = 0; l < w; l++) {
-                dtv[l] = dtt[l];
-                duv[l] = dtt[l] * ut[l];
-            }
-            for (i64 n = 0; n < N; n++) {
-                const float bn = Bt[n];
-                const float *An = A + n * D;
-                LANES for (int l = 0; l < w; l++) {
-                    float prev = kk ? hb[kk - 1][n][l] : s[n * D + l];
-                    float a = fexp(dtv[l] * An[l]);
-                    ab[kk][n][l] = a;
-                    hb[kk][n][l] = a * prev + bn * duv[l];
-                }
-            }
+    }
+    /* recompute the block's states and decays from its start state */
+    for (i64 k = k0; k < k1; k++) {
+        i64 t = pos(k, L, reverse), kk = k - k0;
+        const float *dtt = dt + t * dt_st, *ut = u + t * u_st, *Bt = Bm + t * B_st + gN;
+        if (k + PREFETCH < k1) { /* rows are a page or more apart: the hardware prefetcher does not follow */
+            i64 tp = pos(k + PREFETCH, L, reverse);
+            __builtin_prefetch(dt + tp * dt_st);
+            __builtin_prefetch(u + tp * u_st);
+            __builtin_prefetch(gy + tp * gy_st);
         }
-        /* adjoint, backwards through the block */
-        for (i64 k = k1 - 1; k >= k0; k--) {
-            i64 t = pos(k, L, reverse), kk = k - k0;
-            const float *dtt = dt + t * dt_st, *ut = u + t * u_st, *gyt = gy + t * gy_st;
-            const float *Bt = Bm + t * B_st + gN, *Ct = Cm + t * C_st + gN;
-            float *gBt = g_B + t * gB_st + gN, *gCt = g_C + t * gC_st + gN;
-            if (k - PREFETCH >= k0) {
-                i64 tp = pos(k - PREFETCH, L, reverse);
-                __builtin_prefetch(gy + tp * gy_st);
-                __builtin_prefetch(g_dt + tp * gdt_st, 1);
-                __builtin_prefetch(g_u + tp * gu_st, 1);
-            }
+        LANES for (int l = 0; l < w; l++) {
+            dtv[l] = dtt[l];
+            duv[l] = dtt[l] * ut[l];
+        }
+        float *hk = hb + kk * N * TILE, *ak = ab + kk * N * TILE;
+        /* the previous state: the last step's row of hb, or the block's start state */
+        const float *hp = kk ? hb + (kk - 1) * N * TILE : s;
+        const i64 hp_n = kk ? TILE : D;
+        for (i64 n = 0; n < N; n++) {
+            const float bn = Bt[n];
+            const float *An = A + n * D, *hpn = hp + n * hp_n;
             LANES for (int l = 0; l < w; l++) {
-                dtv[l] = dtt[l];
-                duv[l] = dtt[l] * ut[l];
-                gv[l] = gyt[l];
-                gdu[l] = 0.0f;
-                gdtA[l] = 0.0f;
-            }
-            for (i64 n = 0; n < N; n++) {
-                const float bn = Bt[n], cn = Ct[n];
-                const float *An = A + n * D;
-                float sc = 0.0f, sb = 0.0f;
-                LANES for (int l = 0; l < w; l++) hprev[l] = kk ? hb[kk - 1][n][l] : s[n * D + l];
-                LANES for (int l = 0; l < w; l++) {
-                    float lm = lam[n][l] + cn * gv[l];
-                    sc += gv[l] * hb[kk][n][l];
-                    sb += lm * duv[l];
-                    gdu[l] += bn * lm;
-                    float a = ab[kk][n][l];
-                    float K = lm * a * hprev[l];
-                    gdtA[l] += K * An[l];
-                    gA[n][l] += K * dtv[l];
-                    lam[n][l] = lm * a;
-                }
-                gCt[n] += sc;
-                gBt[n] += sb;
-            }
-            float *gdtt = g_dt + t * gdt_st, *gut = g_u + t * gu_st;
-            LANES for (int l = 0; l < w; l++) {
-                gdtt[l] += gdtA[l] + gdu[l] * ut[l];
-                gut[l] += gdu[l] * dtv[l];
+                float prev = hpn[l];
+                float a = fexp(dtv[l] * An[l]);
+                ak[n * TILE + l] = a;
+                hk[n * TILE + l] = a * prev + bn * duv[l];
             }
         }
     }
-    for (i64 n = 0; n < N; n++)
+    /* adjoint, backwards through the block */
+    for (i64 k = k1 - 1; k >= k0; k--) {
+        i64 t = pos(k, L, reverse), kk = k - k0;
+        const float *dtt = dt + t * dt_st, *ut = u + t * u_st, *gyt = gy + t * gy_st;
+        const float *Bt = Bm + t * B_st + gN, *Ct = Cm + t * C_st + gN;
+        LANES for (int l = 0; l < w; l++) {
+            dtv[l] = dtt[l];
+            duv[l] = dtt[l] * ut[l];
+            gv[l] = gyt[l];
+            gdu[l] = 0.0f;
+            gdtA[l] = 0.0f;
+        }
+        const float *hk = hb + kk * N * TILE, *ak = ab + kk * N * TILE;
+        const float *hp = kk ? hb + (kk - 1) * N * TILE : s;
+        const i64 hp_n = kk ? TILE : D;
+        float *aB = accB + kk * N * TILE, *aC = accC + kk * N * TILE;
+        for (i64 n = 0; n < N; n++) {
+            const float bn = Bt[n], cn = Ct[n];
+            const float *An = A + n * D, *hpn = hp + n * hp_n;
+            LANES for (int l = 0; l < w; l++) {
+                float hprev = hpn[l];
+                float lm = lam[n][l] + cn * gv[l];
+                aC[n * TILE + l] += gv[l] * hk[n * TILE + l];
+                aB[n * TILE + l] += lm * duv[l];
+                gdu[l] += bn * lm;
+                float a = ak[n * TILE + l];
+                float K = lm * a * hprev;
+                gdtA[l] += K * An[l];
+                gA[n][l] += K * dtv[l];
+                lam[n][l] = lm * a;
+            }
+        }
+        float *gdtt = g_dt + t * gdt_st, *gut = g_u + t * gu_st;
+        LANES for (int l = 0; l < w; l++) {
+            gdtt[l] += gdtA[l] + gdu[l] * ut[l];
+            gut[l] += gdu[l] * dtv[l];
+        }
+    }
+    for (i64 n = 0; n < N; n++) {
         LANES for (int l = 0; l < w; l++) {
             mu[n * D + l] = lam[n][l];
             g_A[n * D + l] += gA[n][l];
         }
+    }
 }
 
 /* Backward over channels [d_lo, d_hi): accumulates into g_dt, g_u (batch, L, D), g_A (N, D), and into this
    call's own g_B, g_C (batch, L, G, N) (summed over channels, so each thread gets its own). mu (batch, N, D):
-   the gradient of the last state in (zeros for none), the gradient of the initial state out. */
+   the gradient of the last state in (zeros for none), the gradient of the initial state out. work:
+   4 * block_len * N * TILE floats. Blocks are the outer loop (last in scan order first), the tiles of a B/C
+   group inner, so a block's rows are shared by the tiles while they are in cache and the sums over channels
+   for g_B and g_C are taken once per group and position. */
 int ssm_bwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
             const float *dt, i64 dt_sb, i64 dt_st, const float *u, i64 u_sb, i64 u_st,
             const float *Bm, i64 B_sb, i64 B_st, const float *Cm, i64 C_sb, i64 C_st,
@@ -242,24 +240,45 @@ int ssm_bwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
     if (N > MAX_STATE) return -1;
     const i64 per_group = D / G;
     const i64 starts_step = batch * N * D;
+    const i64 n_blocks = (L + block_len - 1) / block_len;
+    float *hb = work, *ab = work + block_len * N * TILE;
+    float *accB = work + 2 * block_len * N * TILE, *accC = work + 3 * block_len * N * TILE;
     for (i64 b = 0; b < batch; b++) {
-        for (i64 d0 = d_lo; d0 < d_hi;) {
-            i64 group_end = (d0 / per_group + 1) * per_group;
-            i64 end = d0 + TILE < d_hi ? d0 + TILE : d_hi;
-            if (end > group_end) end = group_end;
-            const int w = (int)(end - d0);
-            const i64 gN = (d0 / per_group) * N;
-#define BWD_ARGS                                                                                          \
-    L, D, N, gN, dt + b * dt_sb + d0, dt_st, u + b * u_sb + d0, u_st, Bm + b * B_sb, B_st, Cm + b * C_sb,  \
-        C_st, A + d0, gy + b * gy_sb + d0, gy_st, starts + b * N * D + d0, starts_step, block_len,        \
-        mu + b * N * D + d0, g_dt + b * gdt_sb + d0, gdt_st, g_u + b * gu_sb + d0, gu_st, g_B + b * gB_sb, \
-        gB_st, g_C + b * gC_sb, gC_st, g_A + d0, work, reverse
-            if (w == TILE)
-                bwd_tile(TILE, BWD_ARGS);
-            else
-                bwd_tile(w, BWD_ARGS);
-#undef BWD_ARGS
-            d0 = end;
+        for (i64 j = n_blocks - 1; j >= 0; j--) {
+            const i64 k0 = j * block_len, k1 = k0 + block_len < L ? k0 + block_len : L;
+            const float *sj = starts + j * starts_step + b * N * D;
+            for (i64 g0 = d_lo; g0 < d_hi;) { /* the part of one B/C group in [d_lo, d_hi) */
+                const i64 g_end0 = (g0 / per_group + 1) * per_group, g_end = g_end0 < d_hi ? g_end0 : d_hi;
+                const i64 gN = (g0 / per_group) * N;
+                memset(accB, 0, sizeof(float) * 2 * block_len * N * TILE); /* accB and accC */
+                for (i64 d0 = g0; d0 < g_end; d0 += TILE) {
+                    const int w = g_end - d0 < TILE ? (int)(g_end - d0) : TILE;
+#define BLOCK_ARGS                                                                                           \
+    k0, k1, L, D, N, gN, dt + b * dt_sb + d0, dt_st, u + b * u_sb + d0, u_st, Bm + b * B_sb, B_st,             \
+        Cm + b * C_sb, C_st, A + d0, gy + b * gy_sb + d0, gy_st, sj + d0, mu + b * N * D + d0,                 \
+        g_dt + b * gdt_sb + d0, gdt_st, g_u + b * gu_sb + d0, gu_st, g_A + d0, hb, ab, accB, accC, reverse
+                    if (w == TILE)
+                        bwd_block(TILE, BLOCK_ARGS);
+                    else
+                        bwd_block(w, BLOCK_ARGS);
+#undef BLOCK_ARGS
+                }
+                for (i64 k = k0; k < k1; k++) { /* lanes summed: channels of this group */
+                    i64 t = pos(k, L, reverse), kk = k - k0;
+                    float *gBt = g_B + b * gB_sb + t * gB_st + gN, *gCt = g_C + b * gC_sb + t * gC_st + gN;
+                    const float *aB = accB + kk * N * TILE, *aC = accC + kk * N * TILE;
+                    for (i64 n = 0; n < N; n++) {
+                        float sb = 0.0f, sc = 0.0f;
+                        for (int l = 0; l < TILE; l++) {
+                            sb += aB[n * TILE + l];
+                            sc += aC[n * TILE + l];
+                        }
+                        gBt[n] += sb;
+                        gCt[n] += sc;
+                    }
+                }
+                g0 = g_end;
+            }
         }
     }
     return 0;
