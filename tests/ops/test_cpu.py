@@ -163,3 +163,13 @@ def test_zero_length():
     out, last = run(selective_scan_cpu, x, True, False)
     assert out.shape == (2, 4, 0)
     torch.testing.assert_close(last, x["initial_state"].detach())
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_softplus_inside_the_kernel_over_a_wide_range(reverse):
+    # the kernel's own softplus (exp and log1p polynomials) from far negative to far positive arguments
+    x = make(dim=16, length=64, bias=True)
+    with torch.no_grad():
+        x["delta"].copy_(torch.linspace(-25.0, 25.0, 2 * 16 * 64).view(2, 16, 64))
+        x["A"].mul_(0.01)
+    compare(x, reverse=reverse)

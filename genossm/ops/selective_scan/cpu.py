@@ -101,8 +101,9 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.ssm_fwd.restype = lib.ssm_bwd.restype = ctypes.c_int
-    lib.ssm_fwd.argtypes = [i64] * 5 + [ptr, i64, i64] * 4 + [ptr, ptr, i64, i64, ctypes.c_int, ptr, ptr, i64,
-                                                              ctypes.c_int, i64, i64]
+    lib.ssm_fwd.argtypes = ([i64] * 5 + [ptr, i64, i64] * 4 + [ptr, ptr, i64, i64, ctypes.c_int, ptr, ptr, i64,
+                                                               ctypes.c_int, i64, i64]
+                            + [ptr, ctypes.c_int, ptr, ctypes.c_float, ctypes.c_int, ptr, i64, i64, ptr, i64, i64])
     lib.ssm_bwd.argtypes = ([i64] * 5 + [ptr, i64, i64] * 4 + [ptr, ptr, i64, i64, ptr, i64, ptr]
                             + [ptr, i64, i64] * 4 + [ptr, ptr, ctypes.c_int, i64, i64])
     lib.conv_silu.restype = ctypes.c_int
@@ -176,30 +177,39 @@ def _float_pm(t):
     return t if _pm_ok(t) else t.contiguous()
 
 
-class _ScanCore(torch.autograd.Function):
-    """Σ_n C h of the recurrence for each direction in ``directions`` (summed), and each direction's last state.
+def _opt(t):
+    return _p(t) if t is not None else None
 
-    dt, u (batch, L, D) float32 with unit channel stride; B, C (batch, L, G, N) float32; A (D, N);
-    h0 (batch, D, N) or None (the same initial state for every direction)."""
+
+class _Scan(torch.autograd.Function):
+    """Σ over ``directions`` of the gated scan, (y + n D u) · silu(z) with y = Σ_n C h, and each direction's
+    last state; Δ = softplus(delta + dbias) computed inside the kernel.
+
+    delta, u, z (batch, L, D) float32 with unit channel stride; B, C (batch, L, G, N) float32; A (D, N);
+    h0 (batch, D, N) or None (the same initial state for every direction); dbias, D (D,) or None."""
 
     @staticmethod
-    def forward(ctx, dt, u, B, C, A, h0, directions, save):
+    def forward(ctx, delta, u, B, C, A, h0, dbias, D, z, directions, softplus, save):
         lib = _library()
-        batch, length, dim = dt.shape
+        batch, length, dim = u.shape
         groups, state = B.shape[2], B.shape[3]
         At = A.float().t().contiguous()  # (N, D)
-        y = dt.new_zeros(batch, length, dim)
+        y = u.new_empty(batch, length, dim)
+        ysave = u.new_empty(batch, length, dim) if save and z is not None else None
         n_blocks = -(-length // BLOCK_LEN)
         lasts, all_starts = [], []
-        for reverse in directions:
-            h = (dt.new_zeros(batch, state, dim) if h0 is None
+        for i, reverse in enumerate(directions):
+            h = (u.new_zeros(batch, state, dim) if h0 is None
                  else h0.float().transpose(1, 2).contiguous())  # (batch, N, D)
-            starts = dt.new_empty(n_blocks, batch, state, dim) if save else None
+            starts = u.new_empty(n_blocks, batch, state, dim) if save else None
+            finish = i == len(directions) - 1
 
-            def call(lo, hi, reverse=reverse, h=h, starts=starts):
-                rc = lib.ssm_fwd(batch, length, dim, state, groups, *_rows(dt), *_rows(u), *_rows(B), *_rows(C),
-                                 _p(At), *_rows(y), 1, _p(h), _p(starts) if starts is not None else None,
-                                 BLOCK_LEN, int(reverse), lo, hi)
+            def call(lo, hi, reverse=reverse, h=h, starts=starts, accumulate=int(i > 0), finish=int(finish)):
+                rc = lib.ssm_fwd(batch, length, dim, state, groups, *_rows(delta), *_rows(u), *_rows(B), *_rows(C),
+                                 _p(At), *_rows(y), accumulate, _p(h), _opt(starts), BLOCK_LEN, int(reverse), lo, hi,
+                                 _opt(dbias), int(softplus), _opt(D), float(len(directions)), finish,
+                                 *(_rows(z) if z is not None else (None, 0, 0)),
+                                 *(_rows(ysave) if ysave is not None else (None, 0, 0)))
                 if rc:
                     raise RuntimeError("selective scan cpu kernel failed")
 
@@ -208,28 +218,42 @@ class _ScanCore(torch.autograd.Function):
             lasts.append(h.transpose(1, 2))
             all_starts.append(starts)
         if save:
-            ctx.save_for_backward(dt, u, B, C, At, *all_starts)
-            ctx.directions = directions
+            ctx.save_for_backward(delta, u, B, C, At, dbias, D, z, ysave, *all_starts)
+            ctx.directions, ctx.softplus = directions, softplus
             ctx.has_h0 = h0 is not None
         return (y, *lasts)
 
     @staticmethod
-    def backward(ctx, gy, *g_lasts):
+    def backward(ctx, g_out, *g_lasts):
         lib = _library()
-        dt, u, B, C, At, *all_starts = ctx.saved_tensors
-        batch, length, dim = dt.shape
+        delta, u, B, C, At, dbias, D, z, ysave, *all_starts = ctx.saved_tensors
+        batch, length, dim = u.shape
         groups, state = B.shape[2], B.shape[3]
-        gy = dt.new_zeros(batch, length, dim) if gy is None else _float_pm(gy)
-        g_dt = torch.zeros_like(dt, memory_format=torch.contiguous_format)
-        g_u = torch.zeros_like(g_dt)
-        g_At = dt.new_zeros(state, dim)
+        n_dir = len(ctx.directions)
+        g_out = u.new_zeros(batch, length, dim) if g_out is None else _float_pm(g_out)
+        pre = delta if dbias is None else delta + dbias
+        dt = F.softplus(pre) if ctx.softplus else pre
+        dt = dt if _pm_ok(dt) else dt.contiguous()
+        g_z = None
+        if z is not None:
+            sig = torch.sigmoid(z)
+            gy = g_out * (z * sig)  # gradient of the ungated output
+            if ctx.needs_input_grad[8]:
+                g_z = g_out * ysave * (sig * (1 + z * (1 - sig)))
+            del sig
+        else:
+            gy = g_out
+        g_D = (gy * u).sum((0, 1)) * n_dir if D is not None and ctx.needs_input_grad[7] else None
+        g_dt = torch.zeros_like(u, memory_format=torch.contiguous_format)
+        g_u = gy * (n_dir * D) if D is not None else torch.zeros_like(g_dt)
+        g_At = u.new_zeros(state, dim)
         ranges = _ranges(dim, dim // groups)
         g_B_parts = [B.new_zeros(B.shape) for _ in ranges]
         g_C_parts = [B.new_zeros(B.shape) for _ in ranges]
-        work = [dt.new_empty(4 * BLOCK_LEN * state * TILE) for _ in ranges]
-        g_h0 = dt.new_zeros(batch, state, dim) if ctx.has_h0 else None
+        work = [u.new_empty(4 * BLOCK_LEN * state * TILE) for _ in ranges]
+        g_h0 = u.new_zeros(batch, state, dim) if ctx.has_h0 else None
         for reverse, starts, g_last in zip(ctx.directions, all_starts, g_lasts):
-            mu = (dt.new_zeros(batch, state, dim) if g_last is None
+            mu = (u.new_zeros(batch, state, dim) if g_last is None
                   else g_last.float().transpose(1, 2).contiguous())
 
             def call(i, reverse=reverse, starts=starts, mu=mu):
@@ -249,7 +273,10 @@ class _ScanCore(torch.autograd.Function):
         for gb, gc in zip(g_B_parts[1:], g_C_parts[1:]):
             g_B += gb
             g_C += gc
-        return (g_dt, g_u, g_B, g_C, g_At.t(), None if g_h0 is None else g_h0.transpose(1, 2), None, None)
+        g_delta = g_dt.mul_(torch.sigmoid(pre)) if ctx.softplus else g_dt
+        g_dbias = g_delta.sum((0, 1)) if dbias is not None and ctx.needs_input_grad[6] else None
+        return (g_delta, g_u, g_B, g_C, g_At.t(), None if g_h0 is None else g_h0.transpose(1, 2), g_dbias, g_D,
+                g_z, None, None, None)
 
 
 class _ConvSilu(torch.autograd.Function):
@@ -310,11 +337,8 @@ def supports(dim: int, state: int, groups: int = 1) -> bool:
     return state <= MAX_STATE and dim % groups == 0
 
 
-def scan_core(dt, u, A, B, C, initial_state=None, directions=(False,)):
-    """The recurrence alone, position-major: dt, u (batch, L, D), B, C (batch, L, G, N) -> (y, *last states)."""
-    dt, u, B, C = _float_pm(dt), _float_pm(u), _float_pm(B), _float_pm(C)
-    save = _save_for_backward(dt, u, A, B, C, initial_state)
-    return _ScanCore.apply(dt, u, B, C, A, initial_state, tuple(bool(r) for r in directions), save)
+def _vec(v):
+    return None if v is None else v.float().contiguous()
 
 
 def ssm_scan_pm(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, *, directions=(False,),
@@ -325,19 +349,13 @@ def ssm_scan_pm(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softpl
     Returns Σ over ``directions`` (False: forward, True: reverse) of (y + D·u)·silu(z), (batch, L, dim) in
     u's dtype; with ``return_last_state`` also each direction's last state (batch, dim, state)."""
     dtype = u.dtype
-    dt = delta.float()
-    if delta_bias is not None:
-        dt = dt + delta_bias.float()
-    if delta_softplus:
-        dt = F.softplus(dt)
     if B.dim() == 3:
         B, C = B.unsqueeze(2), C.unsqueeze(2)
-    uf = u.float()
-    y, *lasts = scan_core(dt, uf, A, B, C, initial_state, directions)
-    if D is not None:
-        y = torch.addcmul(y, uf, len(directions) * D.float())
-    if z is not None:
-        y = y * F.silu(z.float())
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    save = _save_for_backward(*tensors)
+    y, *lasts = _Scan.apply(_float_pm(delta), _float_pm(u), _float_pm(B), _float_pm(C), A, initial_state,
+                            _vec(delta_bias), _vec(D), None if z is None else _float_pm(z),
+                            tuple(bool(r) for r in directions), bool(delta_softplus), save)
     y = y.to(dtype)
     return (y, *lasts) if return_last_state else y
 
@@ -362,4 +380,4 @@ def selective_scan_cpu(
     return (out, last) if return_last_state else out
 
 
-__all__ = ["selective_scan_cpu", "ssm_scan_pm", "conv_silu_pm", "scan_core", "available", "unavailable_reason", "supports"]
+__all__ = ["selective_scan_cpu", "ssm_scan_pm", "conv_silu_pm", "available", "unavailable_reason", "supports"]

@@ -45,15 +45,56 @@ static inline float fexp(float x) {
     return p * scale;
 }
 
+/* log(1 + y) for y in [0, 1]: Cephes' logf polynomial on 1 + y, with Goldberg's correction
+   log1p(y) = log(1 + y) * y / ((1 + y) - 1) so that small y keep their precision. */
+static inline float flog1p(float y) {
+    float v = 1.0f + y;
+    float e = v > 1.41421356f ? 1.0f : 0.0f;
+    float x = (v > 1.41421356f ? 0.5f * v : v) - 1.0f;
+    float z = x * x;
+    float q = 7.0376836292e-2f;
+    q = q * x - 1.1514610310e-1f;
+    q = q * x + 1.1676998740e-1f;
+    q = q * x - 1.2420140846e-1f;
+    q = q * x + 1.4249322787e-1f;
+    q = q * x - 1.6668057665e-1f;
+    q = q * x + 2.0000714765e-1f;
+    q = q * x - 2.4999993993e-1f;
+    q = q * x + 3.3333331174e-1f;
+    float r = x + (x * z * q + e * -2.12194440e-4f - 0.5f * z) + e * 0.693359375f;
+    float d = v - 1.0f;
+    return d == 0.0f ? y : r * (y / d);
+}
+
+/* softplus(x) = max(x, 0) + log1p(exp(-|x|)) */
+static inline float fsoftplus(float x) {
+    float ax = x < 0.0f ? -x : x;
+    return (x > 0.0f ? x : 0.0f) + flog1p(fexp(-ax));
+}
+
+static inline float fsigmoid(float a) { return 1.0f / (1.0f + fexp(-a)); }
+
 /* position index of step k of a scan over [0, L) */
 static inline i64 pos(i64 k, i64 L, int reverse) { return reverse ? L - 1 - k : k; }
 
+/* What the forward does around the recurrence (NULL / 0 for none): Δ = softplus(delta + dbias) read from raw
+   delta; with ``finish`` (the last direction of a call), y_t = (Σ_directions Σ_n C h + n_dir D u_t) is kept in
+   ysave (for the gate's gradient) and out_t = y_t · silu(z_t) replaces the accumulated y. */
+typedef struct {
+    const float *dbias, *Dskip, *z;
+    float *ysave;
+    i64 z_st, ys_st;
+    float n_dir;
+    int softplus, finish;
+} epilogue;
+
 /* One tile of w channels starting at d0 (w == TILE lets the compiler vectorise the lane loops). */
 static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
-                            const float *dt, i64 dt_st, const float *u, i64 u_st,
-                            const float *Bm, i64 B_st, const float *Cm, i64 C_st, const float *A,
-                            float *y, i64 y_st, int accumulate, float *h, float *starts, i64 starts_step,
-                            i64 block_len, int reverse) {
+                            const float *restrict dt, i64 dt_st, const float *restrict u, i64 u_st,
+                            const float *restrict Bm, i64 B_st, const float *restrict Cm, i64 C_st,
+                            const float *restrict A, float *restrict y, i64 y_st, int accumulate,
+                            float *restrict h, float *restrict starts, i64 starts_step, i64 block_len,
+                            int reverse, const epilogue ep) {
     float hs[MAX_STATE][TILE], dtv[TILE], duv[TILE], yv[TILE];
     for (i64 n = 0; n < N; n++)
         LANES for (int l = 0; l < w; l++) hs[n][l] = h[n * D + l];
@@ -71,10 +112,18 @@ static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
             __builtin_prefetch(dt + tp * dt_st);
             __builtin_prefetch(u + tp * u_st);
             __builtin_prefetch(y + tp * y_st, 1);
+            if (ep.finish && ep.z) __builtin_prefetch(ep.z + tp * ep.z_st);
         }
+        if (ep.dbias && ep.softplus)
+            LANES for (int l = 0; l < w; l++) dtv[l] = fsoftplus(dtt[l] + ep.dbias[l]);
+        else if (ep.dbias)
+            LANES for (int l = 0; l < w; l++) dtv[l] = dtt[l] + ep.dbias[l];
+        else if (ep.softplus)
+            LANES for (int l = 0; l < w; l++) dtv[l] = fsoftplus(dtt[l]);
+        else
+            LANES for (int l = 0; l < w; l++) dtv[l] = dtt[l];
         LANES for (int l = 0; l < w; l++) {
-            dtv[l] = dtt[l];
-            duv[l] = dtt[l] * ut[l];
+            duv[l] = dtv[l] * ut[l];
             yv[l] = 0.0f;
         }
         for (i64 n = 0; n < N; n++) {
@@ -88,9 +137,20 @@ static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
         }
         float *yt = y + t * y_st;
         if (accumulate)
-            LANES for (int l = 0; l < w; l++) yt[l] += yv[l];
-        else
-            LANES for (int l = 0; l < w; l++) yt[l] = yv[l];
+            LANES for (int l = 0; l < w; l++) yv[l] += yt[l];
+        if (ep.finish) {
+            if (ep.Dskip)
+                LANES for (int l = 0; l < w; l++) yv[l] += ep.n_dir * ep.Dskip[l] * ut[l];
+            if (ep.ysave) {
+                float *ys = ep.ysave + t * ep.ys_st;
+                LANES for (int l = 0; l < w; l++) ys[l] = yv[l];
+            }
+            if (ep.z) {
+                const float *zt = ep.z + t * ep.z_st;
+                LANES for (int l = 0; l < w; l++) yv[l] *= zt[l] * fsigmoid(zt[l]);
+            }
+        }
+        LANES for (int l = 0; l < w; l++) yt[l] = yv[l];
     }
     for (i64 n = 0; n < N; n++)
         LANES for (int l = 0; l < w; l++) h[n * D + l] = hs[n][l];
@@ -98,12 +158,15 @@ static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
 
 /* Forward over channels [d_lo, d_hi) of every batch row. h (batch, N, D): initial state in, last state out.
    starts, when not NULL, receives the state before each block of block_len steps (in scan order):
-   (n_blocks, batch, N, D). Returns 0, or -1 when the state size exceeds MAX_STATE. */
+   (n_blocks, batch, N, D). dt is the raw delta when dbias or softplus is given (see epilogue); dbias, Dskip
+   (D,), z and ysave (batch, L, D) may be NULL. Returns 0, or -1 when the state size exceeds MAX_STATE. */
 int ssm_fwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
             const float *dt, i64 dt_sb, i64 dt_st, const float *u, i64 u_sb, i64 u_st,
             const float *Bm, i64 B_sb, i64 B_st, const float *Cm, i64 C_sb, i64 C_st,
             const float *A, float *y, i64 y_sb, i64 y_st, int accumulate,
-            float *h, float *starts, i64 block_len, int reverse, i64 d_lo, i64 d_hi) {
+            float *h, float *starts, i64 block_len, int reverse, i64 d_lo, i64 d_hi,
+            const float *dbias, int softplus, const float *Dskip, float n_dir, int finish,
+            const float *z, i64 z_sb, i64 z_st, float *ysave, i64 ys_sb, i64 ys_st) {
     if (N > MAX_STATE) return -1;
     const i64 per_group = D / G;
     for (i64 b = 0; b < batch; b++) {
@@ -115,14 +178,17 @@ int ssm_fwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
             const i64 gN = (d0 / per_group) * N;
             float *st = starts ? starts + b * N * D + d0 : 0;
             const i64 starts_step = batch * N * D;
+            epilogue ep = {dbias ? dbias + d0 : 0, Dskip ? Dskip + d0 : 0, z ? z + b * z_sb + d0 : 0,
+                           ysave ? ysave + b * ys_sb + d0 : 0, z_st, ys_st, n_dir, softplus, finish};
+#define FWD_ARGS                                                                                           \
+    L, D, N, gN, dt + b * dt_sb + d0, dt_st, u + b * u_sb + d0, u_st, Bm + b * B_sb, B_st, Cm + b * C_sb,   \
+        C_st, A + d0, y + b * y_sb + d0, y_st, accumulate, h + b * N * D + d0, st, starts_step, block_len, \
+        reverse, ep
             if (w == TILE)
-                fwd_tile(TILE, L, D, N, gN, dt + b * dt_sb + d0, dt_st, u + b * u_sb + d0, u_st,
-                         Bm + b * B_sb, B_st, Cm + b * C_sb, C_st, A + d0, y + b * y_sb + d0, y_st,
-                         accumulate, h + b * N * D + d0, st, starts_step, block_len, reverse);
+                fwd_tile(TILE, FWD_ARGS);
             else
-                fwd_tile(w, L, D, N, gN, dt + b * dt_sb + d0, dt_st, u + b * u_sb + d0, u_st,
-                         Bm + b * B_sb, B_st, Cm + b * C_sb, C_st, A + d0, y + b * y_sb + d0, y_st,
-                         accumulate, h + b * N * D + d0, st, starts_step, block_len, reverse);
+                fwd_tile(w, FWD_ARGS);
+#undef FWD_ARGS
             d0 = end;
         }
     }
@@ -287,7 +353,6 @@ int ssm_bwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
 /* Depthwise convolution along positions with silu, position-major, for channels [e_lo, e_hi):
    out[b, t, e] = silu(bias[e] + sum_k w[k, e] x[b, t + k - left, e]), x zero outside [0, L).
    The Mamba branch's short conv (cpu.py: conv_silu_pm) in the layout of the scan, without transposes. */
-static inline float fsigmoid(float a) { return 1.0f / (1.0f + fexp(-a)); }
 
 /* One position t of channels [0, w) (w == TILE: the vectorised case). Pointers do not alias. */
 static inline void conv_row_fwd(const int w, i64 t, i64 L, i64 E, i64 K, i64 left,
