@@ -29,6 +29,8 @@ Everything is computed in float32; ``out`` is returned in u's dtype, gradients i
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -147,13 +149,13 @@ def _to_pm(x):
     For any batch this is the transpose of the 2-D (batch·..., L) matrix, which PyTorch copies tile by tile:
     several times faster than the general copy of ``movedim``."""
     shape = x.shape
-    return x.reshape(-1, shape[-1]).t().contiguous().view(shape[-1], *shape[:-1])
+    return x.reshape(math.prod(shape[:-1]), shape[-1]).t().contiguous().view(shape[-1], *shape[:-1])
 
 
 def _from_pm(x):
     """(L, batch, ...) -> contiguous (batch, ..., L), as a 2-D transpose too."""
     shape = x.shape
-    return x.reshape(shape[0], -1).t().contiguous().view(*shape[1:], shape[0])
+    return x.reshape(shape[0], math.prod(shape[1:])).t().contiguous().view(*shape[1:], shape[0])
 
 
 _LOG_TINY = -87.0  # exp(-87) ≈ 1.6e-38, the smallest normal float32 magnitude: smaller decays are clamped here
