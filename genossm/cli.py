@@ -1,19 +1,33 @@
 """The ``genossm`` command: ``genossm <workflow> [hydra overrides...]``.
 
-Each workflow is a thin Hydra entry point in ``workflows/<name>.py`` exposing ``main()``; this module
-only finds it (in a checkout or inside an installed wheel) and hands it the remaining arguments, so
-every Hydra flag works as usual (``--cfg job``, ``--multirun``, ``hydra/launcher=slurm``).
+Each workflow is a Hydra script, ``workflows/<name>.py``; this module finds it (in a checkout or inside an
+installed wheel) and runs it as the program itself, ``python workflows/<name>.py <overrides>``: ``sys.argv[0]``
+is the script and ``__main__`` is it, so every Hydra flag works as usual (``--cfg job``, ``--multirun``,
+``hydra/launcher=slurm``) and Lightning's DDP launcher starts the other ranks by re-running that very script
+with the same overrides. This is the only module that reads ``sys.argv``.
+
+Before torch is imported it also sets a passive OpenMP wait policy (unless the user set one): OpenMP threads
+that spin while waiting make a run on a busy machine many times slower than one thread.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import sys
-from typing import Callable
+import os
 
-from genossm import __version__
-from genossm.errors import GenossmError
+from genossm.config import passive_openmp_environment
+
+passive_openmp_environment(os.environ)  # before anything imports torch
+
+import functools  # noqa: E402
+import importlib.util  # noqa: E402
+import runpy  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from typing import Callable  # noqa: E402
+
+from genossm import __version__  # noqa: E402
+from genossm.errors import GenossmError  # noqa: E402
 
 # name on the command line -> (file in workflows/, one-line summary)
 WORKFLOWS: dict[str, tuple[str, str]] = {
@@ -67,11 +81,16 @@ def user_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def load_workflow(name: str):
+def workflow_path(name: str):
     from genossm.paths import workflows_dir
 
     filename, _ = WORKFLOWS[name]
-    path = workflows_dir() / filename
+    return workflows_dir() / filename
+
+
+def load_workflow(name: str):
+    """The workflow's script as a module, for calling its run from Python (``load_workflow("pretrain").train(cfg)``)."""
+    path = workflow_path(name)
     spec = importlib.util.spec_from_file_location(f"genossm_workflow_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -91,9 +110,33 @@ def main(argv: list[str] | None = None) -> None:
         print(f"genossm: unknown workflow {argv[0]!r}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
         raise SystemExit(2)
-    module = load_workflow(name)
-    sys.argv = [f"genossm {name}", *argv[1:]]
-    module.main()
+    path = workflow_path(name)
+    sys.argv = [str(path), *argv[1:]]
+    stop_on_sigterm()
+    runpy.run_path(str(path), run_name="__main__")
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread by SIGTERM: unwinds the workflow like any error, so every output being
+    written is dropped (temp files removed, an earlier file at ``output=`` left as it was), and exits 143."""
+
+    def __init__(self) -> None:
+        super().__init__(143)
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while unwinding ends the process at once
+    print("genossm: stopped by SIGTERM; outputs being written were discarded", file=sys.stderr)
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM (``timeout``, ``kill``, systemd, ``scancel``) stop a workflow within a few seconds, exit
+    status 143. Lightning's own SIGTERM handler only takes note and lets the run go on; it calls the handler
+    it finds installed, so this one still runs. Under submitit (``hydra/launcher=slurm``) the job does not
+    start through this command: submitit's own handlers keep pretraining's checkpoint-then-requeue."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
 
 
 if __name__ == "__main__":

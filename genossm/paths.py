@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 _PKG = Path(__file__).resolve().parent
 
 
@@ -42,12 +40,3 @@ def bundled(name: str) -> str:
     if not path.exists():
         raise FileNotFoundError(f"bundled data file {name!r} not found in {data_dir()}")
     return str(path)
-
-
-def register_resolvers() -> None:
-    """Register the OmegaConf resolvers the configs use (idempotent)."""
-    if not OmegaConf.has_resolver("bundled"):
-        OmegaConf.register_new_resolver("bundled", bundled)
-
-
-register_resolvers()

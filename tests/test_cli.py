@@ -1,6 +1,9 @@
 """The `genossm` command: help, unknown workflows, clean user errors, and running from any directory."""
 
+import errno
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from genossm import cli
-from genossm.errors import GenossmError, atomic_write
+from genossm.errors import GenossmError, atomic_path, atomic_write
 from genossm.paths import conf_dir, data_dir, workflows_dir
 
 
@@ -58,6 +61,40 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert target.read_text() == "new"
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_outputs_honour_the_umask(tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        with atomic_write(tmp_path / "a.tsv", "w") as handle:
+            handle.write("x")
+        with atomic_path(tmp_path / "b.png", suffix=".png") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "a.tsv").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "b.png").stat().st_mode) == mode
+
+
+def test_full_disk_names_the_output_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "scores.tsv"
+    target.write_text("old")
+    with pytest.raises(GenossmError, match=r"scores\.tsv: cannot write the output: No space left on device"):
+        with atomic_write(target, "w") as handle:
+            handle.write("half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.tsv"]
+
+
+def test_output_below_a_file_is_one_clean_error(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    done = subprocess.run([sys.executable, "-m", "genossm.cli", "inspect", f"output={tmp_path / 'taken' / 'contigs.tsv'}"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"genossm: error: {tmp_path / 'taken' / 'contigs.tsv'}: cannot write there: {tmp_path / 'taken'} is a file" in done.stderr
+
+
 def test_configs_and_data_are_found():
     assert (conf_dir() / "pretrain.yaml").is_file()
     assert any(data_dir().iterdir())
@@ -76,3 +113,26 @@ def test_console_script_runs_from_any_directory(tmp_path):
     located = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert located.returncode == 0, located.stderr
     assert located.stdout.strip().endswith(("conf", "_conf"))
+
+
+def test_a_run_prints_genossm_lines_not_third_party_noise(tmp_path):
+    import torch
+
+    from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+
+    torch.manual_seed(0)
+    model = save_pretrained(BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2)),
+                            tmp_path / "model", extra={"train_window_len": 32})
+    done = subprocess.run(
+        [sys.executable, "-m", "genossm.cli", "score-variants", f"pretrained={model}",
+         f"fasta={data_dir() / 'variants_chr20_slice.fa.gz'}", f"variants={data_dir() / 'variants_chr20_multiallelic.vcf'}",
+         f"output={tmp_path / 'out.vcf.gz'}", "progress=false", f"cache_dir={tmp_path / 'cache'}"],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = done.stdout + done.stderr
+    assert "alleles" in text  # genossm's own summary is there
+    for noise in ("litlogger", "Tip:", "LeafSpec", "IterableDataset"):
+        assert noise not in text, noise
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert all(a != b for a, b in zip(lines, lines[1:])), "a line printed twice"
+    assert sum("GPU available" in line for line in lines) <= 1

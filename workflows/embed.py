@@ -14,7 +14,10 @@ from genossm.paths import conf_dir
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="embed")
 @user_errors
 def main(cfg: DictConfig) -> None:
+    from genossm.config import prepare_run
     from genossm.tasks.regions import embed_file
+
+    prepare_run(cfg)
 
     embed_file(cfg.pretrained, cfg.regions, cfg.output, fasta=cfg.fasta, pooling=cfg.pooling,
                region_len=cfg.region_len, batch_size=cfg.batch_size)

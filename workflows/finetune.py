@@ -15,9 +15,6 @@ from genossm.cli import user_errors
 from genossm.errors import atomic_write
 from genossm.paths import conf_dir
 
-if not OmegaConf.has_resolver("or_default"):  # hydra.run.dir: output=PATH when given, else a dated folder
-    OmegaConf.register_new_resolver("or_default", lambda value, default: default if value in (None, "") else value)
-
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="finetune")
 @user_errors

@@ -15,7 +15,10 @@ from genossm.paths import conf_dir
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="score_regions")
 @user_errors
 def main(cfg: DictConfig) -> None:
+    from genossm.config import prepare_run
     from genossm.tasks.regions import score_regions
+
+    prepare_run(cfg)
 
     score_regions(cfg.pretrained, cfg.regions, cfg.output, fasta=cfg.fasta, batch_size=cfg.batch_size)
 

@@ -3,7 +3,7 @@ pretrained model. See ``conf/score_variants.yaml`` for the options and ``genossm
 what the scores mean."""
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from genossm.cli import user_errors
 from genossm.paths import conf_dir
@@ -12,14 +12,13 @@ from genossm.paths import conf_dir
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="score_variants")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    import lightning as L
-
+    from genossm.config import build_trainer, prepare_run
     from genossm.tasks.variants import score_variants
 
-    L.seed_everything(cfg.seed, verbose=False)
-    trainer = OmegaConf.to_container(cfg.trainer, resolve=False)
-    trainer.pop("_target_", None)
-    trainer.pop("default_root_dir", None)  # nothing is written there by a predict run
+    prepare_run(cfg, num_workers=cfg.num_workers)
+    # a predict run writes nothing but its outputs: no logger, checkpoint or root folder
+    trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
+                            enable_model_summary=False)
     score_variants(
         cfg.pretrained, cfg.fasta, cfg.output, cfg.variants,
         mode=cfg.mode, region=cfg.region, table=cfg.table, heatmap=cfg.heatmap, embeddings=cfg.embeddings,

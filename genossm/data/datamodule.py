@@ -144,6 +144,15 @@ class GenomeDataModule(L.LightningDataModule):
             self._splits = make_splits(self.cache, self.split_spec)
             for split, ivs in self._splits.items():
                 log.info("%s split: %d interval(s), %s bases", split, len(ivs), f"{sum(e - s for _, s, e in ivs):,}")
+            for split in ("train", "val"):
+                ivs = self._splits.get(split) or []
+                bases = sum(e - s for _, s, e in ivs)
+                scorable = sum((e - s) * (1.0 - self.cache.n_fraction(c, s, e)) for c, s, e in ivs)
+                if ivs and scorable < 1:
+                    raise GenossmError(
+                        f"{self.cache.fasta}: the {split} split ({bases:,} bases) holds no A, C, G or T, only N: "
+                        "there is nothing to train on or score; check the FASTA (or the contigs and split chosen)"
+                    )
 
     def intervals(self, split: str) -> list[Interval]:
         """The split's intervals ``(contig, start, end)``, 0-based half-open (``split``: train, val or test)."""

@@ -11,7 +11,10 @@
 
 Every problem with the input file is a :class:`~genossm.errors.GenossmError` naming the file and the
 record or line: empty file, not FASTA, duplicate contig names, truncated gzip/bgzip, a ``.fai`` that
-disagrees with the file.
+disagrees with the file. When indexing fails, :func:`diagnose_layout` finds the real cause (blank lines
+inside a record, spaces, ragged or CR-only lines, binary bytes) with its line number and the one command
+that rewrites the file. Characters that are not letters (digits, ``*``, ``.``) read as N with one warning
+per file.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 # the empty BGZF block every bgzip file ends with (SAM/BAM spec 4.1.2)
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 CACHE_FOLDER = ".genossm-cache"
+# str.translate table that deletes every letter: what is left of a sequence are its non-base characters
+_DROP_LETTERS = {c: None for c in range(0x41, 0x7B) if chr(c).isalpha()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,6 +234,89 @@ def find_duplicate_header(path: Path, fmt: str, name: str) -> str:
     return " and ".join(map(str, lines)) if lines else "?"
 
 
+def fixed_name(path: Path) -> str:
+    """``genome.fa.gz`` -> ``genome.fixed.fa``: where the advised clean-up command writes."""
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    for suffix in (".fasta", ".fna", ".fa"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return f"{name}.fixed.fa"
+
+
+def rewrite_command(path: Path) -> str:
+    """The one command that rewrites a FASTA pyfaidx cannot index (blank lines, stray whitespace, ragged lines)
+    into a clean one with 60-base lines, keeping case (Biopython is installed with genossm)."""
+    source = f"gzip.open('{path}', 'rt')" if path.name.endswith(".gz") else f"'{path}'"
+    return (f"python -c \"import gzip; from Bio import SeqIO; SeqIO.write(SeqIO.parse({source}, 'fasta'), "
+            f"'{fixed_name(path)}', 'fasta')\"")
+
+
+_SEQUENCE_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz*-.0123456789")
+
+
+def _shown_byte(value: int) -> str:
+    return repr(chr(value)) if 0x20 <= value < 0x7F else f"byte 0x{value:02x}"
+
+
+def diagnose_layout(path: Path, fmt: str, shown: Path | None = None) -> str | None:
+    """Why pyfaidx cannot index (or mis-indexes) a FASTA text: the first layout problem with its line number,
+    or None when the layout is fine. Run only after indexing failed, so a clean file is never read twice.
+
+    Finds CR-only line endings, non-text bytes, blank lines inside a record, spaces or tabs inside or after
+    sequence lines, and lines of unequal length within a record (pyfaidx needs every line of a record but
+    the last to have the same length).
+    """
+    shown = shown or path
+    fix = rewrite_command(shown)
+    with _open_text(path, fmt) as handle:
+        head = handle.read(1 << 16)
+    if b"\r" in head and b"\n" not in head:
+        return (f"{shown}: the file uses CR-only line endings (old Mac style), which FASTA indexers cannot read; "
+                f"convert them with: {'gzip -dc' if shown.name.endswith('.gz') else 'cat'} {shown} | tr '\\r' '\\n' > {fixed_name(shown)}")
+    record, line_len, short, blank = None, None, None, None
+    with _open_text(path, fmt) as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            line = raw.rstrip(b"\n").rstrip(b"\r")
+            if line.startswith(b">"):
+                junk = next((b for b in line if b < 0x20 and b != 0x09 or b == 0x7F or b >= 0x80), None)
+                if junk is not None:
+                    return (f"{shown}: line {lineno}: the header holds a non-text {_shown_byte(junk)}; "
+                            "the file is corrupt or not FASTA text")
+                name = line[1:].split(maxsplit=1)
+                record = name[0].decode("ascii", errors="replace") if name else ""
+                line_len, short, blank = None, None, None
+                continue
+            if record is None:
+                continue  # before the first header: check_fasta_start's job
+            if not line.strip():
+                blank = blank or lineno
+                continue
+            where = f"{shown}: line {lineno} (record {record!r})"
+            if blank is not None:
+                return (f"{shown}: line {blank} is blank inside record {record!r} (sequence follows on line {lineno}); "
+                        f"FASTA indexers cannot skip it. Remove blank lines, e.g. with: {fix}")
+            odd = next(((col, b) for col, b in enumerate(line, start=1) if b not in _SEQUENCE_BYTES), None)
+            if odd is not None:
+                col, value = odd
+                if value in b" \t":
+                    kind = "trailing whitespace" if not line[col - 1:].strip() else f"a {'space' if value == 32 else 'tab'} at column {col}"
+                    return f"{where} has {kind}; sequence lines must hold bases only. Rewrite the file with: {fix}"
+                if value == 0x0D:
+                    return f"{where} has a carriage return at column {col} inside the line; rewrite the file with: {fix}"
+                return (f"{where}: column {col} holds a non-text {_shown_byte(value)}; the file is corrupt or "
+                        "not FASTA text")
+            if line_len is None:
+                line_len = len(line)
+            elif short is not None or len(line) > line_len:
+                at, length = short or (lineno, len(line))
+                return (f"{shown}: line {at} (record {record!r}) is {length} bases long but the record's lines are "
+                        f"{line_len}; only a record's last line may be shorter. Re-wrap the file with: {fix}")
+            elif len(line) < line_len:
+                short = (lineno, len(line))
+    return None
+
+
 def decompress_gzip(source: Path, folder: Path) -> Path:
     """Decompress a plain-gzip FASTA into ``folder`` once; reuse it while ``source`` is unchanged."""
     target = folder / (source.name[: -len(".gz")] if source.name.endswith(".gz") else source.name + ".fa")
@@ -274,6 +362,8 @@ class Genome:
         if self.path.is_dir():
             raise GenossmError(f"{self.path}: is a folder, expected a FASTA file")
         self.cache_dir = cache_dir
+        self.non_base_count = 0  # characters read so far that are not letters (each read as N)
+        self._warned_non_bases = False
         self.format = sniff_format(self.path)
         self.fasta_path = self.path
         if self.format == "gzip":
@@ -296,7 +386,9 @@ class Genome:
         fai = Path(str(fasta) + ".fai")
         gzi = Path(str(fasta) + ".gzi")
         needed = [fai, gzi] if self.format == "bgzip" else [fai]
-        in_cache = not all(p.exists() for p in needed) and not _writable(fasta.parent)
+        # a missing index goes to the cache folder when the user named one (nothing is written beside their
+        # FASTA then) or when the FASTA's folder is read-only; an existing index beside the FASTA is used
+        in_cache = not all(p.exists() for p in needed) and (self.cache_dir is not None or not _writable(fasta.parent))
         if self.format == "gzip":
             in_cache = True  # the decompressed copy lives in our cache folder anyway
         kwargs = {}
@@ -307,6 +399,7 @@ class Genome:
             if self.format == "bgzip":
                 gzi = folder / (fasta.name + ".gzi")
                 kwargs["gzi_indexname"] = str(gzi)
+        self._built_index = in_cache or not fai.exists()
         if not fai.exists():
             log.info("indexing %s (writing %s)", fasta, fai)
         try:
@@ -322,7 +415,14 @@ class Genome:
                     read_ahead=None,
                     **kwargs,
                 )
-        except pyfaidx.FastaIndexingError as err:
+        except (pyfaidx.FastaIndexingError, RuntimeError, UnicodeDecodeError) as err:
+            # pyfaidx names a symptom (inconsistent line length, an unhandled case, a decode error); find the cause
+            self._remove_index_we_built(fai)
+            cause = diagnose_layout(fasta, self._text_format, self.path)
+            if cause:
+                raise GenossmError(cause) from None
+            if isinstance(err, UnicodeDecodeError):
+                raise GenossmError(f"{self.path}: not a FASTA text file (non-text byte at offset {err.start})") from None
             raise GenossmError(f"{self.path}: not a valid FASTA file: {err}") from None
         except ValueError as err:
             match = re.match(r'Duplicate key "(.*)"', str(err))
@@ -333,10 +433,13 @@ class Genome:
                     f"{self.path}: duplicate contig name {name!r} (headers on lines {lines}); contig names must be unique"
                 ) from None
             raise GenossmError(f"{self.path}: cannot index the FASTA file or read its index {fai}: {err}") from None
-        except UnicodeDecodeError as err:
-            raise GenossmError(f"{self.path}: not a FASTA text file (non-text byte at offset {err.start})") from None
         except (OSError, EOFError, zlib.error, pyfaidx.IndexNotFoundError) as err:
             raise GenossmError(f"{self.path}: cannot read the file or its index {fai}: {err}") from None
+
+    def _remove_index_we_built(self, fai: Path) -> None:
+        """A half-written or wrong index genossm wrote itself would be blamed as stale next time: remove it."""
+        if self._built_index:
+            Path(fai).unlink(missing_ok=True)
 
     def _raw(self, offset: int, size: int) -> bytes:
         """Bytes of the (uncompressed) FASTA text at ``offset``; fewer at the end of the file."""
@@ -389,6 +492,15 @@ class Genome:
                         not first_line[:1].isalpha() or first_line[1:] not in (b"\n", b"\r\n", b"\r")
                     ):
                         problem = f"lines are not {rec.lenc} bases long as the index says"
+            if problem and self._built_index:
+                # the index was written just now from this very file, so it is not stale: the layout is the cause
+                self._remove_index_we_built(Path(fai))
+                cause = diagnose_layout(self.fasta_path, self._text_format, self.path)
+                raise GenossmError(cause or (
+                    f"{self.path}: the index just built from the file disagrees with it at record {name!r} ({problem}); "
+                    f"the file's layout is not one FASTA indexers can read. Rewrite it with: "
+                    + rewrite_command(self.path)
+                ))
             if problem:
                 raise GenossmError(
                     f"{fai}: the index disagrees with {self.fasta_path} at record {name!r} (line {lineno} of the "
@@ -434,7 +546,24 @@ class Genome:
                 f"{self.path}: read {len(seq)} bases for {name}:{start}-{end} instead of {end - start}; "
                 "the file is truncated or its index is stale"
             )
+        self._count_non_bases(seq, name, start)
         return seq
+
+    def _count_non_bases(self, seq: str, contig: str, start: int) -> None:
+        """Count characters that are not letters (digits, ``*``, ``.``, ``-``): they read as N like IUPAC codes,
+        but unlike them they are no nucleotide code at all, so the first sighting in a file is worth a warning."""
+        odd = len(seq.translate(_DROP_LETTERS))
+        if not odd:
+            return
+        self.non_base_count += odd
+        if not self._warned_non_bases:
+            self._warned_non_bases = True
+            at = next(i for i, ch in enumerate(seq) if not ch.isalpha())
+            log.warning(
+                "%s: %d non-base character(s) in %s:%d-%d (the first, %r, at %s:%d, 1-based) are read as N; "
+                "this warning is shown once per file (Genome.non_base_count keeps the total)",
+                self.path, odd, contig, start + 1, start + len(seq), seq[at], contig, start + at + 1,
+            )
 
     def fetch_tokens(self, contig: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         """``(uint8 token ids, bool soft-mask)`` of bases ``[start, end)``."""

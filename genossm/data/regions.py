@@ -21,6 +21,7 @@ Regions on strand ``-`` are reverse complemented; every region is centred and cr
 from __future__ import annotations
 
 import gzip
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ _ALIASES = {
 }
 _BED_COLUMNS = ("chrom", "start", "end", "name", "score", "strand")
 _MISSING = {"", ".", "na", "nan", "none", "null"}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class RegionSet:
     has_coords: bool
     label_column: str | None = None
     columns: list[str] = field(default_factory=list)
+    label_note: str = ""  # which column the labels came from, or why a headerless BED's 4th column was not used
 
     def __len__(self) -> int:
         return len(self.table)
@@ -105,6 +108,14 @@ def _canonical(name: str, label_column: str | None) -> str:
     return low
 
 
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _is_int(text: str) -> bool:
     try:
         int(text)
@@ -121,6 +132,8 @@ def read_regions(path, label_column: str | None = "label", need_labels: bool = F
     path = Path(path)
     if not path.is_file():
         raise GenossmError(f"regions file {path} not found")
+    if path.stat().st_size == 0:
+        raise GenossmError(f"{path}: the regions file is empty (0 bytes)")
     if _is_fasta(str(path)):
         regions = _read_fasta(path)
     else:
@@ -130,9 +143,10 @@ def read_regions(path, label_column: str | None = "label", need_labels: bool = F
         wanted = label_column or "label"
         if _is_fasta(str(path)):
             raise GenossmError(f"{path}: no label: put 'label=VALUE' in every record's description line")
+        why = f"; {regions.label_note}" if regions.label_note else ""
         raise GenossmError(
-            f"{where}: label column {wanted!r} missing (columns: {', '.join(regions.columns)}); "
-            "name it in a header line or set regions_label_column=NAME"
+            f"{where}: label column {wanted!r} missing (columns: {', '.join(regions.columns)}){why}; "
+            "name it in a header line or set label_column=NAME"
         )
     if need_labels:
         for i, value in enumerate(regions.table["label"]):
@@ -140,6 +154,8 @@ def read_regions(path, label_column: str | None = "label", need_labels: bool = F
                 raise GenossmError(f"{regions.where(i)}: label is missing")
     if len(regions) == 0:
         raise GenossmError(f"regions file {path} holds no regions")
+    if need_labels and regions.label_note:
+        log.info("%s: %s", path, regions.label_note)
     return regions
 
 
@@ -201,17 +217,36 @@ def _read_table(path: Path, label_column: str | None) -> RegionSet:
                         header_line = lineno - 1
             rows.append(fields)
             lines.append(lineno)
+    for row, lineno in zip(rows, lines):
+        if len(row) < 3 and len(row[0].split()) >= 3:
+            raise GenossmError(
+                f"{path} line {lineno}: the fields are separated by spaces, not tabs; BED and TSV files need tabs "
+                f"(convert with: tr -s ' ' '\\t' < {path} > {path.stem}.tab{path.suffix})"
+            )
+    label_note = ""
     if header is None:
         if not is_bed and rows and not (len(rows[0]) >= 3 and _is_int(rows[0][1])):
             raise GenossmError(f"{path} line {lines[0]}: no header line naming the columns (chrom start end label ...)")
         width = max((len(r) for r in rows), default=3)
         names = list(_BED_COLUMNS[:width]) + [f"column{i + 1}" for i in range(len(_BED_COLUMNS), width)]
         if len(names) > 3 and label_column in ("label", "name"):
-            names[3] = "label"  # headerless BED: the 4th column is the label (or just a name when unlabelled)
+            # headerless BED: the 4th column is the label when its values look like labels (numbers, or few
+            # distinct values), else it is the region's name (BED6's name column is no label)
+            values = [r[3].strip() for r in rows if len(r) > 3]
+            distinct = len(set(values))
+            numeric = sum(_is_float(v) for v in values)
+            if numeric == len(values) or distinct <= max(2, len(values) // 2):
+                names[3] = "label"
+                label_note = f"labels read from the 4th column of the header-less file ({distinct} distinct values)"
+            else:
+                label_note = (f"the file has no header and its 4th column holds {distinct} distinct values for "
+                              f"{len(values)} regions, which look like region names, not labels")
         columns = names
     else:
         names = [_canonical(f, label_column) for f in header]
         columns = [f.strip().lstrip("#").strip() for f in header]
+        if "label" in names:
+            label_note = f"labels read from column {names.index('label') + 1} ({columns[names.index('label')]!r})"
     seen = set()
     for name in names:
         if name in seen:
@@ -250,7 +285,12 @@ def _read_table(path: Path, label_column: str | None) -> RegionSet:
             bad = ~strands.isin(["+", "-"])
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
-                raise GenossmError(f"{path} line {lines[i]}: strand {table['strand'].iat[i]!r} is not +, - or .")
+                read_as = "" if header is not None else (
+                    f"; the file has no header line, so its {width} columns are read as BED ("
+                    f"{' '.join(_BED_COLUMNS[:width])}{' ...' if width > 6 else ''}): add a header line naming them")
+                raise GenossmError(
+                    f"{path} line {lines[i]}: strand {table['strand'].iat[i]!r} (column {names.index('strand') + 1}) "
+                    f"is not +, - or .{read_as}")
             table["strand"] = strands
         else:
             table["strand"] = "+"
@@ -270,7 +310,8 @@ def _read_table(path: Path, label_column: str | None) -> RegionSet:
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise GenossmError(f"{path} line {lines[i]}: split {table['split'].iat[i]!r} is not train, val or test")
         table["split"] = split
-    return RegionSet(str(path), table, has_coords=has_coords, label_column=label_column, columns=columns)
+    return RegionSet(str(path), table, has_coords=has_coords, label_column=label_column, columns=columns,
+                     label_note=label_note)
 
 
 # --------------------------------------------------------------------------------------------- genome checks
@@ -382,6 +423,7 @@ def encode_labels(regions: RegionSet, task: str = "auto", classes: Sequence[str]
     """
     if not regions.has_labels:
         raise GenossmError(f"{regions.source}: no label column")
+    fixed_classes = classes is not None  # labels to score with a trained model's classes: no training checks
     raw = [str(v).strip() for v in regions.table["label"]]
     numeric = []
     for value in raw:
@@ -390,8 +432,15 @@ def encode_labels(regions: RegionSet, task: str = "auto", classes: Sequence[str]
         except ValueError:
             numeric.append(None)
     if task == "auto":
-        if all(v is not None for v in numeric):
+        n_numeric = sum(v is not None for v in numeric)
+        if n_numeric == len(numeric):
             task = "binary" if set(numeric) <= {0.0, 1.0} else "regression"
+        elif n_numeric >= len(numeric) / 2:
+            i = next(i for i, v in enumerate(numeric) if v is None)
+            raise GenossmError(
+                f"{regions.where(i)}: label {raw[i]!r} is not a number while {n_numeric} of the {len(raw)} labels are; "
+                "fix that line (or set task=multiclass if the labels really are class names)"
+            )
         else:
             task = "binary" if len(set(raw)) == 2 else "multiclass"
     if task == "regression":
@@ -412,6 +461,17 @@ def encode_labels(regions: RegionSet, task: str = "auto", classes: Sequence[str]
         if task == "binary" and classes == ["0", "1"]:
             raw = [str(int(v)) if v is not None and v in (0.0, 1.0) else r for v, r in zip(numeric, raw)]
     index = {c: k for k, c in enumerate(classes)}
+    present = sorted(set(raw), key=_class_sort_key)
+    if not fixed_classes and len(present) < 2:
+        raise GenossmError(
+            f"{regions.source}: every region has the label {present[0]!r}; a classifier needs at least two classes"
+        )
+    if not fixed_classes and task == "multiclass" and len(present) > len(raw) / 2:
+        raise GenossmError(
+            f"{regions.source}: {len(present)} classes for {len(raw)} regions (more than half as many classes as "
+            f"regions): the label column ({regions.label_note or 'label'}) looks like names, not labels; name the "
+            "label column with label_column=NAME"
+        )
     if task == "binary" and len(classes) != 2:
         raise GenossmError(f"{regions.source}: binary task needs exactly 2 label values, found {len(classes)}: {classes[:10]}")
     y = np.empty(len(raw), dtype=np.int64)
@@ -421,6 +481,23 @@ def encode_labels(regions: RegionSet, task: str = "auto", classes: Sequence[str]
         y[i] = index[value]
     y_t = torch.from_numpy(y)
     return Labels(task, y_t.float() if task == "binary" else y_t, list(classes))
+
+
+def check_split_classes(regions: RegionSet, labels: Labels, splits: np.ndarray) -> None:
+    """Every non-empty split of a classification task must hold at least two classes: training on one class
+    learns nothing, and MCC, AUROC and balanced accuracy are undefined on a split with one class."""
+    if labels.task == "regression":
+        return
+    y = labels.y.long().numpy()
+    for split in SPLITS:
+        rows = np.flatnonzero(splits == split)
+        present = sorted({labels.classes[k] for k in y[rows]}, key=_class_sort_key) if len(rows) else []
+        if len(rows) and len(present) < 2:
+            raise GenossmError(
+                f"{regions.source}: the {split} split ({len(rows)} regions) holds only the class {present[0]!r}; "
+                "a classifier and its metrics need two classes in every split: change split.mode or split.fractions, "
+                "or give the file a split column"
+            )
 
 
 # --------------------------------------------------------------------------------------------- splits

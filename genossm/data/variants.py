@@ -41,6 +41,7 @@ REASONS: dict[str, str] = {
     "contig_absent": "the contig is not in the FASTA (chr/MT aliases tried)",
     "beyond_contig_end": "REF reaches past the end of the contig in the FASTA",
     "ref_mismatch": "REF differs from the FASTA at that position",
+    "position_zero": "POS is 0 (VCF's telomere position, before the contig's first base): no base to score",
 }
 REASON_CODES: tuple[str, ...] = ("",) + tuple(REASONS)  # 0 = scored
 
@@ -131,6 +132,9 @@ def check_alleles(alleles: list[Allele], genome) -> list[Allele]:
             continue
         length = genome.lengths[a.contig]
         end = a.start + len(a.ref)
+        if a.pos == 0:
+            a.reason = "position_zero"
+            continue
         if a.start < 0 or end > length:
             a.reason = "beyond_contig_end"
             continue
@@ -186,6 +190,9 @@ def sniff(path: str | Path) -> tuple[str, str]:
     return "tsv", compression
 
 
+_CONTIG_LINE = re.compile(rb"##contig=<(?:.*,)?ID=([^,>]+)")
+
+
 class VariantReader:
     """Stream the records of a VCF/BCF/TSV file in input order.
 
@@ -230,6 +237,15 @@ class VariantReader:
             raise GenossmError(f"{self.path}: cannot read as VCF/BCF ({err})") from None
         return vf, handle
 
+    def _column_counts(self) -> Iterator[int]:
+        """Tab-separated column count of each record line of a text VCF, in file order (htslib silently drops
+        sample columns beyond the header's)."""
+        opener = gzip.open if self.compression != "none" else open
+        with opener(self.path, "rb") as fh:
+            for line in fh:
+                if not line.startswith(b"#"):
+                    yield line.count(b"\t") + 1
+
     def _header_lines(self) -> int | None:
         if self.format != "vcf":
             return None
@@ -260,11 +276,78 @@ class VariantReader:
                 "bgzip it and run `tabix -p vcf` (or `bcftools index`), or leave region= out"
             )
         known = list(vf.index.keys()) if hasattr(vf.index, "keys") else list(vf.header.contigs)
+        declared = self._declared_contigs()
+        strangers = [c for c in known if c not in declared]
+        if declared and strangers:
+            raise GenossmError(
+                f"{self._index_path()}: the index lists contig(s) {strangers[:5]} that the header of {self.path} does "
+                "not declare, so it belongs to another file: delete it and re-index (tabix -p vcf, or bcftools index)"
+            )
         try:
             name = resolve_contig(known, contig, str(self.path))
         except GenossmError:
             return iter(())  # no record on that contig
-        return vf.fetch(name, start, end)
+        return self._checked_fetch(vf, name, start, end)
+
+    def _declared_contigs(self) -> list[str]:
+        """The ``##contig`` IDs the VCF's own header text declares (pysam's header also holds the index's
+        contigs, so it cannot tell an index made for another file); empty for BCF and contig-less headers."""
+        if self.format != "vcf":
+            return []
+        opener = gzip.open if self.compression != "none" else open
+        names = []
+        with opener(self.path, "rb") as fh:
+            for line in fh:
+                if not line.startswith(b"#"):
+                    break
+                match = _CONTIG_LINE.match(line)
+                if match:
+                    names.append(match.group(1).decode("ascii", errors="replace"))
+        return names
+
+    def _index_path(self) -> Path:
+        for suffix in (".tbi", ".csi"):
+            candidate = self.path.with_name(self.path.name + suffix)
+            if candidate.exists():
+                return candidate
+        return self.path.with_name(self.path.name + ".tbi/.csi")
+
+    def _checked_fetch(self, vf, name: str, start, end) -> Iterator:
+        """Records of the region through the index. An index made for another version of the file (newer than
+        it, so htslib does not complain) points at the wrong bytes: a region then comes back empty, or htslib
+        reads from the middle of a record. So an empty answer is confirmed by reading the file without its
+        index (the cost falls only on regions with no record), and an unreadable one names the index too."""
+        count = 0
+        try:
+            for rec in vf.fetch(name, start, end):
+                if rec.chrom != name:
+                    raise self._foreign_index(f"a fetch of {name} returned a record on {rec.chrom}")
+                count += 1
+                yield rec
+        except (OSError, ValueError) as err:
+            raise GenossmError(
+                f"{self.path}: region={self.region}: malformed VCF record after record {count} of the region "
+                f"(htslib: {err}); either the file is damaged or its index {self._index_path()} was made for "
+                "another version of it (delete the index and re-index with tabix -p vcf, or bcftools index)"
+            ) from None
+        if count == 0:
+            lo, hi = start or 0, end if end is not None else float("inf")
+            scan, handle = self._open_vcf()
+            try:
+                for rec in scan:
+                    if rec.chrom == name and rec.start < hi and rec.stop > lo:
+                        raise self._foreign_index(
+                            f"the region holds records, e.g. {rec.chrom}:{rec.pos}, but the index finds none")
+            finally:
+                scan.close()
+                if handle is not None:
+                    handle.close()
+
+    def _foreign_index(self, why: str) -> GenossmError:
+        return GenossmError(
+            f"{self._index_path()}: this index does not match {self.path} ({why}); it was probably made for another "
+            "version of the file: delete it and re-index (tabix -p vcf, or bcftools index)"
+        )
 
     def complete_header(self) -> pysam.VariantHeader:
         """The header after reading every record: htslib adds the contigs, INFO/FORMAT keys and FILTERs that
@@ -306,6 +389,8 @@ class VariantReader:
             raise GenossmError(f"{self.path}: a TSV has no VCF records")
         vf, handle = self._open_vcf()
         header_lines = None if self.region else self._header_lines()
+        widths = self._column_counts() if header_lines is not None else None
+        n_columns = 8 + (1 + len(vf.header.samples) if len(vf.header.samples) else 0)
         try:
             it = self._fetch(vf) if self.region else iter(vf)
             index = 0
@@ -320,6 +405,12 @@ class VariantReader:
                     after = f" (after {previous})" if previous else ""
                     raise GenossmError(f"{self.path}: {where}{after}: malformed VCF record (htslib: {err})") from None
                 line = header_lines + index + 1 if header_lines is not None else None
+                width = next(widths, None) if widths is not None else None
+                if width is not None and width > n_columns:
+                    raise GenossmError(
+                        f"{self.path}: line {line}: {width} columns where the #CHROM header line names {n_columns} "
+                        f"({len(vf.header.samples)} sample(s)); htslib would drop the extra values without a word"
+                    )
                 yield VariantRecord(
                     index=index, line=line, chrom=rec.chrom, pos=rec.pos, id=rec.id, ref=rec.ref or "",
                     alts=tuple(rec.alts or ()),
@@ -327,6 +418,8 @@ class VariantReader:
                 previous = f"{rec.chrom}:{rec.pos}"
                 index += 1
         finally:
+            if widths is not None:
+                widths.close()
             vf.close()
             if handle is not None:
                 handle.close()

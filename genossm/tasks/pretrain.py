@@ -29,7 +29,6 @@ configured ``window_len``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 from typing import Any, Mapping
@@ -289,71 +288,7 @@ class MaskedLM(L.LightningModule):
 # The run: what ``genossm pretrain`` does with a composed config (workflows/pretrain.py calls this).
 # =====================================================================================================
 
-_PROCESS_START = None
-RUN_ID_ENV = "GENOSSM_RUN_ID"
-
-
-def run_id() -> str:
-    """The run folder's name: ``slurm-<job id>`` under SLURM (a requeued job keeps its id, so it finds its
-    own checkpoint), else the date and time this process started; ``_<n>`` per job of a local multirun."""
-    global _PROCESS_START
-    import datetime
-    import os
-
-    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and array_task:
-        return f"slurm-{array_job}_{array_task}"
-    if os.environ.get("SLURM_JOB_ID"):
-        return f"slurm-{os.environ['SLURM_JOB_ID']}"
-    if _PROCESS_START is None:
-        # DDP ranks started by this process get its name (see _ranks_relaunch_this_workflow): one run folder
-        _PROCESS_START = os.environ.get(RUN_ID_ENV) or datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    name = _PROCESS_START
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            name += f"_{HydraConfig.get().job.num}"
-    except Exception:  # noqa: BLE001 - outside a Hydra job there is no job number
-        pass
-    return name
-
-
-def register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("run_id"):
-        OmegaConf.register_new_resolver("run_id", run_id)
-
-
-register_resolvers()
-
-
-def instantiate(node, **kwargs):
-    """hydra.utils.instantiate, re-raising a GenossmError from the target as itself (one clean message)."""
-    import hydra
-    from hydra.errors import InstantiationException
-
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        while cause is not None and not isinstance(cause, GenossmError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
-
-
-def fsdp_strategy(sharding_strategy: str = "FULL_SHARD", state_dict_type: str = "full", **kwargs):
-    """Lightning FSDP wrapping each residual block (used by ``conf/trainer/fsdp.yaml``)."""
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    from genossm.models.mamba import ResidualBlock
-
-    return FSDPStrategy(auto_wrap_policy={ResidualBlock}, sharding_strategy=sharding_strategy,
-                        state_dict_type=state_dict_type, **kwargs)
+from genossm.config import check_trainer, fsdp_strategy, instantiate, run_id  # noqa: E402,F401  (moved)
 
 
 def eval_sequences(dm, split: str = "val") -> list:
@@ -461,69 +396,6 @@ def _check_config(cfg, dm) -> None:
         )
 
 
-def _check_trainer(cfg) -> None:
-    """Fail before anything starts, with one clear message, on a trainer this machine cannot run."""
-    from omegaconf import OmegaConf
-
-    trainer = cfg.get("trainer") or {}
-    strategy = trainer.get("strategy")
-    strategy = str(strategy.get("_target_", "")) if OmegaConf.is_config(strategy) else str(strategy or "")
-    accelerator = str(trainer.get("accelerator") or "auto")
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    gpu = torch.cuda.is_available() or (accelerator != "cuda" and mps)
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not gpu)
-    if "fsdp" in strategy.lower() and on_cpu:
-        raise GenossmError(
-            "trainer=fsdp needs GPUs: PyTorch's FSDP does not run on CPU (Lightning refuses it and torch's "
-            "FullyShardedDataParallel needs an accelerator device). On CPU use data parallel instead: "
-            "trainer=ddp trainer.accelerator=cpu trainer.devices=2 trainer.precision=32-true"
-        )
-    if accelerator in ("gpu", "cuda") and not gpu:
-        raise GenossmError(
-            f"trainer.accelerator={accelerator} but no GPU is visible to this process; on CPU use trainer=cpu "
-            "(or, for data parallel over CPU processes, trainer=ddp trainer.accelerator=cpu trainer.devices=2 "
-            "trainer.precision=32-true)"
-        )
-
-
-@contextlib.contextmanager
-def _ranks_relaunch_this_workflow(trainer):
-    """Lightning's DDP/FSDP launcher on one machine starts ranks 1, 2, ... by re-running this process's command
-    (``sys.argv`` and ``__main__``). Under the ``genossm pretrain`` dispatcher that command has lost the
-    workflow name and cannot be re-run; while the ranks start, point it at the workflow file itself
-    (``python workflows/pretrain.py <the same overrides>``), and pass the run's name so the ranks share its
-    run folder. Processes started by a cluster (SLURM, torchrun), and scripts of one's own calling
-    :func:`run_pretraining`, are left alone."""
-    import os
-    import sys
-
-    import __main__
-    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-
-    from genossm.paths import workflows_dir
-
-    launcher = getattr(trainer.strategy, "launcher", None)
-    if (not isinstance(launcher, _SubprocessScriptLauncher) or launcher.cluster_environment.creates_processes_externally
-            or sys.argv[0] != "genossm pretrain"):  # the name genossm.cli gives the dispatched workflow
-        yield
-        return
-    saved_argv0, saved_spec = sys.argv[0], getattr(__main__, "__spec__", None)
-    saved_env = os.environ.get(RUN_ID_ENV)
-    sys.argv[0] = str(workflows_dir() / "pretrain.py")
-    __main__.__spec__ = None
-    if _PROCESS_START is not None:
-        os.environ[RUN_ID_ENV] = _PROCESS_START
-    try:
-        yield
-    finally:
-        sys.argv[0] = saved_argv0
-        __main__.__spec__ = saved_spec
-        if saved_env is None:
-            os.environ.pop(RUN_ID_ENV, None)
-        else:
-            os.environ[RUN_ID_ENV] = saved_env
-
-
 def _full_model(trainer, module, model_config):
     """The trained model with every parameter on this process. Under FSDP the parameters are sharded over the
     ranks: gather the full state dict (a collective: every rank calls this; rank 0 receives it)."""
@@ -552,6 +424,7 @@ def run_pretraining(cfg) -> dict:
     from lightning.pytorch.plugins.environments import SLURMEnvironment
     from omegaconf import OmegaConf
 
+    from genossm.config import build_trainer, prepare_run
     from genossm.data.genome import fasta_paths
     from genossm.errors import atomic_write
     from genossm.models import from_pretrained, save_pretrained
@@ -562,13 +435,11 @@ def run_pretraining(cfg) -> dict:
     if cfg.get("output") is None:
         raise GenossmError("output= is not set: give the run folder, e.g. output=outputs/pretrain/my_run")
     out = Path(str(cfg.output)).absolute()
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    prepare_run(cfg, num_workers=int(cfg.data.get("num_workers") or 0))
 
     fasta_paths(cfg.get("fasta"))  # one path or a list; each must exist
     fasta = fasta_value(cfg.fasta)
-    _check_trainer(cfg)
+    check_trainer(cfg.get("trainer"))
     dm = instantiate(cfg.data)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     task_kwargs = OmegaConf.to_container(cfg.task, resolve=True)
@@ -587,16 +458,14 @@ def run_pretraining(cfg) -> dict:
     (out / "checkpoints").mkdir(exist_ok=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    plugins = []
-    if SLURMEnvironment.detect():  # submitit owns the requeue; Lightning only reads ranks from SLURM
-        plugins.append(SLURMEnvironment(auto_requeue=False))
+    if SLURMEnvironment.detect():  # submitit owns the requeue: save last.ckpt on its signal
         callbacks.append(CheckpointOnSignal(out / "checkpoints"))
     history = next((c for c in callbacks if isinstance(c, MetricHistory)), None)
     if history is None:
         history = MetricHistory()
         callbacks.append(history)
     speed = next((c for c in callbacks if isinstance(c, TokensPerSecond)), None)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
+    trainer = build_trainer(cfg, callbacks, loggers)
     rank_zero = trainer.is_global_zero  # the ranks are known once the trainer exists
     if rank_zero:
         with atomic_write(out / "config.yaml", "w") as handle:
@@ -616,8 +485,7 @@ def run_pretraining(cfg) -> dict:
 
     _make_resumable(dm, lambda: trainer)
     t_fit = time.perf_counter()
-    with _ranks_relaunch_this_workflow(trainer):
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t_fit
     if trainer.interrupted:
         return {"interrupted": True, "output": str(out)}
@@ -745,6 +613,7 @@ def run_evaluation(cfg) -> dict:
 
     from omegaconf import OmegaConf
 
+    from genossm.config import prepare_run
     from genossm.data.genome import fasta_paths
     from genossm.data.windows import TiledWindows, open_tokens
     from genossm.errors import atomic_write
@@ -761,6 +630,7 @@ def run_evaluation(cfg) -> dict:
     fasta = fasta_value(cfg.fasta)
     if cfg.get("output") is None:
         raise GenossmError("output= is not set: give a folder for the results")
+    prepare_run(cfg)
     out = Path(str(cfg.output)).absolute()
 
     model = from_pretrained(cfg.pretrained)

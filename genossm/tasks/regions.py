@@ -394,9 +394,9 @@ def run_finetune(cfg, out_dir) -> dict:
 
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
-    from omegaconf import OmegaConf
-
-    from genossm.data.regions import assign_splits, encode_labels, open_genome, read_regions, region_tokens
+    from genossm.config import build_trainer, prepare_run
+    from genossm.data.regions import (assign_splits, check_split_classes, encode_labels, open_genome, read_regions,
+                                      region_tokens)
     from genossm.tasks.kmer_baseline import class_weights, fit_linear, kmer_baseline
 
     log = logging.getLogger("genossm.finetune")
@@ -405,7 +405,7 @@ def run_finetune(cfg, out_dir) -> dict:
     mode = cfg.mode
     if mode not in ("finetune", "head", "probe"):
         raise GenossmError(f"mode must be finetune, head or probe, got {mode!r}")
-    L.seed_everything(cfg.seed, workers=True)
+    prepare_run(cfg)
 
     if not cfg.regions:
         raise GenossmError("regions=PATH (a labelled BED/TSV/FASTA) is required")
@@ -417,6 +417,7 @@ def run_finetune(cfg, out_dir) -> dict:
     for needed in ("train", "val"):
         if not (splits == needed).any():
             raise GenossmError(f"{regions.source}: the {needed} split is empty; change split.mode or split.fractions")
+    check_split_classes(regions, labels, splits)
     tokens, valid = region_tokens(regions, genome, cfg.region_len)
     region_len = int(tokens.shape[1])
     n_classes = len(labels.classes) if labels.classes else 1
@@ -454,14 +455,11 @@ def run_finetune(cfg, out_dir) -> dict:
         train_dl = DataLoader(RegionDataset(tokens, valid, y, train_rows), batch_size=t.batch_size, shuffle=True,
                               generator=generator)
         val_dl = DataLoader(RegionDataset(tokens, valid, y, val_rows), batch_size=t.batch_size)
-        trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
-        for key in ("_target_", "callbacks", "logger", "default_root_dir"):
-            trainer_args.pop(key, None)
         checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
                                      save_top_k=1, save_weights_only=True)
         callbacks = [checkpoint, EarlyStopping(monitor="val/loss", mode="min", patience=t.patience)]
-        trainer = L.Trainer(**trainer_args, callbacks=callbacks, default_root_dir=str(out_dir),
-                            logger=CSVLogger(str(out_dir), name="logs", version=""))
+        trainer = build_trainer(cfg, callbacks, [CSVLogger(str(out_dir), name="logs", version="")],
+                                default_root_dir=str(out_dir))
         trainer.fit(module, train_dl, val_dl)
         if checkpoint.best_model_path and Path(checkpoint.best_model_path).is_file():
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]

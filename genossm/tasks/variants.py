@@ -467,6 +467,12 @@ class ShardWriter(BasePredictionWriter):
         self._files: dict[str, object] = {}
         self.n_written = 0
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # once every rank has joined: rank 0 clears what an interrupted run left, before anyone writes
+        if trainer.is_global_zero and self.folder.exists():
+            shutil.rmtree(self.folder)
+        trainer.strategy.barrier("genossm-shards-cleared")
+
     def _file(self, name: str, rank: int):
         key = f"{name}.rank{rank:04d}.bin"
         if key not in self._files:
@@ -667,8 +673,6 @@ def score_variants(
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers)
 
     parts = output.with_name(f".{output.name}.genossm-parts")
-    if parts.exists():
-        shutil.rmtree(parts)
     writer = ShardWriter(parts, keep_embeddings=embeddings is not None)
     callbacks = [writer, VariantProgress(enabled=progress)]
     if isinstance(trainer, L.Trainer):
@@ -687,6 +691,7 @@ def score_variants(
             warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
             pl_trainer.predict(scorer, dataloaders=loader, return_predictions=False)
         writer.close()
+        pl_trainer.strategy.barrier("genossm-shards-written")  # every rank's shard is complete
         summary = Summary()
         if pl_trainer.is_global_zero:
             summary = _assemble(parts, output, table, reader, records, heatmap, embeddings, model.embed_dim, mode)

@@ -97,3 +97,32 @@ def test_lightning_epochs_reseed_warm_up_and_repeat(tmp_path):
     assert [(e, n) for e, n, _ in seen] == [(0, 512)] * 3 + [(1, 1024)] * 3
     assert {s for _, _, s in seen[:3]} != {s for _, _, s in seen[3:]}  # a new draw each epoch
     assert fit(tmp_path, workers=2) == seen  # same batches with worker processes
+
+
+def _all_n_genome(tmp_path):
+    path = tmp_path / "n.fa"
+    path.write_text(">a\n" + "N" * 60 + "\n" + "N" * 60 + "\n>b\n" + "n" * 50 + "\n")
+    return path
+
+
+def test_a_split_without_any_base_stops_before_training(tmp_path):
+    cfg = compose_data("custom", f"fasta={_all_n_genome(tmp_path)}", f"data.cache_dir={tmp_path}", "data.window_len=32",
+                       "data.num_workers=0")
+    dm = instantiate(cfg.data)
+    with pytest.raises(GenossmError, match=r"n\.fa: the train split \(\d+ bases\) holds no A, C, G or T, only N"):
+        dm.setup("fit")
+
+
+@pytest.mark.slow
+def test_a_genome_without_any_base_through_the_command(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "genossm.cli", "pretrain", "data=custom", f"fasta={_all_n_genome(tmp_path)}",
+         f"output={tmp_path / 'run'}", "model=tiny", "trainer=cpu", "data.window_len=32", "data.num_workers=0",
+         "trainer.max_steps=2", "trainer.enable_progress_bar=false"],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "holds no A, C, G or T, only N" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "model").exists()

@@ -4,6 +4,8 @@ import gzip
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +187,7 @@ def test_duplicate_contig_names_give_both_lines(tmp_path):
 
 def test_inconsistent_line_lengths_name_the_line(tmp_path):
     path = write(tmp_path / "ragged.fa", ">a\nACGTACGT\nACG\nACGTACGT\n>b\nAC\n")
-    with pytest.raises(GenossmError, match=r"ragged\.fa: not a valid FASTA file: .*>a at line 3"):
+    with pytest.raises(GenossmError, match=r"ragged\.fa: line 3 \(record 'a'\) is 3 bases long"):
         Genome(path)
 
 
@@ -225,3 +227,102 @@ def test_fai_of_another_file(tmp_path):
     shutil.copy(DATA / "athaliana_chloroplast.fa.fai", tmp_path / "g.fa.fai")  # same contig, other header length
     with pytest.raises(GenossmError, match=r"index disagrees .* record 'NC_000932.1'"):
         Genome(tmp_path / "g.fa")
+
+
+# -- layouts pyfaidx cannot index: the real cause, with its line, and a fix that works ---------------------
+
+BROKEN_LAYOUTS = {
+    # name: (file text, what the message must say)
+    "blank_line_inside_record": (">a\nACGTACGT\nACGTACGT\n\nACGTAC\n>b\nACGT\n", r"line 4 is blank inside record 'a'"),
+    "blank_line_after_short_line": (">a\nACGTACGT\nACG\nACGTACGT\n\n>b\nACGT\n", r"line 3 \(record 'a'\) is 3 bases long"),
+    "cr_only_line_ends": (">a\rACGTACGT\rACGTACGT\rACG\r>b\rACGT\r", r"CR-only line endings"),
+    "space_inside_sequence": (">a\nACGT ACGT\nACGTACGT\nACG\n>b\nACGT\n", r"line 2 \(record 'a'\) has a space at column 5"),
+    "trailing_spaces": (">a\nACGTACGT  \nACGTACGT  \nACG\n>b\nACGT\n", r"line 2 \(record 'a'\) has trailing whitespace"),
+    "binary_after_header": (">a\n\x00\x01\xff\xfeACGT\nACGTACGT\nACG\n>b\nACGT\n", r"line 2 \(record 'a'\): column 1 holds a non-text byte 0x00"),
+    "ragged_lines": (">a\nACGTACGT\nACGTAC\nACGTACGT\n>b\nACGT\n", r"line 3 \(record 'a'\) is 6 bases long but the record's lines are 8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_LAYOUTS))
+def test_broken_layout_names_the_cause_and_line(case, tmp_path):
+    text, message = BROKEN_LAYOUTS[case]
+    path = tmp_path / "g.fa"
+    path.write_bytes(text.encode("latin-1"))
+    for attempt in range(2):  # the second time too: no half-built index left behind to blame as stale
+        with pytest.raises(GenossmError, match=message) as err:
+            Genome(path)
+        assert "stale" not in str(err.value) and "report this issue" not in str(err.value)
+        assert str(path) in str(err.value)
+        assert not path.with_name("g.fa.fai").exists()
+
+
+@pytest.mark.parametrize("case", ["blank_line_inside_record", "space_inside_sequence", "trailing_spaces", "ragged_lines",
+                                  "blank_line_after_short_line"])
+def test_the_advised_rewrite_command_fixes_the_file(case, tmp_path):
+    text, _ = BROKEN_LAYOUTS[case]
+    path = tmp_path / "g.fa"
+    path.write_text(text)
+    with pytest.raises(GenossmError) as err:
+        Genome(path)
+    command = str(err.value).split("with: ", 1)[1]
+    assert command.startswith("python -c ")
+    subprocess.run(command.replace("python", sys.executable, 1), shell=True, check=True, cwd=tmp_path)
+    fixed = Genome(tmp_path / "g.fixed.fa")
+    expected = {name: seq.replace(" ", "") for name, seq in biopython_records(path).items()}
+    assert {n: fixed.fetch(n, 0, fixed.lengths[n]) for n in fixed.contig_names} == expected
+
+
+def test_cr_only_fix_command_works(tmp_path):
+    path = tmp_path / "g.fa"
+    path.write_bytes(BROKEN_LAYOUTS["cr_only_line_ends"][0].encode())
+    with pytest.raises(GenossmError) as err:
+        Genome(path)
+    subprocess.run(str(err.value).split("with: ", 1)[1], shell=True, check=True, cwd=tmp_path)
+    fixed = Genome(tmp_path / "g.fixed.fa")
+    assert fixed.fetch("a", 0, 19) == "ACGTACGTACGTACGTACG" and fixed.fetch("b", 0, 4) == "ACGT"
+
+
+def test_blank_lines_in_a_gzip_fasta_name_the_gz_file(tmp_path):
+    path = tmp_path / "g.fa.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write(BROKEN_LAYOUTS["blank_line_inside_record"][0])
+    with pytest.raises(GenossmError, match=r"g\.fa\.gz: line 4 is blank inside record 'a'") as err:
+        Genome(path, cache_dir=tmp_path / "cache")
+    command = str(err.value).split("with: ", 1)[1]
+    subprocess.run(command.replace("python", sys.executable, 1), shell=True, check=True, cwd=tmp_path)
+    assert Genome(tmp_path / "g.fixed.fa").fetch("a", 0, 22) == "ACGTACGTACGTACGTACGTAC"
+
+
+def test_blank_lines_through_the_command(tmp_path):
+    path = tmp_path / "g.fa"
+    path.write_text(BROKEN_LAYOUTS["blank_line_inside_record"][0])
+    done = subprocess.run([sys.executable, "-m", "genossm.cli", "inspect", f"fasta={path}"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "line 4 is blank inside record 'a'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_non_base_characters_are_counted_and_warned_once(tmp_path, caplog):
+    path = write(tmp_path / "g.fa", ">a\nAC1T*C.T\nACGTACGT\n>b\nAC-T\n")
+    genome = Genome(path)
+    with caplog.at_level(logging.WARNING, logger="genossm.data.genome"):
+        assert genome.fetch("a", 0, 16) == "AC1T*C.TACGTACGT"
+        genome.fetch("b", 0, 4)
+        ids, _ = genome.fetch_tokens("a", 0, 8)
+    warnings = [r for r in caplog.records if "non-base" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "'1', at a:3" in warnings[0].getMessage() and str(path) in warnings[0].getMessage()
+    assert genome.non_base_count == 3 + 1 + 3
+    assert (ids == tk.encode("ACNTNCNT")).all()
+
+
+@pytest.mark.parametrize("name", ["multi_contig.fa", "multi_contig.fa.gz", "multi_contig.bgzip.fa.gz"])
+def test_a_named_cache_folder_keeps_the_fasta_folder_untouched(name, tmp_path):
+    genomes = tmp_path / "genomes"
+    genomes.mkdir()
+    shutil.copy(DATA / name, genomes / name)
+    genome = Genome(genomes / name, cache_dir=tmp_path / "cache")
+    genome.fetch(genome.contig_names[0], 0, 10)
+    assert sorted(p.name for p in genomes.iterdir()) == [name]
+    assert list((tmp_path / "cache").rglob("*.fai"))

@@ -103,10 +103,10 @@ def test_tsv_header_strand_split_and_label_kinds(tmp_path):
     labels = encode_labels(regions)
     assert labels.task == "regression" and labels.y.tolist() == [2.5, -1.0, 0.0]
     assert assign_splits(regions).tolist() == ["train", "val", "test"]
-    multi = write(tmp_path / "m.tsv", ["chrom\tstart\tend\tlabel", "1\t0\t10\tenhancer", "1\t0\t10\tpromoter", "1\t0\t10\tother"])
+    multi = write(tmp_path / "m.tsv", ["chrom\tstart\tend\tlabel"] + ["1\t0\t10\tenhancer", "1\t0\t10\tpromoter", "1\t0\t10\tother"] * 2)
     labels = encode_labels(read_regions(multi, need_labels=True))
     assert labels.task == "multiclass" and labels.classes == ["enhancer", "other", "promoter"]
-    assert labels.y.tolist() == [0, 2, 1]
+    assert labels.y.tolist() == [0, 2, 1] * 2
 
 
 def test_fasta_and_sequence_tsv_inputs(tmp_path):
@@ -262,3 +262,96 @@ def test_shipped_task_is_reproducible_and_repeats_found(bundled_data, tmp_path):
     sys.argv = ["make_promoter_task.py", "--genbank", str(gb), "--out", str(out)]
     script.main()
     assert out.read_text() == (bundled_data / "chloroplast_promoters.tsv").read_text()
+
+
+# -- label sets no classifier can learn from, and messages that name the real cause -------------------------
+
+def _bed(tmp_path, labels, name="l.bed", extra=""):
+    return write(tmp_path / name, [f"1\t{10 * i}\t{10 * i + 8}\t{lab}{extra}" for i, lab in enumerate(labels)])
+
+
+def test_single_class_label_set_is_refused(tmp_path):
+    with pytest.raises(GenossmError, match=r"l\.bed: every region has the label '1'; a classifier needs at least two"):
+        encode_labels(read_regions(_bed(tmp_path, ["1"] * 10), need_labels=True))
+
+
+def test_one_text_label_among_numbers_names_its_line(tmp_path):
+    labels = ["0", "1"] * 5
+    labels[6] = "yes"
+    with pytest.raises(GenossmError, match=r"l\.bed line 7: label 'yes' is not a number while 9 of the 10 labels are"):
+        encode_labels(read_regions(_bed(tmp_path, labels), need_labels=True))
+
+
+def test_bed6_name_column_is_not_taken_as_labels(tmp_path):
+    bed = _bed(tmp_path, [f"peak{i}" for i in range(60)], extra="\t0\t+")
+    with pytest.raises(GenossmError, match=r"l\.bed line 1: label column 'label' missing .*4th column holds 60 "
+                                           r"distinct values for 60 regions, which look like region names.*label_column=NAME"):
+        read_regions(bed, need_labels=True)
+    assert read_regions(bed, label_column=None).table["name"].iat[3] == "peak3"  # still the region names
+    labelled = _bed(tmp_path, ["enhancer", "promoter"] * 30, name="k.bed", extra="\t0\t+")
+    regions = read_regions(labelled, need_labels=True)
+    assert "4th column" in regions.label_note and encode_labels(regions).task == "binary"
+
+
+def test_more_classes_than_half_the_regions_is_refused(tmp_path):
+    tsv = write(tmp_path / "m.tsv", ["chrom\tstart\tend\tlabel"] + [f"1\t{i}\t{i + 5}\tc{i % 7}" for i in range(10)])
+    with pytest.raises(GenossmError, match=r"m\.tsv: 7 classes for 10 regions"):
+        encode_labels(read_regions(tsv, need_labels=True))
+
+
+def test_a_split_with_one_class_is_refused(tmp_path):
+    from genossm.data.regions import check_split_classes
+
+    tsv = write(tmp_path / "s.tsv", ["chrom\tstart\tend\tlabel\tsplit"]
+                + [f"1\t{10 * i}\t{10 * i + 5}\t{i % 2}\ttrain" for i in range(6)]
+                + [f"1\t{100 + 10 * i}\t{105 + 10 * i}\t1\tval" for i in range(3)])
+    regions = read_regions(tsv, need_labels=True)
+    labels = encode_labels(regions)
+    with pytest.raises(GenossmError, match=r"s\.tsv: the val split \(3 regions\) holds only the class '1'"):
+        check_split_classes(regions, labels, assign_splits(regions))
+
+
+def test_single_class_through_the_command(tmp_path, monkeypatch, capsys):
+    from genossm import cli
+
+    bed = _bed(tmp_path, ["1"] * 10)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["finetune", f"regions={bed}", f"fasta={bundled_genome()}", f"output={tmp_path / 'run'}"])
+    assert exc.value.code == 2
+    assert "every region has the label '1'" in capsys.readouterr().err
+
+
+def bundled_genome():
+    from genossm.paths import data_dir
+
+    return data_dir() / "athaliana_chloroplast.fa"
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("e.bed", "", r"e\.bed: the regions file is empty \(0 bytes\)"),
+        ("s.bed", "1 0 10 1\n1 20 30 0\n", r"s\.bed line 1: the fields are separated by spaces, not tabs"),
+        ("h.tsv", "1\t0\t10\tx\t0\t7\textra\n", r"h\.tsv line 1: strand '7' \(column 6\) is not \+, - or \.; the file has "
+                                              r"no header line, so its 7 columns are read as BED"),
+    ],
+)
+def test_messages_name_the_real_cause(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(GenossmError, match=message):
+        read_regions(path, need_labels=True)
+
+
+def test_missing_label_column_advises_a_key_that_exists(tmp_path):
+    from omegaconf import OmegaConf
+
+    from genossm.paths import conf_dir
+
+    path = write(tmp_path / "n.tsv", ["chrom\tstart\tend\tscore", "1\t0\t10\t0.5"])
+    with pytest.raises(GenossmError) as err:
+        read_regions(path, need_labels=True)
+    key = str(err.value).rsplit("set ", 1)[1].split("=")[0]
+    assert key == "label_column" and key in OmegaConf.load(conf_dir() / "finetune.yaml")

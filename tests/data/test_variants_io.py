@@ -1,7 +1,10 @@
 """Variant input/output: VCF/BCF/TSV reading against pysam itself, checks against the FASTA, writers."""
 
 import gzip
+import os
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pysam
@@ -138,6 +141,7 @@ def test_checks_against_the_fasta(tmp_path, bundled_data):
         f"20\t421810\tsym\t{real[2]}\t<DEL>,*\t.\t.\t.\n",
         f"20\t421810\tnoalt\t{real[2]}\t.\t.\t.\t.\n",
         f"20\t421808\tmulti\t{real[:2]}\t{real[0]},{real[:2]}A\t.\t.\t.\n",
+        "20\t0\ttelomere\tA\tC\t.\t.\t.\n",
     ]))
     result = {rec.id: [(a.kind, a.reason) for a in alleles] for rec, alleles in iter_alleles(VariantReader(vcf), genome)}
     assert result["ok"] == [("snv", None)]
@@ -148,6 +152,7 @@ def test_checks_against_the_fasta(tmp_path, bundled_data):
     assert result["sym"] == [("symbolic", "symbolic_allele"), ("symbolic", "symbolic_allele")]
     assert result["noalt"] == [("missing", "missing_alt")]
     assert result["multi"] == [("indel", None), ("indel", None)]
+    assert result["telomere"] == [("snv", "position_zero")]
     assert set(r for rows in result.values() for _, r in rows if r) <= set(REASONS)
     # the contig is resolved to the FASTA's own name
     ((_, (a,)),) = [(r, al) for r, al in iter_alleles(VariantReader(vcf), genome) if r.id == "ok"]
@@ -195,3 +200,78 @@ def test_table_output_is_atomic(tmp_path):
                      "kind": "snv", "llr": 0.0, "emb_dist": 0.0, "reason": ""})
             raise RuntimeError("crash half-way")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- an index that belongs to another version of the file ---------------------------------------------------
+
+def _indexed_vcf(path, positions, contigs=("20",), index=True):
+    header = "##fileformat=VCFv4.2\n" + "".join(f"##contig=<ID={c},length=64000000>\n" for c in contigs)
+    body = "".join(f"{contigs[0]}\t{p}\t.\tA\tC\t.\tPASS\t.\n" for p in positions)
+    path.with_suffix("").write_text(header + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + body)
+    pysam.tabix_compress(str(path.with_suffix("")), str(path), force=True)
+    if index:
+        pysam.tabix_index(str(path), preset="vcf", force=True)
+    return path
+
+
+def test_index_of_another_version_is_named_not_an_empty_result(tmp_path):
+    # the same number of records of the same length, moved: every byte offset of the old index lands on a
+    # record boundary, and htslib silently returns nothing for the new records' region
+    old = _indexed_vcf(tmp_path / "old.vcf.gz", range(1_000_000, 1_010_100, 100))
+    new = _indexed_vcf(tmp_path / "calls.vcf.gz", range(3_000_000, 3_010_100, 100), index=False)
+    shutil.copy(str(old) + ".tbi", str(new) + ".tbi")
+    os.utime(str(new) + ".tbi", ns=(0, new.stat().st_mtime_ns + 10**9))  # newer than the file: htslib is happy
+    assert sum(1 for _ in pysam.VariantFile(str(new)).fetch("20", 2_999_999, 3_005_000)) == 0  # the silent loss
+    with pytest.raises(GenossmError, match=r"calls\.vcf\.gz\.tbi: this index does not match .*calls\.vcf\.gz \(the "
+                                           r"region holds records, e\.g\. 20:3000000"):
+        list(VariantReader(new, region="20:3,000,000-3,005,000"))
+    # a region that is empty in the file stays a plain empty result, with either index
+    assert list(VariantReader(new, region="20:1,000,001-1,005,000")) == []
+    assert list(VariantReader(old, region="20:3,000,001-3,005,000")) == []
+    assert len(list(VariantReader(old, region="20:1,000,001-1,005,000"))) == 50
+
+
+def test_index_listing_contigs_the_header_lacks_is_refused(tmp_path):
+    old = _indexed_vcf(tmp_path / "old.vcf.gz", range(1000, 2000, 100), contigs=("7", "20"))
+    new = _indexed_vcf(tmp_path / "calls.vcf.gz", range(1000, 2000, 100), contigs=("20",), index=False)
+    shutil.copy(str(old) + ".tbi", str(new) + ".tbi")
+    with pytest.raises(GenossmError, match=r"calls\.vcf\.gz\.tbi: the index lists contig\(s\) \['7'\] that the header"):
+        VariantReader(new, region="20:1-5000")
+
+
+def test_foreign_index_through_the_command(tmp_path, bundled_data):
+    import torch
+
+    from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+
+    torch.manual_seed(0)
+    model = save_pretrained(BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2)),
+                            tmp_path / "model", extra={"train_window_len": 32})
+    old = _indexed_vcf(tmp_path / "old.vcf.gz", range(1_000_000, 1_010_100, 100))
+    new = _indexed_vcf(tmp_path / "calls.vcf.gz", range(3_000_000, 3_010_100, 100), index=False)
+    shutil.copy(str(old) + ".tbi", str(new) + ".tbi")
+    done = subprocess.run(
+        [sys.executable, "-m", "genossm.cli", "score-variants", f"variants={new}", "region=20:3000000-3005000",
+         f"fasta={bundled_data / SLICE}", f"output={tmp_path / 'out.vcf.gz'}", f"pretrained={model}"],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "calls.vcf.gz.tbi: this index does not match" in done.stderr
+    assert not (tmp_path / "out.vcf.gz").exists()
+
+
+def test_more_sample_columns_than_the_header_is_an_error_naming_the_line(tmp_path):
+    header = ('##fileformat=VCFv4.2\n##contig=<ID=20,length=63025520>\n##FORMAT=<ID=GT,Number=1,Type=String,'
+              'Description="Genotype">\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\n')
+    good = "20\t100\t.\tA\tC\t.\tPASS\t.\tGT\t0/1\n"
+    bad = "20\t200\t.\tA\tC\t.\tPASS\t.\tGT\t0/1\t1/1\n"
+    for name, opener in (("s.vcf", open), ("s.vcf.gz", gzip.open)):
+        with opener(tmp_path / name, "wt") as fh:
+            fh.write(header + good + bad)
+        with pytest.raises(GenossmError, match=rf"{name}: line 6: 11 columns where the #CHROM header line names 10 \(1 sample"):
+            list(VariantReader(tmp_path / name).pysam_records())
+    (tmp_path / "ok.vcf").write_text(header + good + good)
+    assert len(list(VariantReader(tmp_path / "ok.vcf").pysam_records())) == 2
+    sites = header.replace("\tFORMAT\tS1", "").replace("##FORMAT", "##INFO").replace("Number=1,Type=String", "Number=1,Type=String")
+    (tmp_path / "sites.vcf").write_text(sites + "20\t100\t.\tA\tC\t.\tPASS\t.\tGT\t0/1\n")
+    with pytest.raises(GenossmError, match=r"line 5: 10 columns where the #CHROM header line names 8 \(0 sample"):
+        list(VariantReader(tmp_path / "sites.vcf").pysam_records())

@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained
 from genossm.paths import conf_dir
-from genossm.tasks.pretrain import instantiate, run_pretraining
+from genossm.config import instantiate
+from genossm.tasks.pretrain import run_pretraining
 
 HERE = Path(__file__).resolve().parent
 STEPS, BATCH, PER_EPOCH = 4, 2, 8  # 2 batches per rank and epoch: the run crosses an epoch
@@ -117,3 +118,37 @@ def test_fsdp_export_rebuilds_the_model_from_the_gathered_state_dict():
         assert torch.equal(mine[name], theirs[name]), name
     assert _full_model(SimpleNamespace(strategy=FakeFSDPStrategy(), is_global_zero=False), module, config) is None
     assert _full_model(SimpleNamespace(strategy=object(), is_global_zero=True), module, config) is module.model
+
+
+@pytest.mark.slow
+def test_score_variants_on_two_cpu_processes_matches_one(tmp_path, bundled_data):
+    """``genossm score-variants trainer=ddp`` on 2 CPU ranks (gloo), through the installed command: Lightning
+    re-runs the workflow script for rank 1, the ranks score alternate batches, and rank 0 merges them into
+    exactly the bytes one process writes."""
+    import shutil
+
+    from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+
+    torch.manual_seed(0)
+    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2, rc_equivariant=False))
+    pretrained = save_pretrained(model, tmp_path / "model", extra={"train_window_len": 32})
+    script = Path(sys.executable).with_name("genossm")
+    command = [str(script)] if script.exists() else [shutil.which("genossm") or "genossm"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["score-variants", f"pretrained={pretrained}", f"fasta={bundled_data / 'variants_chr20_slice.fa.gz'}",
+              f"variants={bundled_data / 'variants_chr20_indels_1000g.vcf.gz'}", "window_len=32", "indel_flank=1",
+              "batch_size=16", "progress=false", f"cache_dir={tmp_path / 'cache'}"]
+    outputs = {}
+    for name, extra in (("one", []), ("two", DDP_CPU)):
+        folder = tmp_path / name
+        folder.mkdir()
+        done = subprocess.run([*command, *common, f"output={folder / 'scored.vcf.gz'}", *extra], capture_output=True,
+                              text=True, env=env, cwd=folder, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+        outputs[name] = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    assert sorted(outputs["two"]) == ["scored.tsv", "scored.vcf.gz"]
+    assert outputs["two"] == outputs["one"]
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "two" / "scored.tsv", sep="\t")
+    assert len(table) == 194 and table["llr"].notna().all()

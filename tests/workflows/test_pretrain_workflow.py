@@ -182,7 +182,7 @@ def test_slurm_launcher_writes_valid_submission(tmp_path, monkeypatch):
 
 
 def test_run_folder_keyed_by_slurm_job(monkeypatch):
-    from genossm.tasks.pretrain import run_id
+    from genossm.config import run_id
 
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "777")
@@ -197,7 +197,7 @@ def test_run_folder_keyed_by_slurm_job(monkeypatch):
 
 def test_ranks_read_different_windows(tmp_path):
     """As under DDP with 2 ranks: the demo data config gives each rank its own training windows."""
-    from genossm.tasks.pretrain import instantiate
+    from genossm.config import instantiate
 
     cfg = compose_pretrain([*TINY, f"data.cache_dir={tmp_path}"])
     dm = instantiate(cfg.data)

@@ -53,6 +53,24 @@ def test_cli_scores_vcf_and_writes_table(tiny_model, bundled_data, tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.tsv", "scored.vcf.gz"]  # nothing else left
 
 
+def test_cli_scores_real_alleles_as_the_python_api(tiny_model, bundled_data, tmp_path, monkeypatch):
+    """Every keyword of the workflow reaches the scorer: the command's scores are the Python API's."""
+    from genossm.tasks.variants import score_variants
+
+    options = dict(window_len=24, indel_flank=1, strands="both", distance="euclidean", pooling="center", batch_size=7)
+    out = tmp_path / "cli.tsv"
+    run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", f"variants={bundled_data / INDELS}",
+         f"output={out}", "progress=false", *(f"{k}={v}" for k, v in options.items())], monkeypatch, tmp_path)
+    api = tmp_path / "api.tsv"
+    score_variants(tiny_model, bundled_data / SLICE, api, bundled_data / INDELS, progress=False, **options)
+    got, want = pd.read_csv(out, sep="\t"), pd.read_csv(api, sep="\t")
+    assert len(got) == 194 and got["llr"].notna().all() and got["emb_dist"].notna().all()
+    pd.testing.assert_frame_equal(got, want)
+    default = tmp_path / "default.tsv"
+    score_variants(tiny_model, bundled_data / SLICE, default, bundled_data / INDELS, progress=False, batch_size=7)
+    assert not pd.read_csv(default, sep="\t")["llr"].equals(got["llr"])  # the options did change the scores
+
+
 def test_cli_user_errors_exit_2(tiny_model, bundled_data, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}",

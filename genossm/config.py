@@ -1,0 +1,292 @@
+"""What every workflow shares: the OmegaConf resolvers, instantiation, the Trainer, CPU threads, the saved config.
+
+Importing ``genossm`` registers the resolvers the configs use (once, here):
+
+* ``${bundled:NAME}``: the absolute path of a file shipped in ``data/``;
+* ``${run_id:}``: the run folder's name (see :func:`run_id`);
+* ``${or_default:VALUE,DEFAULT}``: ``VALUE`` unless it is null or empty.
+
+:func:`build_trainer` is the one way a workflow builds its Lightning Trainer (from the ``trainer`` group, with
+the workflow's callbacks, loggers and ``precision``); :func:`set_cpu_threads` applies ``torch_threads``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+from genossm.errors import GenossmError, atomic_write
+
+RUN_ID_ENV = "GENOSSM_RUN_ID"
+MAX_AUTO_THREADS = 32  # beyond this the small kernels of a CPU run stop getting faster
+
+
+# ---------------------------------------------------------------------------------------------- resolvers
+
+
+def run_id() -> str:
+    """The run folder's name: ``slurm-<job id>`` under SLURM (a requeued job keeps its id, so it finds its own
+    checkpoint), else the date and time of the first call in this process; ``_<n>`` per job of a local multirun.
+
+    The name is also put in the environment (``GENOSSM_RUN_ID``), so the DDP ranks Lightning starts by
+    re-running the workflow, seconds later, inherit it and write into the same run folder."""
+    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        return f"slurm-{array_job}_{array_task}"
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}"
+    name = os.environ.setdefault(RUN_ID_ENV, datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            name += f"_{HydraConfig.get().job.num}"
+    except Exception:  # noqa: BLE001 - outside a Hydra job there is no job number
+        pass
+    return name
+
+
+def _bundled(name: str) -> str:
+    from genossm.paths import bundled
+
+    return bundled(name)
+
+
+def _or_default(value, default):
+    return default if value in (None, "") else value
+
+
+def register_resolvers() -> None:
+    """Register ``bundled``, ``run_id`` and ``or_default`` (idempotent; done when ``genossm`` is imported)."""
+    for name, func in (("bundled", _bundled), ("run_id", run_id), ("or_default", _or_default)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, func)
+
+
+register_resolvers()
+
+
+# ---------------------------------------------------------------------------------------------- instantiation
+
+
+def instantiate(node, **kwargs):
+    """``hydra.utils.instantiate``, re-raising a GenossmError from the target as itself (one clean message)."""
+    import hydra
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, GenossmError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def instantiate_all(group) -> list:
+    """Every non-null entry of a group of ``_target_`` nodes (``callbacks:``, ``logger:``), in order."""
+    return [instantiate(node) for node in (group or {}).values() if node is not None]
+
+
+def to_plain(value):
+    """A config node as plain Python (lists, dicts, scalars); anything else as it is."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def save_config(cfg: DictConfig, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
+    """Write the composed, resolved config beside a run's outputs (atomically)."""
+    path = Path(folder) / name
+    with atomic_write(path, "w") as handle:
+        handle.write(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- CPU threads
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, as set by taskset, cgroups or SLURM)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_threads(requested: int | str | None = "auto", num_workers: int = 0, processes: int = 1) -> int | None:
+    """The torch thread count for ``torch_threads``: an int as given; ``auto`` ``OMP_NUM_THREADS`` when it is
+    set, else the cores this process may use, less one per DataLoader worker, shared between the ``processes``
+    (CPU DDP ranks) of this machine, capped at 32; None leaves torch's default."""
+    if requested is None or requested == "":
+        return None
+    if isinstance(requested, str) and requested != "auto":
+        try:
+            requested = int(requested)
+        except ValueError:
+            raise GenossmError(f"torch_threads must be auto, null or a number of threads, got {requested!r}") from None
+    if requested == "auto" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        requested = int(os.environ["OMP_NUM_THREADS"])  # the user's own choice for this shell
+    if requested != "auto":
+        if int(requested) < 1:
+            raise GenossmError(f"torch_threads must be >= 1, got {requested}")
+        return int(requested)
+    cores = available_cores() // max(1, int(processes))
+    return max(1, min(MAX_AUTO_THREADS, cores - max(0, int(num_workers or 0))))
+
+
+def set_cpu_threads(threads: int | str | None = "auto", num_workers: int = 0, processes: int = 1) -> int | None:
+    """Set the number of threads torch computes with on CPU, and return it (see :func:`cpu_threads`).
+
+    ``auto`` takes the cores this process may use (``os.sched_getaffinity``) less the DataLoader workers, so the
+    threads never outnumber the cores. On a busy machine OpenMP threads that spin while waiting for each other
+    can make a run many times slower than one thread; the ``genossm`` command therefore sets
+    ``OMP_WAIT_POLICY=PASSIVE`` (and ``KMP_BLOCKTIME=0``) unless they are set. From Python, set them in the
+    environment before ``import torch`` (OpenMP reads them once, when it starts)::
+
+        OMP_WAIT_POLICY=PASSIVE python my_script.py
+
+    and call ``genossm.set_cpu_threads()`` (or ``set_cpu_threads(1)`` for tiny models, whose many small
+    operations run fastest on one thread)."""
+    n = cpu_threads(threads, num_workers, processes)
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
+    return n
+
+
+def passive_openmp_environment(environ=os.environ) -> None:
+    """A passive OpenMP wait policy unless the user chose one; must run before torch is imported."""
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    environ.setdefault("KMP_BLOCKTIME", "0")  # Intel OpenMP builds; ignored by GNU OpenMP
+
+
+# ---------------------------------------------------------------------------------------------- the Trainer
+
+
+def fsdp_strategy(sharding_strategy: str = "FULL_SHARD", state_dict_type: str = "full", **kwargs):
+    """Lightning FSDP wrapping each residual block (used by ``conf/trainer/fsdp.yaml``)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from genossm.models.mamba import ResidualBlock
+
+    return FSDPStrategy(auto_wrap_policy={ResidualBlock}, sharding_strategy=sharding_strategy,
+                        state_dict_type=state_dict_type, **kwargs)
+
+
+def check_trainer(trainer) -> None:
+    """Fail before anything starts, with one clear message, on a trainer this machine cannot run."""
+    import torch
+
+    trainer = trainer or {}
+    strategy = trainer.get("strategy")
+    strategy = str(strategy.get("_target_", "")) if OmegaConf.is_config(strategy) else str(strategy or "")
+    accelerator = str(trainer.get("accelerator") or "auto")
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    gpu = torch.cuda.is_available() or (accelerator != "cuda" and mps)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not gpu)
+    if "fsdp" in strategy.lower() and on_cpu:
+        raise GenossmError(
+            "trainer=fsdp needs GPUs: PyTorch's FSDP does not run on CPU (Lightning refuses it and torch's "
+            "FullyShardedDataParallel needs an accelerator device). On CPU use data parallel instead: "
+            "trainer=ddp trainer.accelerator=cpu trainer.devices=2 trainer.precision=32-true"
+        )
+    if accelerator in ("gpu", "cuda") and not gpu:
+        raise GenossmError(
+            f"trainer.accelerator={accelerator} but no GPU is visible to this process; on CPU use trainer=cpu "
+            "(or, for data parallel over CPU processes, trainer=ddp trainer.accelerator=cpu trainer.devices=2 "
+            "trainer.precision=32-true)"
+        )
+
+
+def local_processes(trainer) -> int:
+    """How many processes of this run share this machine's cores (CPU DDP ranks; 1 otherwise)."""
+    trainer = trainer or {}
+    if str(trainer.get("accelerator") or "") != "cpu":
+        return 1
+    devices = trainer.get("devices", 1)
+    return int(devices) if isinstance(devices, int) and devices > 0 else 1
+
+
+def build_trainer(cfg: DictConfig, callbacks: Iterable = (), loggers: Iterable = (), **overrides: Any):
+    """The workflow's Lightning Trainer: ``cfg.trainer`` instantiated with the workflow's callbacks and loggers.
+
+    ``cfg.precision`` (when set and not ``auto``) replaces ``trainer.precision``; under SLURM, submitit owns the
+    requeue (Lightning only reads the ranks). ``overrides`` are the workflow's own Trainer arguments."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    check_trainer(cfg.get("trainer"))
+    precision = cfg.get("precision", "auto")
+    if precision not in (None, "", "auto"):
+        overrides["precision"] = precision
+    if SLURMEnvironment.detect():
+        overrides.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+    loggers = list(loggers)
+    return instantiate(cfg.trainer, callbacks=list(callbacks), logger=loggers or False, **overrides)
+
+
+# third-party messages that say nothing about the user's run (matched at the start of the message)
+_NOISE_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # torch's pytree API, used inside Lightning
+    r"Your `IterableDataset` has `__len__` defined",  # ours report their exact per-rank length on purpose
+    r"Checkpoint directory .* exists and is not empty",  # every resume and every rerun into output=
+    r"The '(train|val|predict|test)_dataloader' does not have many workers",  # tiny CPU runs use none on purpose
+)
+_NOISE_LOGS = ("💡 Tip:",)  # Lightning's adverts for its cloud services
+
+
+class _DropNoise:
+    """A logging filter: drops Lightning's adverts, and a line identical to the one just let through (Lightning
+    logs its device summary once per Trainer, and workflows may build more than one)."""
+
+    def __init__(self) -> None:
+        self._last = None
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        if message.startswith(_NOISE_LOGS):
+            return False
+        if message == self._last:
+            return False
+        self._last = message
+        return True
+
+
+def quiet_third_party() -> None:
+    """Lightning and torch messages that are noise for a genossm user: adverts, deprecations of APIs Lightning
+    uses inside, warnings about choices genossm makes on purpose; and Lightning's own log handler, which
+    printed every line twice beside the workflow's logging. Real warnings still show."""
+    import logging
+    import warnings
+
+    for pattern in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    root_has_handlers = logging.getLogger().hasHandlers()
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logger = logging.getLogger(name)
+        if root_has_handlers:  # the workflow's logging prints Lightning's lines: drop Lightning's second copy
+            for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+                logger.removeHandler(handler)
+            logger.propagate = True
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropNoise) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropNoise())
+
+
+def prepare_run(cfg: DictConfig, num_workers: int = 0) -> None:
+    """Seed everything from ``cfg.seed``, set the CPU threads from ``cfg.torch_threads`` and quiet the
+    third-party noise (:func:`quiet_third_party`)."""
+    import lightning as L
+
+    quiet_third_party()
+
+    L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
+    set_cpu_threads(cfg.get("torch_threads", "auto"), num_workers, local_processes(cfg.get("trainer")))
