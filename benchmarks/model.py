@@ -17,8 +17,10 @@ positions. On GPU everything runs under bf16 autocast. ``ckpt`` marks per-layer 
 ``--cpu`` prints a different table (``benchmarks/side_by_side.py``): tokens/s of genossm (float32 and, where
 the CPU has native bf16, bf16 autocast), of the same code at the baseline commit (float32) and of a
 Caduceus-style model from HF ``transformers``' MambaMixer (``benchmarks/hf_peer.py``, float32), each in its
-own worker process, round-robin, best of 3 (1 for the slow rows at 131 kb), at 2 threads then 1 thread;
-``--contention`` repeats the rows beside a process keeping one core busy and prints the slowdown.
+own worker process, round-robin, best of 3 (at 131 kb: 2 for genossm, 1 for the others), at 2 threads then 1
+thread; ``--contention`` repeats the rows (but those at 131 kb) at the first thread count beside a process
+keeping one core busy and prints the slowdown. The HF peer is left out at 131 kb: its PyTorch fallback scan
+materialises two (d_inner, L, state) float32 tensors per layer (8 GiB at 131 kb).
 
 "+run MiB" is the memory the timed call added on top of the loaded model and inputs. The chunked rows
 check it against the long-sequence inference's budget: two (strands x L x d_model) float32
@@ -211,7 +213,7 @@ def side_by_side(args) -> None:
 
     bf16 = cpu_bf16_supported()
     print(sbs.machine_line(), f"| native bf16: {'yes' if bf16 else 'no'} | torch {torch.__version__}")
-    print("tokens/s, batch 1; best of 3 round-robin (1 for 131 kb rows of the baseline and peers); "
+    print("tokens/s, batch 1; best of 3 round-robin (131 kb: 2 for genossm, 1 for the baseline; HF left out); "
           "genossm-bf16 = torch.autocast('cpu', torch.bfloat16)")
     peers = {}
     if not args.no_peers and sbs.module_file("transformers"):
@@ -221,7 +223,8 @@ def side_by_side(args) -> None:
     results = {}
     with (sbs.baseline_tree() if not args.no_baseline else contextlib.nullcontext(None)) as base:
         for busy in [False, True] if args.contention else [False]:
-            for threads in args.thread_counts:
+            # beside a busy process: the largest thread count (the one that can collapse), no 131 kb rows
+            for threads in args.thread_counts[:1] if busy else args.thread_counts:
                 workers = {"genossm": sbs.Worker(__file__, threads)}
                 if base:
                     workers["baseline"] = sbs.Worker(__file__, threads, root=base)
@@ -230,6 +233,8 @@ def side_by_side(args) -> None:
                 try:
                     with sbs.busy_core(busy):
                         for label, config, length, mode, slow in cpu_rows(args.quick):
+                            if busy and slow:
+                                continue
                             calls, reps = {}, {}
                             conf = {"baseline": str(Path(base or ".") / "conf" / "model")}
                             for name, w in workers.items():
@@ -242,7 +247,7 @@ def side_by_side(args) -> None:
                                               mode=mode, bf16=use_bf16, conf_dir=conf.get(name, str(CONF)),
                                               warm_len=1024 if slow else None)
                                     calls[col] = (lambda w=w, kw=kw: w.run("model", **kw))
-                                    reps[col] = 1 if slow and name != "genossm" else (args.repeats or 3)
+                                    reps[col] = (1 if name != "genossm" else 2) if slow else (args.repeats or 3)
                             results[(busy, threads, label)] = sbs.round_robin(calls, reps)
                             _print_row(sbs, busy, threads, label, results[(busy, threads, label)], length)
                 finally:
