@@ -11,7 +11,8 @@ backend (the fused C kernel, ``cpu``), of its chunked backend, of the chunked ba
 and of ``mamba_ssm``'s ``selective_scan_ref`` (its forward; its autograd backward only up to L = 2^14),
 loaded as that single function from a ``mamba_ssm`` sdist (``pip download mamba-ssm --no-deps --no-binary
 :all:``, with MAMBA_SKIP_CUDA_BUILD=TRUE) or installed package, without its CUDA extension. Each in its
-own worker process, round-robin, best of 3. ``--contention`` repeats them beside a busy process.
+own worker process, round-robin, best of 3 (``mamba_ssm``'s reference once: minutes per call).
+``--contention`` repeats them beside a busy process (without the reference).
 
 CPU mode, at (batch, dim, state, length) = (1, 256, 16, 2^14) float32 with a z gate, softplus Δ and D:
 forward and forward+backward time of the chunked backend, of a tidy per-position loop (one exp, one
@@ -518,11 +519,14 @@ def side_by_side(args):
                                     w = workers.get("genossm" if col.startswith("genossm") else col)
                                     if w is None or (col == "mamba-ref" and mode != "fwd" and size[3] > MAMBA_REF_MAX_BWD):
                                         continue
+                                    if col == "mamba-ref" and busy:
+                                        continue  # slow, and not what the busy pass is about
                                     kw = dict(impl="mamba" if col == "mamba-ref" else "genossm", size=size, mode=mode,
                                               backend="auto" if col == "genossm" else "chunked",
                                               mamba_src=args.mamba_src)
                                     calls[col] = (lambda w=w, kw=kw: w.run("scan", **kw))
-                                    reps[col] = 1 if col == "mamba-ref" and size[3] > MAMBA_REF_MAX_BWD else args.repeat
+                                    # mamba-ref: minutes per call at these sizes, timed once
+                                    reps[col] = 1 if col == "mamba-ref" else args.repeat
                                 res = sbs.round_robin(calls, reps)
                                 results[(busy, threads, size, mode)] = res
                                 parts = [f"{k} {v.get('seconds', v.get('error'))}" for k, v in res.items()]

@@ -62,10 +62,17 @@ def load_line() -> str:
     return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # so that the finally blocks remove the checkout and stop the workers
+
+
 @contextlib.contextmanager
 def baseline_tree(commit: str = BASELINE):
-    """A temporary checkout of ``commit`` (a git worktree), removed on exit. Yields its path, or None with a
-    message when git cannot make it (no repository, unknown commit)."""
+    """A temporary checkout of ``commit`` (a git worktree), removed on exit (also on SIGTERM). Yields its path,
+    or None with a message when git cannot make it (no repository, unknown commit)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     tmp = Path(tempfile.mkdtemp(prefix="genossm-baseline-"))
     path = tmp / "tree"
     proc = subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), commit],
