@@ -173,3 +173,19 @@ def test_softplus_inside_the_kernel_over_a_wide_range(reverse):
         x["delta"].copy_(torch.linspace(-25.0, 25.0, 2 * 16 * 64).view(2, 16, 64))
         x["A"].mul_(0.01)
     compare(x, reverse=reverse)
+
+
+def test_without_a_compiler_auto_falls_back_to_chunked(tmp_path):
+    # a fresh interpreter whose C compiler fails: one warning, and "auto" means chunked
+    import subprocess
+    import sys
+
+    code = ("import warnings, torch\n"
+            "from genossm.ops.selective_scan import cpu, resolve_backend\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    ok = cpu.available()\n"
+            "print(ok, resolve_backend('auto', torch.zeros(1)), len(w))\n")
+    env = dict(__import__("os").environ, CC="false", GENOSSM_KERNEL_CACHE=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "chunked", "1"]

@@ -23,9 +23,11 @@ Two entry points:
   projections produce them, any row stride (views of a wider projection are fine), one or both scan
   directions summed, gate and skip included: no transpose anywhere.
 
-Only the recurrence (Δ, u, B, C, A, initial state -> Σ_n C h, last state) is in C, as an autograd
-Function; softplus, the Δ bias, D·u and the silu(z) gate are ordinary differentiable PyTorch ops
-around it. Everything is float32 inside; outputs come back in the input dtype.
+The forward computes softplus(Δ + bias), the D·u skip and the silu(z) gate in the same pass as the
+recurrence; the backward kernel covers the recurrence (gradients of Δ, u, B, C, A and the initial state)
+and the few elementwise gradients around it are PyTorch ops. The depthwise conv + silu of a Mamba branch
+(:func:`conv_silu_pm`) is in the same C file. Everything is float32 inside; outputs come back in the input
+dtype.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -85,18 +89,18 @@ def _cache_dir() -> Path:
 
 
 def _build() -> ctypes.CDLL:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc:
+    cc = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")]
+    if not cc[0]:
         raise RuntimeError("no C compiler (cc, gcc or clang) found")
     source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([cc, *_FLAGS]).encode() + _cpu_signature().encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join([*cc, *_FLAGS]).encode() + _cpu_signature().encode()).hexdigest()[:16]
     target = _cache_dir() / f"genossm_scan_{key}.so"
     if not target.exists():
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        proc = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True)
+        proc = subprocess.run([*cc, *_FLAGS, str(_SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True)
         if proc.returncode != 0:
             tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-500:]}")
+            raise RuntimeError(f"{' '.join(cc)} failed: {proc.stderr.strip()[-500:]}")
         os.replace(tmp, target)  # atomic: processes building at once each write their own file
     lib = ctypes.CDLL(str(target))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -123,6 +127,8 @@ def _library():
                         _lib = _build()
                     except (OSError, RuntimeError) as err:
                         _lib_error = str(err)
+                        warnings.warn(f"genossm: the fused CPU selective scan could not be compiled ({err}); "
+                                      "using the slower chunked scan", RuntimeWarning, stacklevel=3)
     return _lib
 
 
@@ -333,10 +339,6 @@ def _save_for_backward(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def supports(dim: int, state: int, groups: int = 1) -> bool:
-    return state <= MAX_STATE and dim % groups == 0
-
-
 def _vec(v):
     return None if v is None else v.float().contiguous()
 
@@ -380,4 +382,4 @@ def selective_scan_cpu(
     return (out, last) if return_last_state else out
 
 
-__all__ = ["selective_scan_cpu", "ssm_scan_pm", "conv_silu_pm", "available", "unavailable_reason", "supports"]
+__all__ = ["selective_scan_cpu", "ssm_scan_pm", "conv_silu_pm", "available", "unavailable_reason"]
