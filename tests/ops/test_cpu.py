@@ -189,3 +189,16 @@ def test_without_a_compiler_auto_falls_back_to_chunked(tmp_path):
     env = dict(__import__("os").environ, CC="false", GENOSSM_KERNEL_CACHE=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "chunked", "1"]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_more_channel_ranges_than_threads(monkeypatch, reverse):
+    # large calls are cut into up to four ranges per thread, taken by whichever thread is free
+    monkeypatch.setattr(cpu, "_TASK_WORK", 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert len(cpu._ranges(128, 64, 10)) == 8
+        compare(make(dim=128, length=70, groups=2, initial_state=True), reverse=reverse)
+    finally:
+        torch.set_num_threads(before)

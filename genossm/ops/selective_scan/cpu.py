@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import os
 import platform
 import shlex
@@ -142,25 +143,53 @@ def unavailable_reason() -> str | None:
     return _lib_error
 
 
-def _map(fn, ranges):
-    """Runs fn(lo, hi) for each channel range, in parallel on the pool's threads."""
+_slot = threading.local()  # which pool thread this is: the index of its own g_B/g_C buffers in the backward
+
+
+def _name_slot(counter):
+    _slot.index = next(counter)
+
+
+def slot() -> int:
+    """0 .. threads-1 inside a pool thread, 0 in the caller (one thread: no pool)."""
+    return getattr(_slot, "index", 0)
+
+
+def _map(fn, ranges, threads=None):
+    """Runs fn(lo, hi) for every channel range on ``threads`` pool threads (default torch.get_num_threads()).
+    There are more ranges than threads when the work is large, and a thread takes the next range when it is
+    done with one, so a thread slowed down by another process on its core holds up the others by at most one
+    range."""
     global _pool, _pool_size
-    if len(ranges) == 1:
-        fn(*ranges[0])
+    threads = min(threads or torch.get_num_threads(), len(ranges))
+    if threads <= 1:
+        for lo, hi in ranges:
+            fn(lo, hi)
         return
     with _lock:
-        if _pool is None or _pool_size < len(ranges):
-            _pool = ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="genossm-scan")
-            _pool_size = len(ranges)
+        if _pool is None or _pool_size != threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="genossm-scan",
+                                       initializer=_name_slot, initargs=(itertools.count(),))
+            _pool_size = threads
         pool = _pool
     for f in [pool.submit(fn, lo, hi) for lo, hi in ranges]:
         f.result()
 
 
-def _ranges(dim: int, per_group: int):
-    """Channel ranges, one per torch thread, cut at tile borders that respect B/C groups."""
+_TASK_WORK = 2**22  # state updates per range below which splitting further costs more than it balances
+
+
+def _ranges(dim: int, per_group: int, work_per_channel: int = 0):
+    """Channel ranges cut at tile borders that respect B/C groups: one per torch thread, or up to four per
+    thread when each still holds ``_TASK_WORK`` state updates (``work_per_channel`` per channel)."""
     starts = [d for g0 in range(0, dim, per_group) for d in range(g0, g0 + per_group, TILE)]
-    parts = max(1, min(torch.get_num_threads(), len(starts)))
+    threads = torch.get_num_threads()
+    parts = threads if threads > 1 else 1
+    if threads > 1 and work_per_channel:
+        parts = max(threads, min(4 * threads, dim * work_per_channel // _TASK_WORK))
+    parts = max(1, min(parts, len(starts)))
     cuts = [starts[i * len(starts) // parts] for i in range(parts)] + [dim]
     return [(cuts[i], cuts[i + 1]) for i in range(parts) if cuts[i] < cuts[i + 1]]
 
@@ -220,7 +249,7 @@ class _Scan(torch.autograd.Function):
                     raise RuntimeError("selective scan cpu kernel failed")
 
             if length:
-                _map(call, _ranges(dim, dim // groups))
+                _map(call, _ranges(dim, dim // groups, batch * length * state))
             lasts.append(h.transpose(1, 2))
             all_starts.append(starts)
         if save:
@@ -253,32 +282,39 @@ class _Scan(torch.autograd.Function):
         g_dt = torch.zeros_like(u, memory_format=torch.contiguous_format)
         g_u = gy * (n_dir * D) if D is not None else torch.zeros_like(g_dt)
         g_At = u.new_zeros(state, dim)
-        ranges = _ranges(dim, dim // groups)
-        g_B_parts = [B.new_zeros(B.shape) for _ in ranges]
-        g_C_parts = [B.new_zeros(B.shape) for _ in ranges]
-        work = [u.new_empty(4 * BLOCK_LEN * state * TILE) for _ in ranges]
+        ranges = _ranges(dim, dim // groups, batch * length * state)
+        parts = {}  # pool thread -> its own g_B, g_C (sums over channels) and work buffer
+
+        def buffers():
+            i = slot()
+            if i not in parts:
+                parts[i] = (B.new_zeros(B.shape), B.new_zeros(B.shape), u.new_empty(4 * BLOCK_LEN * state * TILE))
+            return parts[i]
+
         g_h0 = u.new_zeros(batch, state, dim) if ctx.has_h0 else None
         for reverse, starts, g_last in zip(ctx.directions, all_starts, g_lasts):
             mu = (u.new_zeros(batch, state, dim) if g_last is None
                   else g_last.float().transpose(1, 2).contiguous())
 
-            def call(i, reverse=reverse, starts=starts, mu=mu):
-                lo, hi = ranges[i]
+            def call(lo, hi, reverse=reverse, starts=starts, mu=mu):
+                g_Bp, g_Cp, work = buffers()
                 rc = lib.ssm_bwd(batch, length, dim, state, groups, *_rows(dt), *_rows(u), *_rows(B), *_rows(C),
                                  _p(At), *_rows(gy), _p(starts), BLOCK_LEN, _p(mu), *_rows(g_dt), *_rows(g_u),
-                                 *_rows(g_B_parts[i]), *_rows(g_C_parts[i]), _p(g_At), _p(work[i]),
-                                 int(reverse), lo, hi)
+                                 *_rows(g_Bp), *_rows(g_Cp), _p(g_At), _p(work), int(reverse), lo, hi)
                 if rc:
                     raise RuntimeError("selective scan cpu kernel failed")
 
             if length:
-                _map(lambda i, _: call(i), [(i, None) for i in range(len(ranges))])
+                _map(call, ranges)
             if g_h0 is not None:
                 g_h0 += mu
-        g_B, g_C = g_B_parts[0], g_C_parts[0]
-        for gb, gc in zip(g_B_parts[1:], g_C_parts[1:]):
-            g_B += gb
-            g_C += gc
+        if parts:
+            (g_B, g_C, _), *rest = parts.values()
+            for gb, gc, _ in rest:
+                g_B += gb
+                g_C += gc
+        else:
+            g_B, g_C = torch.zeros_like(B), torch.zeros_like(C)
         g_delta = g_dt.mul_(torch.sigmoid(pre)) if ctx.softplus else g_dt
         g_dbias = g_delta.sum((0, 1)) if dbias is not None and ctx.needs_input_grad[6] else None
         return (g_delta, g_u, g_B, g_C, g_At.t(), None if g_h0 is None else g_h0.transpose(1, 2), g_dbias, g_D,
