@@ -8,7 +8,7 @@
 CPU side by side (first table of ``--cpu``; ``benchmarks/side_by_side.py``): forward and forward+backward
 seconds at (1, 256, 16, 2^14) and (1, 512, 16, 2^16), 2 threads and 1 thread, of genossm's default CPU
 backend (the fused C kernel, ``cpu``), of its chunked backend, of the chunked backend at the baseline commit
-and of ``mamba_ssm``'s ``selective_scan_ref`` (its forward; its autograd backward only up to L = 2^14),
+and of ``mamba_ssm``'s ``selective_scan_ref`` (its forward; its autograd backward only up to L = 2^13),
 loaded as that single function from a ``mamba_ssm`` sdist (``pip download mamba-ssm --no-deps --no-binary
 :all:``, with MAMBA_SKIP_CUDA_BUILD=TRUE) or installed package, without its CUDA extension. Each in its
 own worker process, round-robin, best of 3 (``mamba_ssm``'s reference once: minutes per call).
@@ -420,7 +420,7 @@ def train_child(args):
 
 # ------------------------------------------------------------------------------- side by side (--cpu)
 SIDE_SIZES = [(1, 256, 16, 2**14), (1, 512, 16, 2**16)]
-MAMBA_REF_MAX_BWD = 2**14  # its autograd backward over a Python loop per position grows faster than L
+MAMBA_REF_MAX_BWD = 2**13  # its autograd backward over a Python loop per position: minutes at 2^14
 
 
 def load_mamba_ref(src):
