@@ -3,9 +3,9 @@
 PyTorch has no op for a sequential recurrence, so the chunked backend solves each block of positions
 with dozens of tensor ops, each a pass over a (block, batch, dim, state) buffer: on CPU it is bound by
 memory traffic and by the dispatcher, not by arithmetic. ``cpu_kernel.c`` runs the recurrence the way
-a CPU wants it: for a tile of 16 channels the (state, 16) state stays in L1 and every position costs one
-vectorised exp, multiply-add and C·h reduction per state; nothing of size (batch, dim, state, length)
-is ever written. The backward keeps the state before each block of ``BLOCK_LEN`` positions, recomputes a
+a CPU wants it: position after position, every tile of 16 channels of a thread's range updates its
+(state, 16) state, which stays in L1, with one vectorised exp, multiply-add and C·h reduction per state;
+the inputs stream row after row, and nothing of size (batch, dim, state, length) is ever written. The backward keeps the state before each block of ``BLOCK_LEN`` positions, recomputes a
 block's states into a small work buffer and runs the adjoint recurrence back through it.
 
 The C file is compiled once per machine and source version with the system C compiler (``cc``, or
@@ -108,7 +108,7 @@ def _build() -> ctypes.CDLL:
     lib.ssm_fwd.restype = lib.ssm_bwd.restype = ctypes.c_int
     lib.ssm_fwd.argtypes = ([i64] * 5 + [ptr, i64, i64] * 4 + [ptr, ptr, i64, i64, ctypes.c_int, ptr, ptr, i64,
                                                                ctypes.c_int, i64, i64]
-                            + [ptr, ctypes.c_int, ptr, ctypes.c_float, ctypes.c_int, ptr, i64, i64, ptr, i64, i64])
+                            + [ptr, ctypes.c_int, ptr, ctypes.c_float, ctypes.c_int, ptr, i64, i64, ptr, i64, i64, ptr])
     lib.ssm_bwd.argtypes = ([i64] * 5 + [ptr, i64, i64] * 4 + [ptr, ptr, i64, i64, ptr, i64, ptr]
                             + [ptr, i64, i64] * 4 + [ptr, ptr, ctypes.c_int, i64, i64])
     lib.conv_silu.restype = ctypes.c_int
@@ -194,6 +194,16 @@ def _ranges(dim: int, per_group: int, work_per_channel: int = 0):
     return [(cuts[i], cuts[i + 1]) for i in range(parts) if cuts[i] < cuts[i + 1]]
 
 
+def _n_tiles(lo: int, hi: int, per_group: int) -> int:
+    """How many tiles the kernel makes of channels [lo, hi): up to TILE wide, never across a B/C group."""
+    n, d = 0, lo
+    while d < hi:
+        group_end = (d // per_group + 1) * per_group
+        d = min(d + TILE, hi, group_end)
+        n += 1
+    return n
+
+
 def _p(t):
     return ctypes.c_void_p(t.data_ptr())
 
@@ -240,11 +250,12 @@ class _Scan(torch.autograd.Function):
             finish = i == len(directions) - 1
 
             def call(lo, hi, reverse=reverse, h=h, starts=starts, accumulate=int(i > 0), finish=int(finish)):
+                tile_states = u.new_empty(_n_tiles(lo, hi, dim // groups) * TILE * state)
                 rc = lib.ssm_fwd(batch, length, dim, state, groups, *_rows(delta), *_rows(u), *_rows(B), *_rows(C),
                                  _p(At), *_rows(y), accumulate, _p(h), _opt(starts), BLOCK_LEN, int(reverse), lo, hi,
                                  _opt(dbias), int(softplus), _opt(D), float(len(directions)), finish,
                                  *(_rows(z) if z is not None else (None, 0, 0)),
-                                 *(_rows(ysave) if ysave is not None else (None, 0, 0)))
+                                 *(_rows(ysave) if ysave is not None else (None, 0, 0)), _p(tile_states))
                 if rc:
                     raise RuntimeError("selective scan cpu kernel failed")
 
@@ -398,6 +409,35 @@ def ssm_scan_pm(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softpl
     return (y, *lasts) if return_last_state else y
 
 
+def _swap_last(x):
+    """(batch, P, Q) -> contiguous (batch, Q, P) as one 2-D transpose per batch row, which PyTorch copies tile
+    by tile: several times faster than the general copy ``transpose(1, 2).contiguous()`` makes."""
+    out = x.new_empty(x.shape[0], x.shape[2], x.shape[1])
+    for i in range(x.shape[0]):
+        out[i] = x[i].t()
+    return out
+
+
+class _SwapLast(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return _swap_last(x.contiguous())
+
+    @staticmethod
+    def backward(ctx, g):
+        return _swap_last(g.contiguous())
+
+
+def _rows_of(x):
+    """(batch, dim, L) or (batch, groups, state, L) -> contiguous position-major (batch, L, dim | groups, state)."""
+    if x is None:
+        return None
+    if x.dim() == 4:
+        b, g, n, length = x.shape
+        return _SwapLast.apply(x.reshape(b, g * n, length)).view(b, length, g, n)
+    return _SwapLast.apply(x)
+
+
 def selective_scan_cpu(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False,
     *, reverse=False, initial_state=None,
@@ -410,11 +450,10 @@ def selective_scan_cpu(
         raise RuntimeError(f"the cpu selective-scan backend is unavailable: {unavailable_reason()}")
     if A.shape[1] > MAX_STATE:
         raise ValueError(f"the cpu backend supports at most {MAX_STATE} states, got {A.shape[1]}")
-    pm = lambda t: None if t is None else t.transpose(1, 2)  # noqa: E731  (batch, dim, L) -> (batch, L, dim)
-    pm_bc = lambda t: t.permute(0, 2, 1) if t.dim() == 3 else t.permute(0, 3, 1, 2)  # noqa: E731
-    out, last = ssm_scan_pm(pm(u), pm(delta), A, pm_bc(B), pm_bc(C), D, pm(z), delta_bias, delta_softplus,
-                            directions=(reverse,), initial_state=initial_state, return_last_state=True)
-    out = out.transpose(1, 2).contiguous()
+    out, last = ssm_scan_pm(_rows_of(u), _rows_of(delta), A, _rows_of(B), _rows_of(C), D, _rows_of(z), delta_bias,
+                            delta_softplus, directions=(reverse,), initial_state=initial_state,
+                            return_last_state=True)
+    out = _SwapLast.apply(out)
     return (out, last) if return_last_state else out
 
 

@@ -88,109 +88,110 @@ typedef struct {
     int softplus, finish;
 } epilogue;
 
-/* One tile of w channels starting at d0 (w == TILE lets the compiler vectorise the lane loops). */
-static inline void fwd_tile(const int w, i64 L, i64 D, i64 N, i64 gN,
-                            const float *restrict dt, i64 dt_st, const float *restrict u, i64 u_st,
-                            const float *restrict Bm, i64 B_st, const float *restrict Cm, i64 C_st,
-                            const float *restrict A, float *restrict y, i64 y_st, int accumulate,
-                            float *restrict h, float *restrict starts, i64 starts_step, i64 block_len,
-                            int reverse, const epilogue ep) {
-    float hs[MAX_STATE][TILE], dtv[TILE], duv[TILE], yv[TILE];
-    for (i64 n = 0; n < N; n++)
-        LANES for (int l = 0; l < w; l++) hs[n][l] = h[n * D + l];
-    for (i64 k = 0; k < L; k++) {
-        i64 t = pos(k, L, reverse);
-        if (starts && k % block_len == 0) {
-            float *s = starts + (k / block_len) * starts_step;
-            for (i64 n = 0; n < N; n++)
-                LANES for (int l = 0; l < w; l++) s[n * D + l] = hs[n][l];
-        }
-        const float *dtt = dt + t * dt_st, *ut = u + t * u_st;
-        const float *Bt = Bm + t * B_st + gN, *Ct = Cm + t * C_st + gN;
-        if (k + PREFETCH < L) { /* rows are a page or more apart: the hardware prefetcher does not follow */
-            i64 tp = pos(k + PREFETCH, L, reverse);
-            __builtin_prefetch(dt + tp * dt_st);
-            __builtin_prefetch(u + tp * u_st);
-            __builtin_prefetch(y + tp * y_st, 1);
-            if (ep.finish && ep.z) __builtin_prefetch(ep.z + tp * ep.z_st);
-        }
-        if (ep.dbias && ep.softplus)
-            LANES for (int l = 0; l < w; l++) dtv[l] = fsoftplus(dtt[l] + ep.dbias[l]);
-        else if (ep.dbias)
-            LANES for (int l = 0; l < w; l++) dtv[l] = dtt[l] + ep.dbias[l];
-        else if (ep.softplus)
-            LANES for (int l = 0; l < w; l++) dtv[l] = fsoftplus(dtt[l]);
-        else
-            LANES for (int l = 0; l < w; l++) dtv[l] = dtt[l];
-        LANES for (int l = 0; l < w; l++) {
-            duv[l] = dtv[l] * ut[l];
-            yv[l] = 0.0f;
-        }
-        for (i64 n = 0; n < N; n++) {
-            const float bn = Bt[n], cn = Ct[n];
-            const float *An = A + n * D;
-            LANES for (int l = 0; l < w; l++) {
-                float v = fexp(dtv[l] * An[l]) * hs[n][l] + bn * duv[l];
-                hs[n][l] = v;
-                yv[l] += cn * v;
-            }
-        }
-        float *yt = y + t * y_st;
-        if (accumulate)
-            LANES for (int l = 0; l < w; l++) yv[l] += yt[l];
-        if (ep.finish) {
-            if (ep.Dskip)
-                LANES for (int l = 0; l < w; l++) yv[l] += ep.n_dir * ep.Dskip[l] * ut[l];
-            if (ep.ysave) {
-                float *ys = ep.ysave + t * ep.ys_st;
-                LANES for (int l = 0; l < w; l++) ys[l] = yv[l];
-            }
-            if (ep.z) {
-                const float *zt = ep.z + t * ep.z_st;
-                LANES for (int l = 0; l < w; l++) yv[l] *= zt[l] * fsigmoid(zt[l]);
-            }
-        }
-        LANES for (int l = 0; l < w; l++) yt[l] = yv[l];
+/* One step (position t) of one tile of w channels (w == TILE lets the compiler vectorise the lane loops):
+   hs (N, TILE) is the tile's state; row pointers are at the tile's first channel, B/C rows at its group. */
+static inline void fwd_step(const int w, i64 N, i64 D, float *restrict hs, const float *restrict dtt,
+                            const float *restrict ut, const float *restrict Bt, const float *restrict Ct,
+                            const float *restrict A, float *restrict yt, int accumulate, const epilogue ep,
+                            const float *restrict dbias, const float *restrict Dskip, const float *restrict zt,
+                            float *restrict yst) {
+    float dtv[TILE], duv[TILE], yv[TILE];
+    if (dbias && ep.softplus)
+        LANES for (int l = 0; l < w; l++) dtv[l] = fsoftplus(dtt[l] + dbias[l]);
+    else if (dbias)
+        LANES for (int l = 0; l < w; l++) dtv[l] = dtt[l] + dbias[l];
+    else if (ep.softplus)
+        LANES for (int l = 0; l < w; l++) dtv[l] = fsoftplus(dtt[l]);
+    else
+        LANES for (int l = 0; l < w; l++) dtv[l] = dtt[l];
+    LANES for (int l = 0; l < w; l++) {
+        duv[l] = dtv[l] * ut[l];
+        yv[l] = 0.0f;
     }
-    for (i64 n = 0; n < N; n++)
-        LANES for (int l = 0; l < w; l++) h[n * D + l] = hs[n][l];
+    for (i64 n = 0; n < N; n++) {
+        const float bn = Bt[n], cn = Ct[n];
+        const float *An = A + n * D;
+        float *hn = hs + n * TILE;
+        LANES for (int l = 0; l < w; l++) {
+            float v = fexp(dtv[l] * An[l]) * hn[l] + bn * duv[l];
+            hn[l] = v;
+            yv[l] += cn * v;
+        }
+    }
+    if (accumulate)
+        LANES for (int l = 0; l < w; l++) yv[l] += yt[l];
+    if (ep.finish) {
+        if (Dskip)
+            LANES for (int l = 0; l < w; l++) yv[l] += ep.n_dir * Dskip[l] * ut[l];
+        if (yst)
+            LANES for (int l = 0; l < w; l++) yst[l] = yv[l];
+        if (zt)
+            LANES for (int l = 0; l < w; l++) yv[l] *= zt[l] * fsigmoid(zt[l]);
+    }
+    LANES for (int l = 0; l < w; l++) yt[l] = yv[l];
 }
 
 /* Forward over channels [d_lo, d_hi) of every batch row. h (batch, N, D): initial state in, last state out.
    starts, when not NULL, receives the state before each block of block_len steps (in scan order):
    (n_blocks, batch, N, D). dt is the raw delta when dbias or softplus is given (see epilogue); dbias, Dskip
-   (D,), z and ysave (batch, L, D) may be NULL. Returns 0, or -1 when the state size exceeds MAX_STATE. */
+   (D,), z and ysave (batch, L, D) may be NULL. work: (number of tiles) * N * TILE floats, the tiles' states.
+   Positions are the outer loop and the range's tiles the inner one, so every array is read row after row
+   (long sequences stream from memory; a tile-by-tile walk down the columns would jump a row per step).
+   Returns 0, or -1 when the state size exceeds MAX_STATE. */
 int ssm_fwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
             const float *dt, i64 dt_sb, i64 dt_st, const float *u, i64 u_sb, i64 u_st,
             const float *Bm, i64 B_sb, i64 B_st, const float *Cm, i64 C_sb, i64 C_st,
             const float *A, float *y, i64 y_sb, i64 y_st, int accumulate,
             float *h, float *starts, i64 block_len, int reverse, i64 d_lo, i64 d_hi,
             const float *dbias, int softplus, const float *Dskip, float n_dir, int finish,
-            const float *z, i64 z_sb, i64 z_st, float *ysave, i64 ys_sb, i64 ys_st) {
+            const float *z, i64 z_sb, i64 z_st, float *ysave, i64 ys_sb, i64 ys_st, float *work) {
     if (N > MAX_STATE) return -1;
     const i64 per_group = D / G;
+    const i64 starts_step = batch * N * D;
+    const epilogue ep = {dbias, Dskip, z, ysave, z_st, ys_st, n_dir, softplus, finish};
+    /* the range's tiles: first channel and width, never across a B/C group */
+    i64 n_tiles = 0;
+    for (i64 d0 = d_lo; d0 < d_hi; n_tiles++) {
+        i64 group_end = (d0 / per_group + 1) * per_group;
+        i64 end = d0 + TILE < d_hi ? d0 + TILE : d_hi;
+        d0 = end > group_end ? group_end : end;
+    }
     for (i64 b = 0; b < batch; b++) {
-        for (i64 d0 = d_lo; d0 < d_hi;) {
-            i64 group_end = (d0 / per_group + 1) * per_group;
-            i64 end = d0 + TILE < d_hi ? d0 + TILE : d_hi;
-            if (end > group_end) end = group_end;
-            const int w = (int)(end - d0);
-            const i64 gN = (d0 / per_group) * N;
-            float *st = starts ? starts + b * N * D + d0 : 0;
-            const i64 starts_step = batch * N * D;
-            epilogue ep = {dbias ? dbias + d0 : 0, Dskip ? Dskip + d0 : 0, z ? z + b * z_sb + d0 : 0,
-                           ysave ? ysave + b * ys_sb + d0 : 0, z_st, ys_st, n_dir, softplus, finish};
-#define FWD_ARGS                                                                                           \
-    L, D, N, gN, dt + b * dt_sb + d0, dt_st, u + b * u_sb + d0, u_st, Bm + b * B_sb, B_st, Cm + b * C_sb,   \
-        C_st, A + d0, y + b * y_sb + d0, y_st, accumulate, h + b * N * D + d0, st, starts_step, block_len, \
-        reverse, ep
-            if (w == TILE)
-                fwd_tile(TILE, FWD_ARGS);
-            else
-                fwd_tile(w, FWD_ARGS);
-#undef FWD_ARGS
-            d0 = end;
+        float *hb = h + b * N * D;
+#define FOR_TILES(body)                                                                   \
+    {                                                                                     \
+        float *hs = work;                                                                 \
+        for (i64 d0 = d_lo, ti = 0; ti < n_tiles; ti++, hs += N * TILE) {                  \
+            i64 group_end = (d0 / per_group + 1) * per_group;                             \
+            i64 end = d0 + TILE < d_hi ? d0 + TILE : d_hi;                                \
+            if (end > group_end) end = group_end;                                         \
+            const int w = (int)(end - d0);                                                \
+            const i64 gN = (d0 / per_group) * N;                                          \
+            (void)gN;                                                                     \
+            body;                                                                         \
+            d0 = end;                                                                     \
+        }                                                                                 \
+    }
+        FOR_TILES(for (i64 n = 0; n < N; n++) for (int l = 0; l < w; l++) hs[n * TILE + l] = hb[n * D + d0 + l])
+        for (i64 k = 0; k < L; k++) {
+            const i64 t = pos(k, L, reverse);
+            if (starts && k % block_len == 0) {
+                float *sb = starts + (k / block_len) * starts_step + b * N * D;
+                FOR_TILES(for (i64 n = 0; n < N; n++) for (int l = 0; l < w; l++) sb[n * D + d0 + l] = hs[n * TILE + l])
+            }
+            const float *dtt = dt + b * dt_sb + t * dt_st, *ut = u + b * u_sb + t * u_st;
+            const float *Bt = Bm + b * B_sb + t * B_st, *Ct = Cm + b * C_sb + t * C_st;
+            float *yt = y + b * y_sb + t * y_st;
+            const float *zt = z ? z + b * z_sb + t * z_st : 0;
+            float *yst = ysave ? ysave + b * ys_sb + t * ys_st : 0;
+#define STEP(W)                                                                                             \
+    fwd_step(W, N, D, hs, dtt + d0, ut + d0, Bt + gN, Ct + gN, A + d0, yt + d0, accumulate, ep,              \
+             dbias ? dbias + d0 : 0, Dskip ? Dskip + d0 : 0, zt ? zt + d0 : 0, yst ? yst + d0 : 0)
+            FOR_TILES(if (w == TILE) STEP(TILE); else STEP(w))
+#undef STEP
         }
+        FOR_TILES(for (i64 n = 0; n < N; n++) for (int l = 0; l < w; l++) hb[n * D + d0 + l] = hs[n * TILE + l])
+#undef FOR_TILES
     }
     return 0;
 }
