@@ -176,6 +176,9 @@ class BiMambaMixer(nn.Module):
         """The same mixer in the fused CPU scan's (B, L, E) layout (see mamba.py)."""
         if self.tied and self.strategy == "add":  # one kernel call scans both directions and sums them
             return self.out_proj(self.branches[0].scan_pm(h, "symmetric", (False, True)))
+        if self.tied:  # proj: both directions from one set of projections, in slot order
+            y_fwd, y_rev = self.branches[0].scan_pm(h, "symmetric", (False, True), separate=True)
+            return self.out_proj(torch.cat([y_rev, y_fwd] if mirror else [y_fwd, y_rev], dim=-1))
         slots = [None, None]
         for branch, mode, reverse, slot in self.passes(mirror):
             slots[slot] = branch.scan_pm(h, mode, (reverse,))  # (B, L, E)

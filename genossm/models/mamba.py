@@ -151,9 +151,10 @@ class SSMBranch(nn.Module):
         w, left, _ = self.conv_taps(mode)
         return conv_silu_pm(x, w[:, 0, :].t(), self.conv.bias, left)
 
-    def scan_pm(self, h: torch.Tensor, conv_mode: str, directions=(False,)) -> torch.Tensor:
+    def scan_pm(self, h: torch.Tensor, conv_mode: str, directions=(False,), separate: bool = False):
         """(batch, L, d_model) -> Σ over ``directions`` (False forward, True reverse) of the gated scan
-        output, (batch, L, d_inner)."""
+        output, (batch, L, d_inner); with ``separate``, a list with one output per direction (the
+        projections and the conv computed once for all)."""
         from genossm.ops.selective_scan.cpu import ssm_scan_pm
 
         xz = self.in_proj(h)  # (batch, L, 2 d_inner)
@@ -162,7 +163,10 @@ class SSMBranch(nn.Module):
         x_dbl = self.x_proj(u)  # (batch, L, dt_rank + 2 d_state)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj(dt)  # (batch, L, d_inner); bias and softplus inside
-        return ssm_scan_pm(u, delta, self.A(), B, C, self.D, z, self.dt_bias, True, directions=tuple(directions))
+        args = (u, delta, self.A(), B, C, self.D, z, self.dt_bias, True)
+        if separate:
+            return [ssm_scan_pm(*args, directions=(r,)) for r in directions]
+        return ssm_scan_pm(*args, directions=tuple(directions))
 
 
 class Mamba(nn.Module):

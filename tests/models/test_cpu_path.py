@@ -14,6 +14,7 @@ pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"C kernel unavailab
 VARIANTS = {
     "tied-add-rc": dict(rc_equivariant=True),
     "tied-proj": dict(bidirectional_strategy="proj"),
+    "tied-proj-rc": dict(bidirectional_strategy="proj", rc_equivariant=True),
     "untied-add": dict(tie_directions=False),
     "untied-proj-rc": dict(tie_directions=False, bidirectional_strategy="proj", rc_equivariant=True),
     "causal": dict(bidirectional=False),
