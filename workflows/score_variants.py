@@ -135,7 +135,8 @@ def score_variants(
         pl_trainer.strategy.barrier("genossm-shards-written")  # every rank's shard is complete
         summary = Summary()
         if pl_trainer.is_global_zero:
-            summary = write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, model.embed_dim, mode)
+            summary = write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, model.embed_dim, mode,
+                                            indel_flank=opts.indel_flank)
             summary.seconds = time.perf_counter() - started
             log.info("%s", summary.text())
     finally:

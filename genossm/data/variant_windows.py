@@ -96,6 +96,8 @@ class BatchBuilder:
             start, end = place_window(a.start + lr // 2, self.window_len, contig_len)
             ref_win = window(a.contig, start, end)
             p = a.start - start  # REF offset in the ref window
+            if p < 0 or p + lr > end - start:  # check_alleles(window_len=...) keeps such alleles out
+                raise RuntimeError(f"{a.chrom}:{a.pos}: REF does not fit in the {self.window_len}-base window")
             # the alt window: same left flank, ALT, right flank up to the ref window's length (shifted left
             # when the contig ends first)
             alt_start = start
@@ -281,5 +283,5 @@ class VariantBatches(IterableDataset):
         for b, alleles in enumerate(self._alleles()):
             if b % shards != shard:
                 continue
-            check_alleles(alleles, genome)
+            check_alleles(alleles, genome, builder.window_len, builder.indel_flank)
             yield builder.build(alleles)

@@ -41,6 +41,9 @@ REASONS: dict[str, str] = {
     "beyond_contig_end": "REF reaches past the end of the contig in the FASTA",
     "ref_mismatch": "REF differs from the FASTA at that position",
     "position_zero": "POS is 0 (VCF's telomere position, before the contig's first base): no base to score",
+    # new reasons go at the end: the codes of the earlier ones are stored in score shards and must not move
+    "allele_exceeds_window": "REF or ALT plus indel_flank bases on each side is longer than window_len: "
+    "a larger window_len scores it (the run's summary gives the window needed)",
 }
 REASON_CODES: tuple[str, ...] = ("",) + tuple(REASONS)  # 0 = scored
 
@@ -114,11 +117,20 @@ def record_alleles(record: VariantRecord, first_index: int) -> list[Allele]:
     return out
 
 
-def check_alleles(alleles: list[Allele], genome) -> list[Allele]:
+def window_needed(allele: Allele, indel_flank: int) -> int:
+    """The shortest ``window_len`` that holds the allele's REF and ALT with ``indel_flank`` bases each side
+    (an SNV's score reads one masked position: it needs no flank)."""
+    if allele.kind == "snv":
+        return 1
+    return max(len(allele.ref), len(allele.alt)) + 2 * int(indel_flank)
+
+
+def check_alleles(alleles: list[Allele], genome, window_len: int | None = None, indel_flank: int = 0) -> list[Allele]:
     """Resolve each allele's contig in ``genome`` and set ``reason`` when it cannot be scored.
 
     ``genome`` is a :class:`genossm.data.genome.Genome` (``resolve``, ``lengths``, ``fetch``). Never raises
-    for a variant that does not fit the genome: the reason says why.
+    for a variant that does not fit the genome: the reason says why. With ``window_len``, an allele whose REF
+    or ALT (plus ``indel_flank`` bases each side) does not fit in the window is ``allele_exceeds_window``.
     """
     ref_cache: dict[tuple, str] = {}
     for a in alleles:
@@ -142,6 +154,8 @@ def check_alleles(alleles: list[Allele], genome) -> list[Allele]:
             ref_cache[key] = genome.fetch(a.contig, a.start, end).upper()
         if ref_cache[key] != a.ref:
             a.reason = "ref_mismatch"
+        elif window_len is not None and window_needed(a, indel_flank) > window_len:
+            a.reason = "allele_exceeds_window"
     return alleles
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pysam
 
-from genossm.data.variants import REASON_CODES, REASONS, Allele, AlleleNumbering, VariantRecord
+from genossm.data.variants import REASON_CODES, REASONS, Allele, AlleleNumbering, VariantRecord, window_needed
 from genossm.errors import GenossmError, atomic_path
 from genossm.tasks.callbacks import merged_embeddings, merged_scores
 from genossm.tasks.plots import draw_heatmap
@@ -258,6 +258,8 @@ class Summary:
     scored: Counter = field(default_factory=Counter)  # kind -> n
     skipped: Counter = field(default_factory=Counter)  # reason -> n
     seconds: float = 0.0
+    window_needed: int = 0  # the window_len that would fit every allele_exceeds_window allele
+    notes: list = field(default_factory=list)  # lines said after the counts (e.g. why the result is empty)
 
     def text(self) -> str:
         scored = sum(self.scored.values())
@@ -265,12 +267,16 @@ class Summary:
                  + (f" ({', '.join(f'{k} {v:,}' for k, v in sorted(self.scored.items()))})" if scored else "")
                  + (f" in {self.seconds:.1f} s ({self.alleles / max(self.seconds, 1e-9):,.0f} alleles/s)" if self.seconds else "")]
         for reason, n in sorted(self.skipped.items()):
-            lines.append(f"  not scored, {reason}: {n:,}")
+            lines.append(f"  not scored, {reason}: {n:,}"
+                         + (f" (window_len={self.window_needed:,} or more would score them)"
+                            if reason == "allele_exceeds_window" and self.window_needed else ""))
+        lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
         return {"records": self.records, "alleles": self.alleles, "scored": dict(self.scored),
-                "skipped": dict(self.skipped), "seconds": self.seconds}
+                "skipped": dict(self.skipped), "seconds": self.seconds, "window_needed": self.window_needed,
+                "notes": list(self.notes)}
 
 
 def table_path(output: Path, table: str | None) -> Path | None:
@@ -298,7 +304,8 @@ class ScoredAllele(NamedTuple):
                 "reason": self.reason or ""}
 
 
-def write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, dim, mode) -> Summary:
+def write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, dim, mode,
+                          indel_flank: int = 0) -> Summary:
     """Read the input again, in order, beside the merged scores (the same allele numbering as the batches),
     and write every output atomically."""
     summary = Summary()
@@ -317,6 +324,8 @@ def write_scored_variants(parts, output, table, reader, records, heatmap, embedd
             summary.alleles += 1
             if reason:
                 summary.skipped[reason] += 1
+                if reason == "allele_exceeds_window":
+                    summary.window_needed = max(summary.window_needed, window_needed(a, indel_flank))
             else:
                 summary.scored[a.kind] += 1
         summary.records += 1
