@@ -50,7 +50,7 @@ def test_cli_scores_vcf_and_writes_table(tiny_model, bundled_data, tmp_path, mon
     table = pd.read_csv(tmp_path / "scored.tsv", sep="\t")
     assert list(table["alt"]) == ["TGG", "T"] and list(table["reason"]) == ["contig_absent"] * 2
     assert "contig_absent: 2" in capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.tsv", "scored.vcf.gz"]  # nothing else left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.tsv", "scored.vcf.gz", "scored.vcf.gz.tbi"]  # nothing else left
 
 
 def test_cli_scores_real_alleles_as_the_python_api(tiny_model, bundled_data, tmp_path, monkeypatch):
