@@ -202,3 +202,37 @@ def test_progress_has_a_total_and_rates_keep_their_digits(tiny_model, bundled_da
     captured = capsys.readouterr()
     assert "4/4" in captured.err  # 4 alleles: the bar has its total (and so an ETA)
     assert " alleles/s)" in captured.out and "(0 alleles/s)" not in captured.out
+
+
+def test_short_region_heatmap_reads_in_genome_coordinates(tiny_model, bundled_data, tmp_path, monkeypatch):
+    """A 40-bp saturation heatmap: full title with the contig, positions as genome coordinates (no offset
+    notation, no overlapping labels), the reference sequence along the top, the colour bar's units and sign."""
+    import re
+
+    from genossm.tasks.plots import heatmap_figure
+
+    svg = tmp_path / "sat.svg"
+    run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", "mode=saturation",
+         "region=20:421801-421840", "window_len=32", "emb_dist=false", f"output={tmp_path / 'sat.tsv'}",
+         f"heatmap={svg}", "progress=false"], monkeypatch, tmp_path)
+    texts = [t.strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg.read_text())]
+    assert "genossm saturation mutagenesis, 20:421,801-421,840 (40 bp)" in texts
+    assert "position on 20 (1-based)" in texts
+    assert any("alt − ref, nats" in t for t in texts) and any("negative = alt less likely" in t for t in texts)
+    assert any(re.fullmatch(r"421,8\d\d", t) for t in texts)
+
+    table = pd.read_csv(tmp_path / "sat.tsv", sep="\t")
+    rows = list(zip(table["pos"], table["ref"], table["alt"], table["llr"]))
+    fig = heatmap_figure(rows, "20")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.xaxis.get_offset_text().get_text() == ""
+    labels = [t for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+    assert labels and all(re.fullmatch(r"421,8\d\d", t.get_text()) for t in labels)
+    boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.x0)
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))  # no overlap
+    fig_box = fig.bbox
+    title = ax.title.get_window_extent()
+    assert title.x0 >= fig_box.x0 and title.x1 <= fig_box.x1  # not clipped
+    (top,) = ax.child_axes  # the secondary x axis along the top
+    assert "".join(t.get_text() for t in top.get_xticklabels()) == ref(bundled_data, 421801, 40)
