@@ -30,7 +30,7 @@ from genossm.errors import GenossmError
 from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, save_region_model
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import class_weights, fit_linear, kmer_baseline
-from genossm.tasks.metrics import metrics_by_split, output_scores
+from genossm.tasks.metrics import decision_threshold, metrics_by_split, output_scores
 from genossm.tasks.outputs import format_metrics, input_columns, score_columns, write_json, write_table
 from genossm.tasks.plots import plot_curves
 from genossm.tasks.regions import RegionModel, embed_regions
@@ -91,6 +91,13 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
             "label_column": cfg.label_column, "source_regions": Path(regions.source).name}
     scores: dict[str, torch.Tensor] = {}
 
+    def decision(method_scores: torch.Tensor) -> dict:
+        """The binary decision threshold (chosen without the test split), saved with the model."""
+        if labels.task != "binary":
+            return {}
+        threshold, source = decision_threshold(method_scores, y, splits)
+        return {"threshold": threshold, "threshold_from": source}
+
     if cfg.kmer.enabled:
         _, scores["kmer"] = kmer_baseline(tokens, valid, y, splits, labels.task, n_classes, cfg.kmer.k, cfg.kmer.canonical,
                                           balance=bool(cfg.train.class_weights))
@@ -100,7 +107,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
                            balance=bool(cfg.train.class_weights))
         scores["probe"] = probe.predict(emb)
         save_region_model(out_dir / ("model" if mode == "probe" else "probe"), backbone, probe.folded(),
-                          dict(meta, mode="probe", l2=probe.l2))
+                          dict(meta, mode="probe", l2=probe.l2, **decision(scores["probe"])))
 
     if mode in ("finetune", "head"):
         t = cfg.train
@@ -123,7 +130,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
             log.info("best epoch by val/loss: %s", checkpoint.best_model_path)
         module.cpu()
         scores[mode] = output_scores(module.predict_logits(tokens, valid, t.batch_size), labels.task)
-        save_region_model(out_dir / "model", module.backbone, module.head, dict(meta, mode=mode))
+        save_region_model(out_dir / "model", module.backbone, module.head, dict(meta, mode=mode, **decision(scores[mode])))
 
     # predictions (input order), metrics, plots
     table = input_columns(regions)

@@ -48,7 +48,8 @@ def score_regions(cfg: DictConfig):
 
     # write
     table = input_columns(regions)
-    for col, values in score_columns(output_scores(logits, meta["task"]), meta["task"], meta.get("classes")).items():
+    for col, values in score_columns(output_scores(logits, meta["task"]), meta["task"], meta.get("classes"),
+                                     threshold=meta.get("threshold")).items():
         table[col] = values
     write_table(table, cfg.output)
     print(f"scored {len(table)} regions -> {cfg.output}")

@@ -2,8 +2,8 @@
 
 * :class:`BitsPerBase` (a torchmetrics ``Metric``, DDP-synced): per-base negative log-likelihood, weighted
   loss and arg-max accuracy over an epoch;
-* :func:`compute_metrics` / :func:`metrics_by_split`: AUROC, AUPRC, MCC, accuracy (classification) or
-  Pearson, Spearman, MSE (regression);
+* :func:`compute_metrics` / :func:`metrics_by_split`: AUROC, AUPRC, MCC, accuracy (classification, binary at
+  a threshold chosen on validation by :func:`choose_threshold`) or Pearson, Spearman, MSE (regression);
 * :func:`output_scores` turns a head's logits into scores and :func:`task_loss` is the one loss of the region
   tasks (the fine-tuned head and the linear models alike).
 """
@@ -59,11 +59,59 @@ def output_scores(logits: torch.Tensor, task: str) -> torch.Tensor:
     return logits[:, 0]
 
 
-def compute_metrics(task: str, scores: torch.Tensor, y: torch.Tensor, n_classes: int = 2) -> dict:
+def choose_threshold(scores: torch.Tensor, y: torch.Tensor) -> float:
+    """The score threshold with the highest MCC on (validation) ``scores`` of a binary task; ties go to the
+    threshold nearest 0.5, and 0.5 is kept when the set has one class. Class weights in training shift a
+    model's probabilities (a weighted positive class is predicted more often), so 0.5 is not its decision
+    boundary: AUROC can be good while MCC and accuracy at 0.5 are poor."""
+    s = scores.detach().double().cpu().numpy()
+    t = y.detach().long().cpu().numpy()
+    n_pos = int(t.sum())
+    if len(t) == 0 or n_pos in (0, len(t)):
+        return 0.5
+    order = np.argsort(-s, kind="stable")
+    s_sorted, t_sorted = s[order], t[order]
+    # predicting positive for the top k scores, for every k at which the score changes
+    tp = np.cumsum(t_sorted)
+    fp = np.cumsum(1 - t_sorted)
+    last = np.r_[s_sorted[1:] != s_sorted[:-1], True]
+    tp, fp, cut = tp[last], fp[last], s_sorted[last]
+    fn, tn = n_pos - tp, (len(t) - n_pos) - fp
+    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    mcc = np.where(denom > 0, (tp * tn - fp * fn) / np.where(denom > 0, denom, 1), 0.0)
+    # a threshold between this score and the next lower one (a score above the threshold is called positive)
+    below = np.r_[cut[1:], -np.inf]
+    thresholds = np.where(np.isfinite(below), (cut + below) / 2, np.nextafter(cut, -np.inf))
+    best = np.flatnonzero(mcc >= mcc.max() - 1e-12)
+    pick = best[np.argmin(np.abs(thresholds[best] - 0.5))]
+    return float(thresholds[pick])
+
+
+MIN_THRESHOLD_SET = 100  # regions (and a fifth of them per class) a validation split needs to choose a threshold alone
+
+
+def decision_threshold(scores: torch.Tensor, y: torch.Tensor, splits) -> tuple[float, str]:
+    """(threshold, where it was chosen) for a binary task: on the validation split when it holds at least
+    100 regions and 20 of each class; a smaller one (the shipped task's has 43) gives a threshold that
+    swings with a handful of regions, so then train and validation together. 0.5 without either."""
+    splits = np.asarray(splits)
+    val = torch.from_numpy(splits == "val")
+    n_val, n_pos = int(val.sum()), int(y[val].sum()) if bool(val.any()) else 0
+    if n_val >= MIN_THRESHOLD_SET and min(n_pos, n_val - n_pos) >= MIN_THRESHOLD_SET // 5:
+        return choose_threshold(scores[val], y[val]), "val"
+    pooled = torch.from_numpy(np.isin(splits, ("train", "val")))
+    if bool(pooled.any()):
+        return choose_threshold(scores[pooled], y[pooled]), "train+val"
+    return 0.5, "default"
+
+
+def compute_metrics(task: str, scores: torch.Tensor, y: torch.Tensor, n_classes: int = 2,
+                    threshold: float = 0.5) -> dict:
     """Metrics of ``scores`` (P(class 1), class probabilities, or values) against ``y``.
 
-    Binary/multi-class: AUROC, AUPRC (average precision), MCC, accuracy (argmax / 0.5 threshold);
-    regression: Pearson, Spearman, MSE. A metric that is undefined on this set (one class only) is None.
+    Binary/multi-class: AUROC, AUPRC (average precision), MCC, accuracy (binary: a score above ``threshold`` is
+    class 1; multi-class: argmax); regression: Pearson, Spearman, MSE. A metric that is undefined on this
+    set (one class only) is None.
     """
     import torchmetrics.functional as M
 
@@ -78,8 +126,10 @@ def compute_metrics(task: str, scores: torch.Tensor, y: torch.Tensor, n_classes:
         both = 0 < out["n_positive"] < len(y)
         out["auroc"] = float(M.auroc(scores, yi, task="binary")) if both else None
         out["auprc"] = float(M.average_precision(scores, yi, task="binary")) if both else None
-        out["mcc"] = float(M.matthews_corrcoef(scores, yi, task="binary"))
-        out["accuracy"] = float(M.accuracy(scores, yi, task="binary"))
+        called = (scores > threshold).long()  # as torchmetrics: a score above the threshold is class 1
+        out["threshold"] = float(threshold)
+        out["mcc"] = float(M.matthews_corrcoef(called, yi, task="binary"))
+        out["accuracy"] = float(M.accuracy(called, yi, task="binary"))
     elif task == "multiclass":
         yi = y.long()
         present = len(torch.unique(yi)) == n_classes
@@ -97,13 +147,22 @@ def compute_metrics(task: str, scores: torch.Tensor, y: torch.Tensor, n_classes:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
-def metrics_by_split(task: str, scores: torch.Tensor, y: torch.Tensor, splits, n_classes: int = 2) -> dict:
+def metrics_by_split(task: str, scores: torch.Tensor, y: torch.Tensor, splits, n_classes: int = 2,
+                     threshold: float | None = None) -> dict:
+    """:func:`compute_metrics` per split. A binary task's threshold is ``threshold`` when given, else chosen
+    without the test split (:func:`decision_threshold`) and used for every split, so the test figures are honest;
+    each split's metrics say where it came from (``threshold_from``)."""
     splits = np.asarray(splits)
-    return {
-        split: compute_metrics(task, scores[torch.from_numpy(splits == split)], y[torch.from_numpy(splits == split)], n_classes)
-        for split in ("train", "val", "test")
-        if (splits == split).any()
-    }
+    rows = {split: torch.from_numpy(splits == split) for split in ("train", "val", "test") if (splits == split).any()}
+    source = "given"
+    if task == "binary" and threshold is None:
+        threshold, source = decision_threshold(scores, y, splits)
+    out = {split: compute_metrics(task, scores[r], y[r], n_classes, threshold=threshold if threshold is not None else 0.5)
+           for split, r in rows.items()}
+    if task == "binary":
+        for m in out.values():
+            m["threshold_from"] = source
+    return out
 
 
 def task_loss(logits: torch.Tensor, y: torch.Tensor, task: str, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -40,11 +40,16 @@ def write_json(obj, path) -> Path:
     return Path(path)
 
 
-def score_columns(scores: torch.Tensor, task: str, classes: list[str] | None, suffix: str = "") -> dict:
-    """Columns for a predictions table: ``score`` (binary), ``prob_<class>`` + ``pred`` (multi-class), ``pred``."""
+def score_columns(scores: torch.Tensor, task: str, classes: list[str] | None, suffix: str = "",
+                  threshold: float | None = None) -> dict:
+    """Columns for a predictions table: ``score`` (binary; with ``threshold``, the model's validation-chosen
+    decision threshold, also ``pred``: the class called), ``prob_<class>`` + ``pred`` (multi-class), ``pred``."""
     s = scores.detach().cpu().numpy()
     if task == "binary":
-        return {f"score{suffix}": s}
+        cols = {f"score{suffix}": s}
+        if threshold is not None and classes:
+            cols[f"pred{suffix}"] = np.asarray(classes, dtype=object)[(s > threshold).astype(int)]
+        return cols
     if task == "multiclass":
         cols = {f"prob_{c}{suffix}": s[:, k] for k, c in enumerate(classes)}
         cols[f"pred{suffix}"] = np.asarray(classes, dtype=object)[s.argmax(1)]
@@ -64,10 +69,40 @@ def format_metrics(metrics: dict, split: str = "test") -> str:
     rows = []
     keys = ("auroc", "auprc", "mcc", "accuracy") if metrics["task"] != "regression" else ("pearson", "spearman", "mse")
     rows.append(f"{'method':<10}" + "".join(f"{k:>10}" for k in keys) + f"   ({split} split)")
+    binary = metrics["task"] == "binary"
+    first = next(iter(metrics["methods"].values()), {}).get(split, {})
+    n = f", n={first['n']}" if first.get("n") is not None else ""
+    rows[0] = rows[0].replace(f"   ({split} split)", f"   ({split} split{n})")
+    if binary:
+        source = {"val": "the validation split", "train+val": "the train and validation splits (the validation split "
+                  "alone is too small)"}.get(first.get("threshold_from"), "default")
+        rows[0] = rows[0].replace(f"   ({split} split{n})", f"{'threshold':>11}   ({split} split{n}; MCC and accuracy "
+                                  f"at the threshold chosen on {source})")
     for name, by_split in metrics["methods"].items():
         m = by_split.get(split, {})
-        rows.append(f"{name:<10}" + "".join(f"{m[k]:>10.3f}" if m.get(k) is not None else f"{'-':>10}" for k in keys))
-    return "\n".join(rows)
+        row = f"{name:<10}" + "".join(f"{m[k]:>10.3f}" if m.get(k) is not None else f"{'-':>10}" for k in keys)
+        rows.append(row + (f"{m['threshold']:>11.3f}" if binary and m.get("threshold") is not None else ""))
+    verdict = _finetune_verdict(metrics, split)
+    return "\n".join(rows + ([verdict] if verdict else []))
+
+
+def _finetune_verdict(metrics: dict, split: str) -> str:
+    """One line saying whether the trained model beat the linear probe (and the k-mer baseline) on ``split``."""
+    methods = metrics["methods"]
+    trained = next((m for m in ("finetune", "head") if m in methods), None)
+    key = "auroc" if metrics["task"] != "regression" else "pearson"
+    mine = methods.get(trained, {}).get(split, {}).get(key) if trained else None
+    if mine is None:
+        return ""
+    beaten, not_beaten = [], []
+    for other in ("probe", "kmer"):
+        theirs = methods.get(other, {}).get(split, {}).get(key)
+        if theirs is not None:
+            (beaten if mine > theirs else not_beaten).append(f"{other} {theirs:.3f}")
+    if not_beaten:
+        return (f"{trained} did NOT beat {', '.join(not_beaten)} on the {split} split ({key} {mine:.3f}); "
+                "consider mode=probe, more data, or another pretrained model")
+    return f"{trained} beats {', '.join(beaten)} on the {split} split ({key} {mine:.3f})" if beaten else ""
 
 
 def format_comparison(model_bpb: float, base: dict, label: str = "validation") -> str:

@@ -153,3 +153,44 @@ def test_head_mode_freezes_backbone_and_save_load_round_trip(tmp_path):
     loaded_backbone, head, meta = load_region_model(tmp_path / "m")
     assert meta["classes"] == ["a", "b", "c"] and meta["n_outputs"] == 3
     torch.testing.assert_close(head(embed_regions(loaded_backbone, tokens, valid)), module.predict_logits(tokens, valid))
+
+
+def _mcc(called, y):
+    tp = float(((called == 1) & (y == 1)).sum()); tn = float(((called == 0) & (y == 0)).sum())
+    fp = float(((called == 1) & (y == 0)).sum()); fn = float(((called == 0) & (y == 1)).sum())
+    denom = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)) ** 0.5
+    return (tp * tn - fp * fn) / denom if denom else 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_chosen_threshold_maximises_mcc_against_every_cut(seed):
+    from genossm.tasks.metrics import choose_threshold
+
+    rng = np.random.default_rng(seed)
+    y = rng.random(60) < 0.3
+    scores = np.round(rng.random(60) * 0.4 + 0.5 * y, 2)  # ties included
+    best = max(_mcc((scores > t).astype(int), y.astype(int)) for t in np.r_[scores, scores.min() - 1])
+    threshold = choose_threshold(torch.tensor(scores), torch.tensor(y).float())
+    assert _mcc((scores > threshold).astype(int), y.astype(int)) == pytest.approx(best)
+    m = compute_metrics("binary", torch.tensor(scores).float(), torch.tensor(y).float(), threshold=threshold)
+    assert m["mcc"] == pytest.approx(best, abs=1e-5) and m["threshold"] == pytest.approx(threshold)
+    assert m["accuracy"] == pytest.approx(float(((scores > threshold) == y).mean()), abs=1e-6)
+
+
+def test_threshold_is_never_chosen_on_the_test_split():
+    from genossm.tasks.metrics import decision_threshold, metrics_by_split
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = torch.tensor(rng.random(n) < 0.4).float()
+    scores = torch.tensor(np.clip(rng.normal(0.3 + 0.3 * y.numpy(), 0.15), 0, 1)).float()
+    splits = np.array(["train"] * 100 + ["val"] * 200 + ["test"] * 100)
+    threshold, source = decision_threshold(scores, y, splits)
+    assert source == "val"  # 200 validation regions, 20+ of each class: enough alone
+    flipped = y.clone()
+    flipped[300:] = 1 - flipped[300:]  # whatever the test labels say
+    assert decision_threshold(scores, flipped, splits) == (threshold, "val")
+    by_split = metrics_by_split("binary", scores, y, splits)
+    assert {m["threshold"] for m in by_split.values()} == {threshold}
+    small = np.array(["train"] * 300 + ["val"] * 40 + ["test"] * 60)
+    assert decision_threshold(scores, y, small)[1] == "train+val"

@@ -56,6 +56,17 @@ def test_finetune_writes_every_output(finetuned, bundled_data):
         assert {"auroc", "auprc", "mcc", "accuracy"} <= set(test) and 0 <= test["auroc"] <= 1
     for f in ("roc.png", "pr.png", "config.yaml", "model/head.safetensors", "model/config.json", "probe/head.safetensors"):
         assert (finetuned / f).is_file(), f
+    # MCC and accuracy use one decision threshold per method, chosen without the test split, saved with the model
+    from genossm.models import load_extra
+    from genossm.tasks.metrics import decision_threshold
+
+    y, splits = torch.tensor(pred["label"].to_numpy()).float(), pred["split"].to_numpy()
+    for name, folder in (("finetune", "model"), ("probe", "probe")):
+        by_split = metrics["methods"][name]
+        threshold, source = decision_threshold(torch.tensor(pred[f"score_{name}"].to_numpy()).float(), y, splits)
+        assert source == "train+val"  # the shipped task's validation split (43 regions) is too small alone
+        assert all(m["threshold"] == pytest.approx(threshold, abs=1e-6) for m in by_split.values())
+        assert load_extra(finetuned / folder)["region_head"]["threshold"] == pytest.approx(threshold, abs=1e-6)
 
 
 @pytest.mark.slow
@@ -69,6 +80,10 @@ def test_score_regions_matches_finetune_predictions(finetuned, bundled_data, tmp
     assert scores["name"].tolist() == subset["name"].tolist()
     pred = pd.read_csv(finetuned / "predictions.tsv", sep="\t").set_index("name")
     np.testing.assert_allclose(scores["score"], pred.loc[subset["name"], "score_finetune"], rtol=1e-4, atol=1e-5)
+    from genossm.models import load_extra
+
+    threshold = load_extra(finetuned / "model")["region_head"]["threshold"]
+    assert scores["pred"].tolist() == [1 if s > threshold else 0 for s in scores["score"]]  # the class called
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.bed", "scores.tsv"]  # atomic: no temp left
 
 
