@@ -11,6 +11,9 @@ Python, with keywords.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -78,6 +81,7 @@ def score_variants(
     if fasta is None:
         raise GenossmError("fasta= is required (the reference genome the variants are called against)")
     genome = Genome(fasta, cache_dir=cache_dir)
+    notes: list[str] = []
     if mode == "saturation":
         if not region:
             raise GenossmError("mode=saturation needs region=CHR:START-END (at most 10 kb)")
@@ -92,6 +96,8 @@ def score_variants(
         reader = VariantReader(variants, region=region)
         if is_vcf_path(output) and reader.format == "tsv":
             raise GenossmError(f"variants={variants} is a TSV, so the output cannot be a VCF: name output .tsv or .parquet")
+        if region:
+            notes += _region_notes(region, reader, genome)
         records = lambda: iter(reader)  # noqa: E731
 
     if model is None:
@@ -113,9 +119,21 @@ def score_variants(
         opts.window_args(), causal=not model_cfg.bidirectional, strands=n_strands, emb_strands=emb_strands), cache_dir=cache_dir)
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers)
 
+    total = _allele_total(reader, records) if progress else None
+    command = " ".join([
+        "score-variants",
+        f"pretrained={Path(pretrained).resolve() if pretrained is not None else '(a model passed from Python)'}",
+        f"model_config=sha256:{config_hash(model_cfg)}", f"fasta={Path(fasta).resolve()}",
+        f"variants={Path(variants).resolve()}" if variants is not None else f"mode={mode}",
+        *([f"region={region}"] if region else []),
+        f"window_len={opts.window_len}", f"strands={strands}({'forward' if n_strands == 1 else 'both'})",
+        f"indel_flank={opts.indel_flank}", f"emb_dist={str(bool(emb_dist)).lower()}",
+        *([f"distance={distance}", f"pooling={pooling}"] if emb_dist else []),
+        f"model={'masked' if model_cfg.bidirectional else 'causal'}",
+    ])
     parts = output.with_name(f".{output.name}.genossm-parts")
     writer = ShardWriter(parts, keep_embeddings=embeddings is not None)
-    callbacks = [writer, VariantProgress(enabled=progress)]
+    callbacks = [writer, VariantProgress(total=total, enabled=progress)]
     if isinstance(trainer, L.Trainer):
         trainer.callbacks.extend(callbacks)
         pl_trainer = trainer
@@ -135,7 +153,9 @@ def score_variants(
         pl_trainer.strategy.barrier("genossm-shards-written")  # every rank's shard is complete
         summary = Summary()
         if pl_trainer.is_global_zero:
-            summary = write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, model.embed_dim, mode)
+            summary = write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, model.embed_dim, mode,
+                                            indel_flank=opts.indel_flank, command=command)
+            summary.notes += notes
             summary.seconds = time.perf_counter() - started
             log.info("%s", summary.text())
     finally:
@@ -143,6 +163,43 @@ def score_variants(
         if pl_trainer.is_global_zero and parts.exists():
             shutil.rmtree(parts, ignore_errors=True)
     return summary
+
+
+def config_hash(model_cfg) -> str:
+    """A short hash of the model's configuration: which architecture made a scored file."""
+    blob = json.dumps(dataclasses.asdict(model_cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _region_notes(region: str, reader: VariantReader, genome: Genome) -> list[str]:
+    """Stop when ``region``'s contig is in neither file; say so when it is in the FASTA only (no records)."""
+    from genossm.data.variants import parse_region
+
+    if reader.format == "tsv" or reader.region_contig() is not None:
+        return []
+    contig = parse_region(region)[0]
+    try:
+        name = genome.resolve(contig)
+    except GenossmError:
+        vcf_contigs = sorted(set(reader.header.contigs))
+        raise GenossmError(
+            f"region={region}: contig {contig!r} is neither in {reader.path} (contigs: "
+            f"{', '.join(vcf_contigs[:10]) or 'none declared'}{', ...' if len(vcf_contigs) > 10 else ''}) nor in "
+            f"{genome.path} (contigs: {', '.join(list(genome.all_lengths)[:10])}"
+            f"{', ...' if len(genome.all_lengths) > 10 else ''}); chr/MT aliases were tried"
+        ) from None
+    return [f"no records: {reader.path} has none on {contig} (contig {name} of {genome.path})"]
+
+
+def _allele_total(reader: VariantReader | None, records) -> int | None:
+    """How many alleles the run scores, for the progress bar, when it is cheap to know: a VCF/BCF is read
+    once before scoring anyway (:meth:`VariantReader.survey`), a saturation region is at most 10 kb, a TSV
+    under 50 MB is counted."""
+    if reader is None:
+        return sum(max(len(r.alts), 1) for r in records())
+    if reader.format == "tsv" and reader.path.stat().st_size > 50 << 20:
+        return None
+    return reader.survey().alleles
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="score_variants")

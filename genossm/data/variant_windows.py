@@ -55,6 +55,9 @@ class AlleleWindows:
         self.allele, self._fetch = allele, fetch
         self.start, self.end = place_window(allele.start + ref_len // 2, window_len, contig_len)
         self.ref_offset = allele.start - self.start
+        if self.ref_offset < 0 or self.ref_offset + len(allele.ref) > self.end - self.start:
+            # check_alleles(window_len=...) gives such alleles the reason allele_exceeds_window
+            raise RuntimeError(f"{allele.chrom}:{allele.pos}: REF does not fit in the {window_len}-base window")
         self.ref = fetch(allele.contig, self.start, self.end)
         allele_end = allele.start + ref_len
         alt_end = allele_end + (self.end - self.start) - self.ref_offset - alt_len
@@ -312,5 +315,5 @@ class VariantBatches(IterableDataset):
         for b, alleles in enumerate(self._alleles()):
             if b % shards != shard:
                 continue
-            check_alleles(alleles, genome)
+            check_alleles(alleles, genome, builder.window_len, builder.indel_flank)
             yield builder.build(alleles)

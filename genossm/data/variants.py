@@ -18,8 +18,10 @@ A broken file raises :class:`~genossm.errors.GenossmError` naming the file and t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ import pysam
 from genossm.data.genome import resolve_contig
 from genossm.errors import GenossmError
 
+log = logging.getLogger(__name__)
+
 # Why an allele has no score. The keys are written to the output (VCF INFO GENOSSM_SKIP, table column
 # `reason`); the values document them (VCF header, README).
 REASONS: dict[str, str] = {
@@ -41,6 +45,9 @@ REASONS: dict[str, str] = {
     "beyond_contig_end": "REF reaches past the end of the contig in the FASTA",
     "ref_mismatch": "REF differs from the FASTA at that position",
     "position_zero": "POS is 0 (VCF's telomere position, before the contig's first base): no base to score",
+    # new reasons go at the end: the codes of the earlier ones are stored in score shards and must not move
+    "allele_exceeds_window": "REF or ALT plus indel_flank bases on each side is longer than window_len: "
+    "a larger window_len scores it (the run's summary gives the window needed)",
 }
 REASON_CODES: tuple[str, ...] = ("",) + tuple(REASONS)  # 0 = scored
 
@@ -114,11 +121,20 @@ def record_alleles(record: VariantRecord, first_index: int) -> list[Allele]:
     return out
 
 
-def check_alleles(alleles: list[Allele], genome) -> list[Allele]:
+def window_needed(allele: Allele, indel_flank: int) -> int:
+    """The shortest ``window_len`` that holds the allele's REF and ALT with ``indel_flank`` bases each side
+    (an SNV's score reads one masked position: it needs no flank)."""
+    if allele.kind == "snv":
+        return 1
+    return max(len(allele.ref), len(allele.alt)) + 2 * int(indel_flank)
+
+
+def check_alleles(alleles: list[Allele], genome, window_len: int | None = None, indel_flank: int = 0) -> list[Allele]:
     """Resolve each allele's contig in ``genome`` and set ``reason`` when it cannot be scored.
 
     ``genome`` is a :class:`genossm.data.genome.Genome` (``resolve``, ``lengths``, ``fetch``). Never raises
-    for a variant that does not fit the genome: the reason says why.
+    for a variant that does not fit the genome: the reason says why. With ``window_len``, an allele whose REF
+    or ALT (plus ``indel_flank`` bases each side) does not fit in the window is ``allele_exceeds_window``.
     """
     ref_cache: dict[tuple, str] = {}
     for a in alleles:
@@ -142,6 +158,8 @@ def check_alleles(alleles: list[Allele], genome) -> list[Allele]:
             ref_cache[key] = genome.fetch(a.contig, a.start, end).upper()
         if ref_cache[key] != a.ref:
             a.reason = "ref_mismatch"
+        elif window_len is not None and window_needed(a, indel_flank) > window_len:
+            a.reason = "allele_exceeds_window"
     return alleles
 
 
@@ -189,6 +207,26 @@ def sniff(path: str | Path) -> tuple[str, str]:
     return "tsv", compression
 
 
+@dataclass(frozen=True)
+class Survey:
+    """What one pass over a variants file found (:meth:`VariantReader.survey`)."""
+
+    records: int
+    alleles: int
+    header: pysam.VariantHeader | None  # the header completed with what records use undeclared (VCF/BCF)
+
+
+@contextlib.contextmanager
+def quiet_htslib():
+    """htslib's warnings off (its errors still show): it repeats each undeclared contig or key on every pass
+    over a file, and :meth:`VariantReader.survey` says it once instead."""
+    before = pysam.set_verbosity(1)
+    try:
+        yield
+    finally:
+        pysam.set_verbosity(before)
+
+
 _CONTIG_LINE = re.compile(rb"##contig=<(?:.*,)?ID=([^,>]+)")
 
 
@@ -208,6 +246,7 @@ class VariantReader:
         self.chunk_rows = chunk_rows
         self.format, self.compression = sniff(self.path)
         self.header: pysam.VariantHeader | None = None
+        self._survey: Survey | None = None
         if self.format == "tsv" and region:
             raise GenossmError(f"{self.path}: region= is supported for indexed VCF/BCF files, not for a TSV")
         if self.format != "tsv":
@@ -282,11 +321,33 @@ class VariantReader:
                 f"{self._index_path()}: the index lists contig(s) {strangers[:5]} that the header of {self.path} does "
                 "not declare, so it belongs to another file: delete it and re-index (tabix -p vcf, or bcftools index)"
             )
-        try:
-            name = resolve_contig(known, contig, str(self.path))
-        except GenossmError:
+        name = self._region_contig(known, contig)
+        if name is None:
             return iter(())  # no record on that contig
         return self._checked_fetch(vf, name, start, end)
+
+    def _region_contig(self, known, contig: str) -> str | None:
+        try:
+            return resolve_contig(known, contig, str(self.path))
+        except GenossmError:
+            return None
+
+    def region_contig(self) -> str | None:
+        """The file's own name of ``region``'s contig (aliases tried), or None when neither its header nor its
+        index knows that contig (a region query then has no record)."""
+        if not self.region or self.format == "tsv":
+            return None
+        contig = parse_region(self.region)[0]
+        vf, handle = self._open_vcf()
+        try:
+            known = set(vf.header.contigs)
+            if vf.index is not None and hasattr(vf.index, "keys"):
+                known |= set(vf.index.keys())
+            return self._region_contig(sorted(known), contig)
+        finally:
+            vf.close()
+            if handle is not None:
+                handle.close()
 
     def _declared_contigs(self) -> list[str]:
         """The ``##contig`` IDs the VCF's own header text declares (pysam's header also holds the index's
@@ -348,40 +409,100 @@ class VariantReader:
             "version of the file: delete it and re-index (tabix -p vcf, or bcftools index)"
         )
 
-    def complete_header(self) -> pysam.VariantHeader:
-        """The header after reading every record: htslib adds the contigs, INFO/FORMAT keys and FILTERs that
-        records use without declaring them, and a VCF writer needs them declared (or it aborts the process)."""
+    def survey(self) -> "Survey":
+        """One pass over the records (the region's, with ``region=``): how many records and ALT alleles there
+        are (the progress bar's total), and the header completed with what the records use undeclared.
+
+        htslib adds the contigs, INFO/FORMAT keys and FILTERs that records use without declaring them, and a
+        VCF writer needs them declared; htslib's own warnings about them (one per pass over the file, with
+        advice that does not apply) are replaced by one line here. The result is kept: later calls are free."""
+        if self._survey is not None:
+            return self._survey
+        records = alleles = 0
+        if self.format == "tsv":
+            for rec in self._tsv_records():
+                records += 1
+                alleles += max(len(rec.alts), 1)
+            self._survey = Survey(records, alleles, None)
+            return self._survey
         vf, handle = self._open_vcf()
         try:
-            it = self._fetch(vf) if self.region else iter(vf)
-            for _ in it:
-                pass
-            return vf.header.copy()
+            with quiet_htslib():
+                it = self._fetch(vf) if self.region else iter(vf)
+                for rec in it:
+                    records += 1
+                    alleles += max(len(rec.alts or ()), 1)
+            header = vf.header.copy()
         except (OSError, ValueError) as err:
             raise GenossmError(f"{self.path}: malformed VCF record (htslib: {err})") from None
         finally:
             vf.close()
             if handle is not None:
                 handle.close()
+        before, after = self.declared(), self.declared(header)
+        kinds = ("contig", "INFO", "FORMAT", "FILTER")
+        missing = [f"{kind} {', '.join(sorted(a - b))}" for kind, a, b in zip(kinds, after, before) if a - b]
+        if missing:
+            keys = any(a - b for a, b in zip(after[1:3], before[1:3]))
+            log.warning("%s: the header does not declare %s (used by its records); a scored VCF declares them%s",
+                        self.path, "; ".join(missing), " (INFO/FORMAT keys as htslib reads them: Number=1, Type=String)"
+                        if keys else "")
+        self._survey = Survey(records, alleles, header)
+        return self._survey
+
+    def complete_header(self) -> pysam.VariantHeader:
+        """The header after reading every record (see :meth:`survey`)."""
+        return self.survey().header
 
     def declared(self, header: pysam.VariantHeader | None = None) -> tuple:
         h = header if header is not None else self.header
         return tuple(frozenset(x) for x in (h.contigs, h.info, h.formats, h.filters))
 
-    def rewritten(self, folder: str | Path) -> "VariantReader":
-        """This VCF's records under its complete header, copied to ``folder`` (plain text), when records use
-        contigs, keys or filters the header does not declare; otherwise ``self``. htslib cannot copy such a
-        record into another header, so the writer reads the copy instead."""
-        header = self.complete_header()
-        if self.declared(header) == self.declared():
-            return self
-        path = Path(folder) / "input-with-complete-header.vcf"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as fh:
-            fh.write(str(header))
-            for _, rec in self.pysam_records():
-                fh.write(str(rec))
-        return VariantReader(path)
+    def _raw_lines(self) -> Iterator[str] | None:
+        """The record lines of a text VCF as written in the file (a region's through the tabix index), in the
+        order pysam reads its records; None for BCF."""
+        if self.format != "vcf":
+            return None
+        if self.region:
+            contig, start, end = parse_region(self.region)
+            with pysam.VariantFile(str(self.path)) as vf:
+                known = list(vf.index.keys()) if vf.index is not None and hasattr(vf.index, "keys") else []
+            name = self._region_contig(known, contig)
+            if name is None:
+                return iter(())
+            index = self._index_path()
+
+            def fetched():
+                with pysam.TabixFile(str(self.path), index=str(index), encoding="utf-8") as tbx:
+                    yield from tbx.fetch(name, start, end)
+            return fetched()
+
+        def lines():
+            opener = gzip.open if self.compression != "none" else open
+            with opener(self.path, "rb") as fh:
+                for raw in fh:
+                    if raw.startswith(b"#") or not raw.strip():
+                        continue
+                    yield raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
+        return lines()
+
+    def records_with_text(self) -> Iterator[tuple[VariantRecord, pysam.VariantRecord, str]]:
+        """:meth:`pysam_records` with each record's text line as in the file (``CHROM ... INFO ...``, no line
+        end), so a writer can pass every field through byte for byte; for BCF, htslib's rendering of it."""
+        lines = self._raw_lines()
+        try:
+            for rec, prec in self.pysam_records():
+                line = next(lines, None) if lines is not None else None
+                if line is None:
+                    line = str(prec).rstrip("\n")
+                else:
+                    cols = line.split("\t", 2)
+                    if len(cols) < 3 or cols[0] != prec.chrom or cols[1] != str(prec.pos):
+                        raise RuntimeError(f"{self.path}: line text {line[:60]!r} does not match record {prec.chrom}:{prec.pos}")
+                yield rec, prec, line
+        finally:
+            if lines is not None:
+                lines.close()
 
     def pysam_records(self) -> Iterator[tuple[VariantRecord, pysam.VariantRecord]]:
         if self.format == "tsv":
@@ -396,7 +517,8 @@ class VariantReader:
             previous = None
             while True:
                 try:
-                    rec = next(it)
+                    with quiet_htslib():
+                        rec = next(it)
                 except StopIteration:
                     return
                 except (OSError, ValueError) as err:

@@ -215,7 +215,7 @@ class VariantProgress(Callback):
         if self.enabled and trainer.is_global_zero:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.total, unit=" variants", unit_scale=True, desc="scoring", dynamic_ncols=True)
+            self.bar = tqdm(total=self.total, unit=" alleles", desc="scoring", dynamic_ncols=True)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if self.bar is not None:

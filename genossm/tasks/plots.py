@@ -102,16 +102,19 @@ def plot_curves(task: str, y: torch.Tensor, scores: dict[str, torch.Tensor], fol
     return written
 
 
-def draw_heatmap(rows: list[tuple[int, str, str, float]], path: str | os.PathLike) -> Path:
-    """Saturation mutagenesis heatmap: one column per position, one row per base (A, C, G, T), colour = LLR
-    of that substitution (blue: alt less likely, red: more likely); the reference base is left blank."""
+SEQUENCE_READABLE = 200  # positions up to which the heatmap spells out the reference sequence
+
+
+def heatmap_figure(rows: list[tuple[int, str, str, float]], contig: str | None = None):
+    """The saturation heatmap as a matplotlib figure (see :func:`draw_heatmap`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    path = Path(path)
     positions = sorted({r[0] for r in rows})
+    ref_at = {pos: ref for pos, ref, _alt, _llr in rows}
     col = {p: i for i, p in enumerate(positions)}
     grid = np.full((4, len(positions)), np.nan)
     for pos, _ref, alt, llr in rows:
@@ -119,16 +122,52 @@ def draw_heatmap(rows: list[tuple[int, str, str, float]], path: str | os.PathLik
             grid[" ACGT".index(alt) - 1, col[pos]] = llr
     finite = np.abs(grid[np.isfinite(grid)])
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    width = min(40.0, max(6.0, len(positions) / 60))
-    fig, ax = plt.subplots(figsize=(width, 2.6))
-    im = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
+    n = len(positions)
+    spell = 0 < n <= SEQUENCE_READABLE
+    # a short region gets room for one letter per position; a long one at most 40 inches
+    width = min(40.0, max(6.0, n / 60, 0.13 * n + 2.5 if spell else 0.0))
+    fig, ax = plt.subplots(figsize=(width, 3.4), layout="constrained")
+    cmap = matplotlib.colormaps["RdBu_r"].copy()
+    cmap.set_bad("0.88")  # the reference base of each column (no substitution to score)
+    im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest",
                    extent=(positions[0] - 0.5, positions[-1] + 0.5, 3.5, -0.5) if positions else None)
     ax.set_yticks(range(4), list("ACGT"))
-    ax.set_xlabel("position (1-based)")
-    ax.set_title("genossm saturation mutagenesis: LLR = log P(alt) - log P(ref)")
-    fig.colorbar(im, ax=ax, label="LLR (nats)")
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    ax.set_ylabel("alt base")
+    # genome coordinates as written (1-based, thousands separated), never matplotlib's offset notation;
+    # about one label per inch so that they cannot overlap
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=max(2, int(width * 0.9)), integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{int(round(x)):,}"))
+    where = f"{contig}" if contig else "the contig"
+    ax.set_xlabel(f"position on {where} (1-based)")
+    if spell:
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(positions, [ref_at[p] for p in positions], fontsize=7, family="monospace")
+        top.tick_params(length=0)
+        top.set_xlabel("reference", fontsize=8)
+        for p in positions:
+            if ref_at[p] in "ACGT":
+                ax.text(p, "ACGT".index(ref_at[p]), ref_at[p], ha="center", va="center", fontsize=6, color="0.45")
+    span = f"{where}:{positions[0]:,}-{positions[-1]:,} ({n:,} bp)" if positions else where
+    ax.set_title(f"genossm saturation mutagenesis, {span}", fontsize=10, loc="left")
+    fig.colorbar(im, ax=ax, label="alt − ref, nats\nnegative = alt less likely", shrink=0.95)
+    return fig
+
+
+def draw_heatmap(rows: list[tuple[int, str, str, float]], path: str | os.PathLike, contig: str | None = None) -> Path:
+    """Saturation mutagenesis heatmap: one column per position (genome coordinates), one row per alt base
+    (A, C, G, T), colour = LLR of that substitution (alt − ref, nats; blue: alt less likely, red: more
+    likely); the reference base's cell is grey. Up to 200 positions the reference sequence is spelled along
+    the top. PNG, or SVG/PDF by the file's extension (SVG text stays text)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".") if path.suffix.lower() in (".svg", ".pdf", ".png") else "png"
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig = heatmap_figure(rows, contig)
+        with atomic_path(path, f".{fmt}") as tmp:
+            fig.savefig(tmp, dpi=100, format=fmt, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -7,6 +7,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import logging
+import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +19,13 @@ import numpy as np
 import pandas as pd
 import pysam
 
-from genossm.data.variants import REASON_CODES, REASONS, Allele, AlleleNumbering, VariantRecord
+from genossm.data.variants import (REASON_CODES, REASONS, Allele, AlleleNumbering, VariantRecord, quiet_htslib,
+                                   window_needed)
 from genossm.errors import GenossmError, atomic_path
 from genossm.tasks.callbacks import merged_embeddings, merged_scores
 from genossm.tasks.plots import draw_heatmap
 
+log = logging.getLogger(__name__)
 
 LLR_DESCRIPTION = (
     "genossm zero-shot log-likelihood ratio per ALT allele, natural log: log P(alt) - log P(ref) "
@@ -48,63 +53,152 @@ def is_table_path(path: str | Path) -> bool:
     return str(path).lower().endswith((".tsv", ".tsv.gz", ".txt", ".parquet", ".pq"))
 
 
-def _vcf_mode(path: Path) -> tuple[str, str]:
+RECORD_SKIP_DESCRIPTION = (
+    "Why a record has no genossm score at all when it has no ALT allele to hang a GENOSSM_SKIP value on: "
+    "missing_alt = " + REASONS["missing_alt"]
+)
+END_DESCRIPTION = "End position of the variant described in this record (htslib writes it for symbolic alleles)"
+GENOSSM_KEYS = ("GENOSSM_LLR", "GENOSSM_EMB_DIST", "GENOSSM_SKIP", "GENOSSM_RECORD_SKIP")
+
+
+def _vcf_kind(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".bcf"):
-        return "wb", ".bcf"
+        return "bcf"
     if name.endswith((".vcf.gz", ".vcf.bgz")):
-        return "wz", ".vcf.gz"
-    return "w", ".vcf"
+        return "vcf.gz"
+    return "vcf"
+
+
+def _number(v) -> str:
+    return "." if v is None or np.isnan(v) else f"{float(v):.6g}"
+
+
+def with_genossm_info(line: str, fields: dict[str, str]) -> str:
+    """``line`` (a VCF record's text, no line end) with genossm's INFO fields replaced by ``fields``; every
+    other column and INFO entry is kept byte for byte, in its order."""
+    cols = line.split("\t")
+    if len(cols) < 8:
+        cols += ["."] * (8 - len(cols))
+    info = [] if cols[7] in ("", ".") else cols[7].split(";")
+    info = [kv for kv in info if kv.split("=", 1)[0] not in GENOSSM_KEYS]
+    info += [f"{k}={v}" for k, v in fields.items()]
+    cols[7] = ";".join(info) or "."
+    return "\t".join(cols)
 
 
 class VcfOutput:
     """Write a copy of the input VCF with genossm's INFO fields, atomically (temp file, then rename).
 
-    Use as a context manager; call :meth:`write` once per input record, in input order.
+    Each record is written as its input text with genossm's fields appended (an earlier run's replaced), so
+    every other field passes through byte for byte (``AF=0.5,0.0`` stays so); the header gains genossm's
+    declarations, ``##source``, ``##genossm_command`` (how the file was made) and whatever the records use
+    undeclared. ``.vcf.gz`` is bgzip with a ``.tbi`` beside it (renamed in after the file, so an index never
+    stands beside the wrong file); ``.bcf`` is converted by htslib. Use as a context manager; call
+    :meth:`write` once per input record, in input order.
     """
 
-    def __init__(self, path: str | Path, header: pysam.VariantHeader):
+    def __init__(self, path: str | Path, header: pysam.VariantHeader, command: str | None = None,
+                 work_dir: str | Path | None = None):
+        from genossm import __version__
+
         self.path = Path(path)
-        self.mode, self.suffix = _vcf_mode(self.path)
+        self.kind = _vcf_kind(self.path)
+        self.work_dir = Path(work_dir) if work_dir is not None else self.path.parent
         self.header = header.copy()
         for key, number, typ, desc in (
             ("GENOSSM_LLR", "A", "Float", LLR_DESCRIPTION),
             ("GENOSSM_EMB_DIST", "A", "Float", EMB_DESCRIPTION),
             ("GENOSSM_SKIP", "A", "String", SKIP_DESCRIPTION),
+            ("GENOSSM_RECORD_SKIP", "1", "String", RECORD_SKIP_DESCRIPTION),
         ):
             if key in self.header.info:
                 self.header.info.remove_header(key)
             self.header.add_line(f'##INFO=<ID={key},Number={number},Type={typ},Description="{desc}">')
+        if self.kind == "bcf" and "END" not in self.header.info:
+            self.header.add_line(f'##INFO=<ID=END,Number=1,Type=Integer,Description="{END_DESCRIPTION}">')
+        text = str(self.header).splitlines()
+        text = [line for line in text if not line.startswith(("##source=genossm", "##genossm_command="))]
+        extra = [f"##source=genossm {__version__}"] + ([f"##genossm_command={command}"] if command else [])
+        self.header_text = "\n".join(text[:-1] + extra + text[-1:]) + "\n"
         self._ctx = None
-        self._vf = None
+        self._fh = None
 
     def __enter__(self):
-        self._ctx = atomic_path(self.path, self.suffix)
-        tmp = self._ctx.__enter__()
-        self._vf = pysam.VariantFile(str(tmp), self.mode, header=self.header)
+        suffix = {"bcf": ".bcf", "vcf.gz": ".vcf.gz", "vcf": ".vcf"}[self.kind]
+        self._ctx = atomic_path(self.path, suffix)
+        self._tmp = self._ctx.__enter__()
+        if self.kind == "vcf.gz":
+            self._fh = pysam.BGZFile(str(self._tmp), "wb")
+        elif self.kind == "bcf":
+            self._text = self.work_dir / "scored.vcf"
+            self._text.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self._text, "wb")
+        else:
+            self._fh = open(self._tmp, "wb")
+        self._fh.write(self.header_text.encode("utf-8", errors="surrogateescape"))
         return self
 
     def __exit__(self, *exc):
-        self._vf.close()
-        return self._ctx.__exit__(*exc)
+        index = None
+        try:
+            self._fh.close()
+            if exc[0] is None:
+                if self.kind == "bcf":
+                    with pysam.VariantFile(str(self._text)) as vin, \
+                            pysam.VariantFile(str(self._tmp), "wb", header=vin.header) as vout:
+                        for rec in vin:
+                            vout.write(rec)
+                    self._text.unlink()
+                elif self.kind == "vcf.gz":
+                    index = self._index()
+        except BaseException:
+            self._ctx.__exit__(*sys.exc_info())
+            raise
+        if exc[0] is None and self.kind == "vcf.gz":
+            # no index of an earlier file may stand beside the new one, even for a moment
+            for suffix in (".tbi", ".csi"):
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.with_name(self.path.name + suffix).unlink()
+        result = self._ctx.__exit__(*exc)
+        if index is not None:
+            final = self.path.with_name(self.path.name + ".tbi")
+            os.replace(index, final)
+            data_mtime = self.path.stat().st_mtime_ns
+            if final.stat().st_mtime_ns < data_mtime:
+                os.utime(final, ns=(data_mtime, data_mtime))
+        return result
 
-    def write(self, rec: pysam.VariantRecord, llr, emb_dist, reasons) -> None:
-        """``llr``, ``emb_dist``: one float (NaN = missing) per ALT; ``reasons``: one str or None per ALT."""
-        rec.translate(self._vf.header)
-        n = len(rec.alts or ())
-        for key in ("GENOSSM_LLR", "GENOSSM_EMB_DIST", "GENOSSM_SKIP"):
-            if key in rec.info:
-                del rec.info[key]
+    def _index(self) -> Path | None:
+        """A tabix index of the temporary file (renamed beside the output after it), or None with a warning
+        when the records are not sorted (they keep the input's order)."""
+        try:
+            with quiet_htslib():
+                pysam.tabix_index(str(self._tmp), preset="vcf", force=True)
+        except (OSError, ValueError) as err:
+            log.warning("%s: no .tbi index written: the records keep the input's order, which tabix cannot index "
+                        "(%s); sort it with bcftools sort and index it with tabix -p vcf", self.path, err)
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(self._tmp) + ".tbi").unlink()
+            return None
+        return Path(str(self._tmp) + ".tbi")
+
+    def write(self, line: str, llr, emb_dist, reasons) -> None:
+        """``line``: the record's text; ``llr``, ``emb_dist``: one float (NaN = missing) per ALT; ``reasons``:
+        one str or None per ALT (a record without ALT: one allele, its reason record-level)."""
+        cols = line.split("\t", 5)
+        n = 0 if len(cols) < 5 or cols[4] in (".", "") else cols[4].count(",") + 1
+        fields = {}
         if n:
-            llr = [None if v is None or np.isnan(v) else float(v) for v in llr[:n]]
-            dist = [None if v is None or np.isnan(v) else float(v) for v in emb_dist[:n]]
-            if any(v is not None for v in llr):
-                rec.info["GENOSSM_LLR"] = llr
-            if any(v is not None for v in dist):
-                rec.info["GENOSSM_EMB_DIST"] = dist
+            if any(not np.isnan(v) for v in llr[:n]):
+                fields["GENOSSM_LLR"] = ",".join(_number(v) for v in llr[:n])
+            if any(not np.isnan(v) for v in emb_dist[:n]):
+                fields["GENOSSM_EMB_DIST"] = ",".join(_number(v) for v in emb_dist[:n])
             if any(reasons[:n]):
-                rec.info["GENOSSM_SKIP"] = [r or "." for r in reasons[:n]]
-        self._vf.write(rec)
+                fields["GENOSSM_SKIP"] = ",".join(r or "." for r in reasons[:n])
+        elif reasons and reasons[0]:
+            fields["GENOSSM_RECORD_SKIP"] = reasons[0]
+        self._fh.write((with_genossm_info(line, fields) + "\n").encode("utf-8", errors="surrogateescape"))
 
 
 class TableOutput:
@@ -144,6 +238,14 @@ class TableOutput:
             df[col] = df[col].astype("float64")
         return df
 
+    def _schema(self):
+        """Fixed column types, so a chunk whose ``id`` or ``reason`` is all null still writes strings (nulls)."""
+        import pyarrow as pa
+
+        types = {"record": pa.int64(), "pos": pa.int64(), "allele": pa.int64(), "llr": pa.float64(),
+                 "emb_dist": pa.float64()}
+        return pa.schema([(c, types.get(c, pa.string())) for c in self.columns])
+
     def flush(self) -> None:
         if not self._rows:
             return
@@ -154,7 +256,7 @@ class TableOutput:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pandas(df, preserve_index=False)
+            table = pa.Table.from_pandas(df, schema=self._schema(), preserve_index=False)
             if self._writer is None:
                 self._writer = pq.ParquetWriter(str(self._tmp), table.schema)
             self._writer.write_table(table.cast(self._writer.schema))
@@ -171,7 +273,8 @@ class TableOutput:
                     import pyarrow as pa
                     import pyarrow.parquet as pq
 
-                    pq.write_table(pa.Table.from_pandas(self._frame(), preserve_index=False), str(self._tmp))
+                    pq.write_table(pa.Table.from_pandas(self._frame(), schema=self._schema(), preserve_index=False),
+                                   str(self._tmp))
         finally:
             if self._writer is not None:
                 self._writer.close()
@@ -251,6 +354,18 @@ class EmbeddingOutput:
             self._ctx.__exit__(*exc)
 
 
+def rate(n: float, seconds: float) -> str:
+    """``n / seconds`` with the precision it deserves: 1,234 / 56.7 / 0.43 / 0.0021 (never a bare 0)."""
+    value = n / max(seconds, 1e-9)
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value == 0:
+        return "0"
+    return f"{value:.2g}"
+
+
 @dataclass
 class Summary:
     records: int = 0
@@ -258,19 +373,25 @@ class Summary:
     scored: Counter = field(default_factory=Counter)  # kind -> n
     skipped: Counter = field(default_factory=Counter)  # reason -> n
     seconds: float = 0.0
+    window_needed: int = 0  # the window_len that would fit every allele_exceeds_window allele
+    notes: list = field(default_factory=list)  # lines said after the counts (e.g. why the result is empty)
 
     def text(self) -> str:
         scored = sum(self.scored.values())
         lines = [f"{self.records:,} records, {self.alleles:,} alleles: {scored:,} scored"
                  + (f" ({', '.join(f'{k} {v:,}' for k, v in sorted(self.scored.items()))})" if scored else "")
-                 + (f" in {self.seconds:.1f} s ({self.alleles / max(self.seconds, 1e-9):,.0f} alleles/s)" if self.seconds else "")]
+                 + (f" in {self.seconds:.1f} s ({rate(self.alleles, self.seconds)} alleles/s)" if self.seconds else "")]
         for reason, n in sorted(self.skipped.items()):
-            lines.append(f"  not scored, {reason}: {n:,}")
+            lines.append(f"  not scored, {reason}: {n:,}"
+                         + (f" (window_len={self.window_needed:,} or more would score them)"
+                            if reason == "allele_exceeds_window" and self.window_needed else ""))
+        lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
         return {"records": self.records, "alleles": self.alleles, "scored": dict(self.scored),
-                "skipped": dict(self.skipped), "seconds": self.seconds}
+                "skipped": dict(self.skipped), "seconds": self.seconds, "window_needed": self.window_needed,
+                "notes": list(self.notes)}
 
 
 def table_path(output: Path, table: str | None) -> Path | None:
@@ -293,12 +414,13 @@ class ScoredAllele(NamedTuple):
 
     def table_row(self) -> dict:
         a = self.allele
-        return {"record": a.record, "chrom": a.chrom, "pos": a.pos, "id": a.id or "", "ref": a.ref, "alt": a.alt,
+        return {"record": a.record, "chrom": a.chrom, "pos": a.pos, "id": a.id or None, "ref": a.ref, "alt": a.alt,
                 "allele": a.allele, "kind": a.kind, "llr": self.llr, "emb_dist": self.emb_dist,
-                "reason": self.reason or ""}
+                "reason": self.reason or None}
 
 
-def write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, dim, mode) -> Summary:
+def write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, dim, mode,
+                          indel_flank: int = 0, command: str | None = None) -> Summary:
     """Read the input again, in order, beside the merged scores (the same allele numbering as the batches),
     and write every output atomically."""
     summary = Summary()
@@ -306,6 +428,7 @@ def write_scored_variants(parts, output, table, reader, records, heatmap, embedd
     table_file = table_path(output, table)
     emb_rows = merged_embeddings(parts, dim) if embeddings is not None else None
     heat = [] if mode == "saturation" else None
+    heat_contig: list[str] = []  # a saturation region is on one contig
     numbering = AlleleNumbering()
 
     def scored(rec: VariantRecord) -> list[ScoredAllele]:
@@ -317,6 +440,8 @@ def write_scored_variants(parts, output, table, reader, records, heatmap, embedd
             summary.alleles += 1
             if reason:
                 summary.skipped[reason] += 1
+                if reason == "allele_exceeds_window":
+                    summary.window_needed = max(summary.window_needed, window_needed(a, indel_flank))
             else:
                 summary.scored[a.kind] += 1
         summary.records += 1
@@ -332,15 +457,10 @@ def write_scored_variants(parts, output, table, reader, records, heatmap, embedd
                 emb_out.add(row.allele, next(emb_rows))
 
         if is_vcf_path(output):
-            quiet = pysam.set_verbosity(0)  # htslib already warned about undeclared keys while scoring
-            try:
-                reader = reader.rewritten(parts)
-            finally:
-                pysam.set_verbosity(quiet)
-            with VcfOutput(output, reader.header) as vcf:
-                for rec, prec in reader.pysam_records():
+            with VcfOutput(output, reader.complete_header(), command, work_dir=parts) as vcf:
+                for rec, _, line in reader.records_with_text():
                     rows = scored(rec)
-                    vcf.write(prec, [r.llr for r in rows], [r.emb_dist for r in rows], [r.reason for r in rows])
+                    vcf.write(line, [r.llr for r in rows], [r.emb_dist for r in rows], [r.reason for r in rows])
                     for row in rows:
                         add(row)
         else:
@@ -349,8 +469,9 @@ def write_scored_variants(parts, output, table, reader, records, heatmap, embedd
                     add(row)
                     if heat is not None:
                         heat.append((row.allele.pos, row.allele.ref, row.allele.alt, row.llr))
+                        heat_contig[:] = [row.allele.chrom]
         if next(scores, None) is not None:
             raise RuntimeError("more scores than input alleles: the input changed while it was being scored")
     if heat is not None:
-        draw_heatmap(heat, heatmap or table_file.with_suffix(".png"))
+        draw_heatmap(heat, heatmap or table_file.with_suffix(".png"), contig=heat_contig[0] if heat_contig else None)
     return summary

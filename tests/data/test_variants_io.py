@@ -162,8 +162,8 @@ def test_vcf_output_keeps_records_and_reads_back(tmp_path, bundled_data):
     reader = VariantReader(bundled_data / MULTI)
     out = tmp_path / "scored.vcf.gz"
     with VcfOutput(out, reader.header) as vcf:
-        for rec, prec in reader.pysam_records():
-            vcf.write(prec, [-1.5, float("nan")], [0.25, float("nan")], [None, "ref_mismatch"])
+        for rec, prec, line in reader.records_with_text():
+            vcf.write(line, [-1.5, float("nan")], [0.25, float("nan")], [None, "ref_mismatch"])
     assert not list(tmp_path.glob(".*tmp*"))  # renamed into place, no temp file left
     with pysam.VariantFile(str(out)) as vf:
         assert "GENOSSM_LLR" in vf.header.info and vf.header.info["GENOSSM_LLR"].number == "A"

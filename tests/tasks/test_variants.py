@@ -255,7 +255,8 @@ def test_planted_problems_keep_every_record_in_order(models, genome, tmp_path, b
 
 def test_shipped_indel_vcf_every_record_in_order(models, tmp_path, bundled_data):
     out = tmp_path / "indels.vcf.gz"
-    summary = run(models, "rc", bundled_data / INDELS, out, bundled_data / SLICE, window_len=W, indel_flank=1,
+    # 40: the longest allele (a 35-bp insertion) plus one flank base each side fits
+    summary = run(models, "rc", bundled_data / INDELS, out, bundled_data / SLICE, window_len=40, indel_flank=1,
                   emb_dist=False, batch_size=64, table=str(tmp_path / "indels.parquet"))
     with gzip.open(bundled_data / INDELS, "rb") as fh:
         with pysam.VariantFile(fh) as vin:

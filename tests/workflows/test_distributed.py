@@ -138,7 +138,7 @@ def test_score_variants_on_two_cpu_processes_matches_one(tmp_path, bundled_data)
     command = [str(script)] if script.exists() else [shutil.which("genossm") or "genossm"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["score-variants", f"pretrained={pretrained}", f"fasta={bundled_data / 'variants_chr20_slice.fa.gz'}",
-              f"variants={bundled_data / 'variants_chr20_indels_1000g.vcf.gz'}", "window_len=32", "indel_flank=1",
+              f"variants={bundled_data / 'variants_chr20_indels_1000g.vcf.gz'}", "window_len=40", "indel_flank=1",
               "batch_size=16", "progress=false", f"cache_dir={tmp_path / 'cache'}"]
     outputs = {}
     for name, extra in (("one", []), ("two", DDP_CPU)):
@@ -148,7 +148,7 @@ def test_score_variants_on_two_cpu_processes_matches_one(tmp_path, bundled_data)
                               text=True, env=env, cwd=folder, timeout=300)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
         outputs[name] = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-    assert sorted(outputs["two"]) == ["scored.tsv", "scored.vcf.gz"]
+    assert sorted(outputs["two"]) == ["scored.tsv", "scored.vcf.gz", "scored.vcf.gz.tbi"]
     assert outputs["two"] == outputs["one"]
     import pandas as pd
 

@@ -50,14 +50,14 @@ def test_cli_scores_vcf_and_writes_table(tiny_model, bundled_data, tmp_path, mon
     table = pd.read_csv(tmp_path / "scored.tsv", sep="\t")
     assert list(table["alt"]) == ["TGG", "T"] and list(table["reason"]) == ["contig_absent"] * 2
     assert "contig_absent: 2" in capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.tsv", "scored.vcf.gz"]  # nothing else left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.tsv", "scored.vcf.gz", "scored.vcf.gz.tbi"]  # nothing else left
 
 
 def test_cli_scores_real_alleles_as_the_python_api(tiny_model, bundled_data, tmp_path, monkeypatch):
     """Every keyword of the workflow reaches the scorer: the command's scores are the Python API's."""
     score_variants = cli.load_workflow("score-variants").score_variants
 
-    options = dict(window_len=24, indel_flank=1, strands="both", distance="euclidean", pooling="center", batch_size=7)
+    options = dict(window_len=40, indel_flank=1, strands="both", distance="euclidean", pooling="center", batch_size=7)
     out = tmp_path / "cli.tsv"
     run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", f"variants={bundled_data / INDELS}",
          f"output={out}", "progress=false", *(f"{k}={v}" for k, v in options.items())], monkeypatch, tmp_path)
@@ -97,7 +97,7 @@ def test_full_files_from_shared_data(tiny_model, shared_data, tmp_path, monkeypa
         src = shared_data / "variants" / name
         out = tmp_path / out_name
         run(["score-variants", f"pretrained={tiny_model}", f"fasta={fasta}", f"variants={src}", f"output={out}",
-             "window_len=32", "indel_flank=1", "emb_dist=false", "batch_size=64", "progress=false",
+             "window_len=40", "indel_flank=1", "emb_dist=false", "batch_size=64", "progress=false",
              f"cache_dir={tmp_path / 'cache'}"], monkeypatch, tmp_path)
         with pysam.VariantFile(str(out)) as vf:
             got = list(vf)
