@@ -83,7 +83,7 @@ class _EpochLoader(DataLoader):
             if self.dataset.window_len != window_len:
                 self.dataset.set_window_len(window_len)
             self.dataset.set_epoch(epoch)
-            skip = self.datamodule.take_resume_skip()
+            skip = self.datamodule.take_resume_skip(epoch)
         else:
             self.dataset.set_epoch(0)
         batches = map(unpack_batch, super().__iter__())  # workers send packed bytes
@@ -184,7 +184,7 @@ class GenomeDataModule(L.LightningDataModule):
         self.window_len_warmup = WindowLenSchedule.from_config(window_len_warmup)
         if self.window_len_warmup is not None and self.persistent_workers:
             raise GenossmError("data.window_len_warmup needs persistent_workers=False (workers copy the dataset once)")
-        self._resume_skip = 0
+        self._resume_skip: tuple[int | None, int] = (None, 0)
 
     @staticmethod
     def _check_len(n, name: str) -> int:
@@ -243,16 +243,22 @@ class GenomeDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         trainer = getattr(self, "trainer", None)
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
-        return {"batches_done": int(done)}
+        if trainer is None:
+            return {"epoch": 0, "batches_done": 0}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": int(trainer.current_epoch), "batches_done": int(done)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resume_skip = int(state_dict.get("batches_done", 0))
+        self._resume_skip = (state_dict.get("epoch"), int(state_dict.get("batches_done", 0)))
 
-    def take_resume_skip(self) -> int:
-        """Batches the first training pass after a resume skips (once)."""
-        skip, self._resume_skip = self._resume_skip, 0
-        return skip
+    def take_resume_skip(self, epoch: int) -> int:
+        """Batches the first training pass after a resume skips (once): those of the checkpoint's epoch already
+        trained on. A checkpoint written after an epoch's last batch resumes at the start of the next epoch
+        (Lightning counts that epoch as done), which skips nothing."""
+        (saved_epoch, done), self._resume_skip = self._resume_skip, (None, 0)
+        if saved_epoch is not None and int(saved_epoch) != int(epoch):
+            return 0
+        return done
 
     def current_epoch(self) -> int:
         trainer = getattr(self, "trainer", None)

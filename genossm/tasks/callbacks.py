@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 
 from genossm.errors import GenossmError
 
@@ -92,6 +92,49 @@ class MetricHistory(Callback):
         self.val = [tuple(x) for x in state_dict.get("val", [])]
 
 
+def _epoch_ends_here(trainer) -> bool:
+    """True at the end of an epoch's last training batch (the epoch-end hooks and validation still to come)."""
+    return bool(getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False))
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` for resuming: every ``every_n_train_steps``, at every validation, and at the end of training.
+
+    Always the same file (no ``last-v1.ckpt`` beside a ``last.ckpt`` written by :class:`CheckpointOnSignal` or
+    an earlier run). A periodic save that falls on an epoch's last batch is moved to the end of that epoch
+    (after its validation, or at ``on_train_epoch_end`` without one): Lightning restores a checkpoint written
+    between an epoch's last batch and its end as two finished epochs, one too many, so the resumed run would
+    read the batches of the wrong epoch. From the epoch's end, resume is exact.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_train_steps: int | None = 100, **kwargs):
+        kwargs.update(save_last=True, save_top_k=0, enable_version_counter=False)
+        super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, **kwargs)
+        self._at_epoch_end = False
+
+    def save_last_now(self, trainer) -> str:
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        return self.last_model_path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if _epoch_ends_here(trainer):
+            every = self._every_n_train_steps
+            self._at_epoch_end = bool(every and every > 0 and trainer.global_step % every == 0)
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or self._should_skip_saving_checkpoint(trainer):
+            return
+        self._at_epoch_end = False
+        self.save_last_now(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self._at_epoch_end and not self._should_skip_saving_checkpoint(trainer):
+            self.save_last_now(trainer)
+        self._at_epoch_end = False
+
+
 class CheckpointOnSignal(Callback):
     """Saves ``last.ckpt`` when the cluster warns of the time limit, then lets the requeue owner act.
 
@@ -119,11 +162,27 @@ class CheckpointOnSignal(Callback):
         self._pending = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not self._pending:
-            return
+        if self._pending and not _epoch_ends_here(trainer):  # at an epoch's last batch: at the epoch's end
+            self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module):
+        if self._pending and trainer.training and not trainer.sanity_checking:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self._pending:
+            self._save(trainer)
+
+    def _save(self, trainer) -> None:
         self._pending = False
+        # through the LastCheckpoint callback when there is one, so that it goes on writing the same last.ckpt
+        last = next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)
+                     and Path(c.dirpath) == self.dirpath), None)
         path = self.dirpath / "last.ckpt"
-        trainer.save_checkpoint(path)
+        if last is not None:
+            path = Path(last.save_last_now(trainer))
+        else:
+            trainer.save_checkpoint(path)
         log.warning("time-limit signal: saved %s", path)
         if callable(self._previous):
             self._previous(self.signum, None)
@@ -258,5 +317,5 @@ def merged_embeddings(folder: str | os.PathLike, dim: int) -> Iterator[np.ndarra
         yield np.asarray(emb[k])
 
 
-__all__ = ["TokensPerSecond", "MetricHistory", "CheckpointOnSignal", "tensorboard_logger", "ShardWriter",
+__all__ = ["TokensPerSecond", "MetricHistory", "LastCheckpoint", "CheckpointOnSignal", "tensorboard_logger", "ShardWriter",
            "VariantProgress", "merged_scores", "merged_embeddings"]

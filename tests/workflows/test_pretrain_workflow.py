@@ -75,23 +75,26 @@ def test_fast_dev_run_on_a_list_of_fastas(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("stop", [3, 4], ids=["mid-epoch", "epoch-boundary"])
+def test_resume_matches_uninterrupted_run(tmp_path, stop):
+    """Stopped mid-epoch (epochs are 4 steps) or at an epoch's end (where every periodic last.ckpt of the demo
+    lands), then continued in the same run folder: the same weights, validation and epoch counter."""
     common = [*TINY, "trainer.max_time=null", "data.window_len=128", "data.batch_size=2",
               "data.samples_per_epoch=8", "task.max_steps=6", "task.warmup_steps=2",
               "callbacks.last_checkpoint.every_n_train_steps=1", "baselines.enabled=false", "seed=3"]
     full = run_pretraining(compose_pretrain([*common, "trainer.max_steps=6", f"output={tmp_path / 'full'}"]))
-    # stop mid-epoch (epochs are 4 steps), then continue in the same run folder
-    part = run_pretraining(compose_pretrain([*common, "trainer.max_steps=3", f"output={tmp_path / 'split'}"]))
-    assert part["global_step"] == 3
+    part = run_pretraining(compose_pretrain([*common, f"trainer.max_steps={stop}", f"output={tmp_path / 'split'}"]))
+    assert part["global_step"] == stop
     resumed = run_pretraining(compose_pretrain([*common, "trainer.max_steps=6", f"output={tmp_path / 'split'}"]))
     assert resumed["global_step"] == 6
     a, b = from_pretrained(tmp_path / "full" / "model"), from_pretrained(tmp_path / "split" / "model")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
     assert resumed["val"]["bpb"] == pytest.approx(full["val"]["bpb"], rel=1e-5)
-    # and the resumed run's history covers the steps before the stop
     ckpt = torch.load(tmp_path / "split" / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt_full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 6
+    assert ckpt["epoch"] == ckpt_full["epoch"] == 1  # the epoch counter is not one ahead
 
 
 def test_bad_values_fail_before_training(tmp_path):
