@@ -118,6 +118,13 @@ def _remove_failed_run(folder) -> None:
         return
     leftovers = [p for p in folder.rglob("*") if p.is_file() and ".hydra" not in p.relative_to(folder).parts]
     if all(p.suffix == ".log" or p.name == "config.yaml" for p in leftovers):  # only what the failed start wrote
+        import logging
+
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            for handler in list(getattr(logger, "handlers", [])):  # Hydra's job log file lives in the folder
+                if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().is_relative_to(folder):
+                    logger.removeHandler(handler)
+                    handler.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
