@@ -3,6 +3,16 @@
     python benchmarks/scan.py --cpu          # chunked vs a per-position loop vs the reference, chunked on
                                              # init-like vs large decays, and a training run at L = 2^20
     python benchmarks/scan.py                # on a CUDA machine: triton, chunked and mamba_ssm side by side
+    python benchmarks/scan.py --cpu --mamba-src mamba_ssm-2.3.2.post1.tar.gz [--contention] [--no-details]
+
+CPU side by side (first table of ``--cpu``; ``benchmarks/side_by_side.py``): forward and forward+backward
+seconds at (1, 256, 16, 2^14) and (1, 512, 16, 2^16), 2 threads and 1 thread, of genossm's default CPU
+backend (the fused C kernel, ``cpu``), of its chunked backend, of the chunked backend at the baseline commit
+and of ``mamba_ssm``'s ``selective_scan_ref`` (its forward; its autograd backward only up to L = 2^13),
+loaded as that single function from a ``mamba_ssm`` sdist (``pip download mamba-ssm --no-deps --no-binary
+:all:``, with MAMBA_SKIP_CUDA_BUILD=TRUE) or installed package, without its CUDA extension. Each in its
+own worker process, round-robin, best of 3 (``mamba_ssm``'s reference once: minutes per call).
+``--contention`` repeats them beside a busy process (without the reference).
 
 CPU mode, at (batch, dim, state, length) = (1, 256, 16, 2^14) float32 with a z gate, softplus Δ and D:
 forward and forward+backward time of the chunked backend, of a tidy per-position loop (one exp, one
@@ -21,13 +31,20 @@ memory-bandwidth floor (bytes that must be read and written ÷ device copy bandw
 from __future__ import annotations
 
 import argparse
+import ast
 import gc
 import json
 import os
 import resource
 import subprocess
 import sys
+import tarfile
 import time
+from pathlib import Path
+
+if "--spin" not in sys.argv:  # OpenMP threads that sleep when they wait: set before torch is imported
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("KMP_BLOCKTIME", "0")
 
 import torch
 import torch.nn.functional as F
@@ -401,6 +418,158 @@ def train_child(args):
                           seconds_per_step=sum(times) / len(times), peak_rss=peak)))
 
 
+# ------------------------------------------------------------------------------- side by side (--cpu)
+SIDE_SIZES = [(1, 256, 16, 2**14), (1, 512, 16, 2**16)]
+MAMBA_REF_MAX_BWD = 2**13  # its autograd backward over a Python loop per position: minutes at 2^14
+
+
+def load_mamba_ref(src):
+    """``selective_scan_ref`` of mamba_ssm, alone: its source is cut out of ``ops/selective_scan_interface.py``
+    (from an sdist .tar.gz, an unpacked folder, or the installed package) and run with torch and einops, so
+    neither the CUDA extension nor the rest of the package is imported."""
+    name = "mamba_ssm/ops/selective_scan_interface.py"
+    text = None
+    if src and str(src).endswith((".tar.gz", ".tgz")):
+        with tarfile.open(src) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith(name))
+            text = tar.extractfile(member).read().decode()
+    elif src:
+        text = next(Path(src).rglob("selective_scan_interface.py")).read_text()
+    else:
+        import importlib.util
+
+        spec = importlib.util.find_spec("mamba_ssm")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("mamba_ssm not found: pass --mamba-src (an sdist from pip download mamba-ssm)")
+        text = (Path(list(spec.submodule_search_locations)[0]) / "ops" / "selective_scan_interface.py").read_text()
+    tree = ast.parse(text)
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "selective_scan_ref")
+    from einops import rearrange, repeat
+
+    namespace = {"torch": torch, "F": F, "rearrange": rearrange, "repeat": repeat}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), name, "exec"), namespace)  # noqa: S102
+    return namespace["selective_scan_ref"]
+
+
+def job_scan(cache, impl, size, mode, backend="chunked", mamba_src=None):
+    """One timed scan call -> {"seconds"}; the first call for a (size, impl, mode) is a warm-up."""
+    key = ("inputs", tuple(size))
+    if key not in cache:
+        cache.clear()  # one size alive at a time
+        cache[key] = make_inputs(*size, torch.float32, "cpu")
+    x = cache[key]
+    args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True)
+    if impl == "mamba":
+        if "mamba" not in cache:
+            cache["mamba"] = load_mamba_ref(mamba_src)
+        ref = cache["mamba"]
+        one = lambda: ref(*args)  # noqa: E731
+    else:
+        from genossm.ops.selective_scan import selective_scan
+
+        one = lambda: selective_scan(*args, backend=backend)  # noqa: E731
+
+    def run():
+        if mode == "fwd":
+            with torch.no_grad():
+                one()
+            return
+        one().backward(torch.ones(size[0], size[1], size[3]))
+        for t in x.values():
+            t.grad = None
+
+    warm = (impl, backend, mode)
+    if warm not in cache:
+        run()
+        cache[warm] = True
+    t0 = time.perf_counter()
+    run()
+    return {"seconds": time.perf_counter() - t0}
+
+
+def side_by_side(args):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import side_by_side as sbs
+
+    print(sbs.set_thread_policy(not args.spin))
+    print(sbs.machine_line(), f"| torch {torch.__version__}")
+    sizes = [(1, 64, 16, 2**10)] if args.quick else SIDE_SIZES
+    mamba_ok = True
+    try:
+        load_mamba_ref(args.mamba_src)
+    except Exception as err:  # noqa: BLE001
+        print(f"no mamba_ssm column: {err}")
+        mamba_ok = False
+    cols = ["genossm", "genossm-chunked", "baseline", "mamba-ref"]
+    results = {}
+    with (sbs.baseline_tree() if not args.no_baseline else _null()) as base:
+        for busy in [False, True] if args.contention else [False]:
+            for threads in args.thread_counts:
+                workers = {"genossm": sbs.Worker(__file__, threads)}
+                if base:
+                    workers["baseline"] = sbs.Worker(__file__, threads, root=base)
+                if mamba_ok:
+                    workers["mamba-ref"] = sbs.Worker(__file__, threads)
+                try:
+                    with sbs.busy_core(busy):
+                        for size in sizes:
+                            for mode in ("fwd", "fwd+bwd"):
+                                calls, reps = {}, {}
+                                for col in cols:
+                                    w = workers.get("genossm" if col.startswith("genossm") else col)
+                                    if w is None or (col == "mamba-ref" and mode != "fwd" and size[3] > MAMBA_REF_MAX_BWD):
+                                        continue
+                                    if col == "mamba-ref" and busy:
+                                        continue  # slow, and not what the busy pass is about
+                                    kw = dict(impl="mamba" if col == "mamba-ref" else "genossm", size=size, mode=mode,
+                                              backend="auto" if col == "genossm" else "chunked",
+                                              mamba_src=args.mamba_src)
+                                    calls[col] = (lambda w=w, kw=kw: w.run("scan", **kw))
+                                    # mamba-ref: minutes per call at these sizes, timed once
+                                    reps[col] = 1 if col == "mamba-ref" else args.repeat
+                                res = sbs.round_robin(calls, reps)
+                                results[(busy, threads, size, mode)] = res
+                                parts = [f"{k} {v.get('seconds', v.get('error'))}" for k, v in res.items()]
+                                print(f"  [{'busy' if busy else 'idle'}, {threads} threads] {size} {mode}: "
+                                      + ", ".join(parts) + f"  ({sbs.load_line()})", flush=True)
+                finally:
+                    for w in workers.values():
+                        w.close()
+    for busy in sorted({k[0] for k in results}):
+        print()
+        print(("beside a busy process (one core at 100 %)" if busy else "idle machine")
+              + f", {sbs.load_line()}; float32, z gate, softplus Δ, D; seconds, best of {args.repeat} round-robin;"
+              f" genossm = backend auto (the fused C kernel), baseline = chunked at {sbs.BASELINE}")
+        headers = ["threads", "size (b, d, n, L)", "pass"] + [f"{c} s" for c in cols]
+        headers += ["genossm / baseline", "genossm-chunked / baseline", "genossm / mamba-ref"]
+        rows = []
+        for (b, threads, size, mode), res in results.items():
+            if b == busy:
+                rows.append([threads, str(size), mode] + [sbs.cell(res.get(c)) for c in cols]
+                            + [sbs.ratio(res.get("genossm"), res.get("baseline")),
+                               sbs.ratio(res.get("genossm-chunked"), res.get("baseline")),
+                               sbs.ratio(res.get("genossm"), res.get("mamba-ref"))])
+        print(sbs.table(headers, rows))
+    if args.contention:
+        print()
+        print("slowdown beside a busy process (seconds busy / seconds idle)")
+        rows = []
+        for (b, threads, size, mode), res in results.items():
+            if b:
+                idle = results[(False, threads, size, mode)]
+                rows.append([threads, str(size), mode] + [sbs.ratio(idle.get(c), res.get(c)) for c in cols])
+        print(sbs.table(["threads", "size (b, d, n, L)", "pass"] + cols, rows))
+    print()
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu", action="store_true", help="CPU mode (the default without CUDA)")
@@ -413,11 +582,20 @@ def main(argv=None):
     parser.add_argument("--train-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", nargs="*", help="GPU sizes as b,d,n,L (default: the four of the design note)")
     parser.add_argument("--backends", nargs="*", default=["triton", "chunked"])
+    parser.add_argument("--quick", action="store_true", help="CPU side by side at a tiny size only")
+    parser.add_argument("--contention", action="store_true", help="CPU side by side again beside a busy process")
+    parser.add_argument("--thread-counts", type=int, nargs="*", default=[2, 1], help="CPU side by side threads")
+    parser.add_argument("--mamba-src", default=None, help="mamba_ssm sdist (.tar.gz) or folder for selective_scan_ref")
+    parser.add_argument("--no-baseline", action="store_true", help="CPU side by side without the baseline commit")
+    parser.add_argument("--no-details", action="store_true", help="CPU: only the side-by-side table")
+    parser.add_argument("--spin", action="store_true", help="leave OMP_WAIT_POLICY unset (spinning OpenMP threads)")
     args = parser.parse_args(argv)
     if args.train_child:
         train_child(args)
     elif args.cpu or not torch.cuda.is_available():
-        run_cpu(args)
+        side_by_side(args)
+        if not (args.no_details or args.quick):
+            run_cpu(args)
     else:
         run_gpu(args)
 

@@ -21,12 +21,17 @@ passive_openmp_environment(os.environ)  # before anything imports torch
 import functools  # noqa: E402
 import importlib.util  # noqa: E402
 import runpy  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
+from omegaconf import DictConfig  # noqa: E402
+
 from genossm import __version__  # noqa: E402
+from genossm.config import check_sizes  # noqa: E402
 from genossm.errors import GenossmError  # noqa: E402
 
 # name on the command line -> (file in workflows/, one-line summary)
@@ -72,13 +77,48 @@ def user_errors(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        fresh = _fresh_run_folder()
         try:
+            if args and isinstance(args[0], DictConfig):
+                check_sizes(args[0])  # the config edge: before the workflow reads any option
             return func(*args, **kwargs)
         except GenossmError as err:
             print(f"genossm: error: {err}", file=sys.stderr)
+            _remove_failed_run(fresh)
             raise SystemExit(2) from None
 
     return wrapper
+
+
+# what Hydra writes into a run folder before the workflow starts
+_HYDRA_FILES = {".hydra"}
+
+
+def _fresh_run_folder():
+    """The Hydra run folder when this run created it (nothing in it but Hydra's own files), else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        folder = Path(HydraConfig.get().runtime.output_dir).resolve()
+        job = HydraConfig.get().job.name
+    except Exception:  # noqa: BLE001 - not a Hydra run: nothing to clean
+        return None
+    if folder == Path.cwd().resolve() or not folder.is_dir():
+        return None
+    own = _HYDRA_FILES | {f"{job}.log"}
+    return folder if all(p.name in own for p in folder.iterdir()) else None
+
+
+def _remove_failed_run(folder) -> None:
+    """A run stopped by a user error before doing anything leaves no run folder behind (an earlier run's
+    folder, resumed or extended, is never touched)."""
+    if folder is None or not folder.is_dir():
+        return
+    leftovers = [p for p in folder.rglob("*") if p.is_file() and ".hydra" not in p.relative_to(folder).parts]
+    if all(p.suffix == ".log" or p.name == "config.yaml" for p in leftovers):  # only what the failed start wrote
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def workflow_path(name: str):

@@ -100,6 +100,39 @@ def to_plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def model_config(name: str, overrides: Iterable[str] = ()) -> dict:
+    """The fields of ``conf/model/<name>.yaml`` as composed by Hydra (a group may inherit from another)."""
+    from hydra import compose, initialize_config_dir
+
+    from genossm.paths import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["~experiment", f"model={name}", *overrides])
+    return OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> None:
+    """Old spellings still accepted for one release: a value set under an old dotted key moves to its new key,
+    with a deprecation warning; the old key (kept in the YAML as null so that overrides of it still parse) is
+    dropped from the composed config."""
+    import warnings
+
+    from omegaconf import open_dict
+
+    for old, new in renames.items():
+        value = OmegaConf.select(cfg, old, default=None)
+        parent, _, leaf = old.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if node is not None and leaf in node:
+            with open_dict(node):
+                node.pop(leaf)
+        if value is not None:
+            warnings.warn(f"{old} is deprecated and will be removed in the next release: use {new}", FutureWarning,
+                          stacklevel=2)
+            with open_dict(cfg):
+                OmegaConf.update(cfg, new, value, force_add=True)
+
+
 def save_config(cfg: DictConfig, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Write the composed, resolved config beside a run's outputs (atomically)."""
     path = Path(folder) / name
@@ -191,7 +224,7 @@ def check_trainer(trainer) -> None:
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     gpu = torch.cuda.is_available() or (accelerator != "cuda" and mps)
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not gpu)
-    if "fsdp" in strategy.lower() and on_cpu:
+    if "fsdp" in strategy.lower() and (on_cpu or not gpu):
         raise GenossmError(
             "trainer=fsdp needs GPUs: PyTorch's FSDP does not run on CPU (Lightning refuses it and torch's "
             "FullyShardedDataParallel needs an accelerator device). On CPU use data parallel instead: "
@@ -281,11 +314,63 @@ def quiet_third_party() -> None:
         rank_zero.addFilter(_DropNoise())
 
 
+# ---------------------------------------------------------------------------------------------- size options
+
+# size-like options of every workflow, matched by the last part of their key (``data.window_len``,
+# ``train.batch_size``): the smallest value they take, and whether null (the default chosen elsewhere) is allowed
+SIZE_OPTIONS: dict[str, tuple[int, bool]] = {
+    "batch_size": (1, False), "window_len": (1, True), "eval_window_len": (1, True), "region_len": (1, True),
+    "max_windows": (1, True), "max_eval_windows": (1, True), "passes": (1, False), "chunk_len": (1, True),
+    "tokens_per_forward": (1, False), "samples_per_epoch": (1, False), "stride": (1, True), "max_rows": (0, False),
+    "indel_flank": (0, False), "num_workers": (0, False), "patience": (0, False), "max_order": (0, False),
+    "max_train_bases": (1, False), "d_model": (1, False), "n_layers": (1, False), "d_state": (1, False),
+    "d_conv": (1, False), "expand": (1, False), "every_n_steps": (1, False), "every_n_train_steps": (1, True),
+    "k": (1, False),
+}
+
+
+def check_sizes(cfg: DictConfig) -> None:
+    """Every size-like option (:data:`SIZE_OPTIONS`) must be a whole number at or above its minimum: a zero or
+    negative ``batch_size`` hung score-variants, ``window_len=abc`` ended in a traceback from deep inside. One
+    message names the key, the value and what is expected."""
+
+    def visit(node, path: str) -> None:
+        for key in node.keys():
+            full = f"{path}.{key}" if path else str(key)
+            if full.startswith("hydra"):
+                continue
+            try:
+                value = node[key]
+            except Exception:  # noqa: BLE001 - an interpolation that cannot resolve here is checked where it is used
+                continue
+            if OmegaConf.is_dict(value):
+                visit(value, full)
+                continue
+            spec = SIZE_OPTIONS.get(str(key))
+            if spec is None or OmegaConf.is_list(value):
+                continue
+            minimum, nullable = spec
+            if value is None and nullable:
+                continue
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if isinstance(value, float) and value.is_integer():
+                whole = True
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value, whole = int(value), True
+            if not whole or int(value) < minimum:
+                expected = f"a whole number >= {minimum}" + (" (or null)" if nullable else "")
+                raise GenossmError(f"{full}={value!r}: expected {expected}")
+
+    if cfg is not None:
+        visit(cfg, "")
+
+
 def prepare_run(cfg: DictConfig, num_workers: int = 0) -> None:
     """Before anything is built: check the trainer can run here, seed everything from ``cfg.seed``, set the
     CPU threads from ``cfg.torch_threads`` and quiet the third-party noise (:func:`quiet_third_party`)."""
     import lightning as L
 
+    check_sizes(cfg)
     quiet_third_party()
     if cfg.get("trainer") is not None:
         check_trainer(cfg.trainer)

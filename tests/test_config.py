@@ -72,3 +72,79 @@ def test_precision_reaches_the_trainer(tmp_path):
     assert config.build_trainer(cfg).precision == "bf16-mixed"
     cfg.precision = "auto"
     assert config.build_trainer(cfg).precision == "32-true"
+
+
+# -- size-like options are checked at the config edge; a failed start leaves no run folder ------------------
+
+@pytest.mark.parametrize(
+    "workflow, override, message",
+    [
+        ("score-variants", "batch_size=0", "batch_size=0: expected a whole number >= 1"),  # it used to hang
+        ("score-variants", "indel_flank=-1", "indel_flank=-1: expected a whole number >= 0"),
+        ("pretrain", "data.window_len=abc", "data.window_len='abc': expected a whole number >= 1 (or null)"),
+        ("pretrain", "data.batch_size=-2", "data.batch_size=-2: expected a whole number >= 1"),
+        ("finetune", "train.batch_size=0", "train.batch_size=0: expected a whole number >= 1"),
+        ("finetune", "region_len=1.5", "region_len=1.5: expected a whole number >= 1 (or null)"),
+        ("evaluate", "max_windows=0", "max_windows=0: expected a whole number >= 1 (or null)"),
+        ("embed", "batch_size=-1", "batch_size=-1: expected a whole number >= 1"),
+        ("score-regions", "batch_size=0", "batch_size=0: expected a whole number >= 1"),
+    ],
+)
+def test_bad_sizes_stop_with_one_line_naming_the_key(workflow, override, message, tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "genossm.cli", workflow, override, f"output={run}"]
+    if workflow in ("score-variants", "evaluate", "embed", "score-regions"):
+        args.append(f"pretrained={tmp_path / 'no-model'}")  # never reached: the sizes are checked first
+    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"genossm: error: {message}" in done.stderr and "Traceback" not in done.stderr
+    assert not run.exists(), f"the failed run left {sorted(p.name for p in run.rglob('*'))}"
+
+
+def test_fsdp_on_a_cpu_machine_gets_the_fsdp_message(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    done = subprocess.run([sys.executable, "-m", "genossm.cli", "pretrain", "trainer=fsdp", f"output={tmp_path / 'run'}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "trainer=fsdp needs GPUs" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_start_keeps_an_earlier_run_folder(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"an earlier run")
+    done = subprocess.run([sys.executable, "-m", "genossm.cli", "pretrain", "data.batch_size=0", f"output={run}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"an earlier run"
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml")))
+def test_every_model_config_composes_into_a_model_config(name):
+    """Each conf/model/*.yaml (the larger ones inherit tiny's fields) is a complete, valid BiMambaConfig."""
+    from genossm.models import BiMambaConfig
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["~experiment", f"model={name}"])
+    config = BiMambaConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True), source=f"model={name}")
+    assert config.to_dict() == OmegaConf.to_container(cfg.model, resolve=True)
+    assert set(config.to_dict()) == set(OmegaConf.load(conf_dir() / "model" / "tiny.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml")))
+def test_every_data_config_composes_with_every_key(name):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["~experiment", f"data={name}"])
+    custom = OmegaConf.load(conf_dir() / "data" / "custom.yaml")
+    assert set(cfg.data) == set(custom.data) and cfg.data._target_ == "genossm.data.datamodule.GenomeDataModule"

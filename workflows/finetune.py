@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
-from genossm.config import build_trainer, prepare_run, save_config
+from genossm.config import build_trainer, prepare_run, renamed_keys, save_config
 from genossm.data.regions import (RegionDataset, assign_splits, check_split_classes, encode_labels, open_genome,
                                   read_regions, region_tokens)
 from genossm.errors import GenossmError
@@ -49,6 +49,9 @@ def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
     return BiMambaLM(BiMambaConfig(**dict(model_config))), False
 
 
+RENAMED = {"task": "label_type"}  # old spelling -> new, accepted for one release ("task" is pretraining's module)
+
+
 def finetune(cfg: DictConfig, out_dir) -> dict:
     """The ``genossm finetune`` run: every output goes to ``out_dir``; returns the metrics dict.
 
@@ -67,7 +70,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
         raise GenossmError("regions=PATH (a labelled BED/TSV/FASTA) is required")
     regions = read_regions(cfg.regions, label_column=cfg.label_column, need_labels=True)
     genome = open_genome(cfg.fasta) if regions.has_coords else None
-    labels = encode_labels(regions, cfg.task)
+    labels = encode_labels(regions, cfg.label_type)
     sp = cfg.split
     splits = assign_splits(regions, sp.mode, list(sp.fractions), cfg.seed, sp.val_contigs, sp.test_contigs)
     for needed in ("train", "val"):
@@ -168,6 +171,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    renamed_keys(cfg, RENAMED)
     save_config(cfg, out)
     finetune(cfg, out)
 

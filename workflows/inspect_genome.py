@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hydra
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig
 
 from genossm.cli import user_errors
 from genossm.data import tokenizer as tk
 from genossm.data.windows import TokenCache, open_tokens
-from genossm.errors import atomic_write
+from genossm.tasks.outputs import write_table
 from genossm.paths import conf_dir
 
 CHUNK = 1 << 24
@@ -53,10 +54,8 @@ def inspect(cfg: DictConfig) -> list[dict]:
     if len(rows) > len(shown):
         print(f"... {len(rows) - len(shown)} more contigs (set max_rows or output=contigs.tsv)")
     if cfg.output:
-        with atomic_write(cfg.output, "w") as handle:
-            handle.write("contig\tlength\tn_fraction\tgc_fraction\tsoftmask_fraction\n")
-            for r in rows:
-                handle.write(f"{r['contig']}\t{r['length']}\t{r['n_fraction']:.6f}\t{r['gc_fraction']:.6f}\t{r['softmask_fraction']:.6f}\n")
+        table = pd.DataFrame(rows, columns=["contig", "length", "n_fraction", "gc_fraction", "softmask_fraction"])
+        write_table(table, cfg.output, float_format="%.6f")
     return rows
 
 

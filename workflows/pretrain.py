@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 
 import hydra
 import torch
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from genossm.cli import user_errors
-from genossm.config import build_trainer, instantiate, instantiate_all, prepare_run, save_config, to_plain
+from genossm.config import build_trainer, instantiate, instantiate_all, prepare_run, renamed_keys, save_config, to_plain
 from genossm.data.datamodule import fasta_label, fasta_value
 from genossm.data.genome import fasta_paths
 from genossm.errors import GenossmError, atomic_write
@@ -34,15 +33,7 @@ from genossm.tasks.plots import plot_history
 from genossm.tasks.pretrain import _full_model
 
 
-def renamed_keys(cfg: DictConfig) -> None:
-    """Old spellings still accepted for one release: ``task.seq_len_warmup`` is ``data.window_len_warmup``."""
-    old = cfg.task.get("seq_len_warmup")
-    with open_dict(cfg):
-        cfg.task.pop("seq_len_warmup", None)
-        if old:
-            warnings.warn("task.seq_len_warmup is deprecated and will be removed in the next release: "
-                          "use data.window_len_warmup", FutureWarning, stacklevel=2)
-            cfg.data.window_len_warmup = old
+RENAMED = {"task.seq_len_warmup": "data.window_len_warmup"}  # old spelling -> new, accepted for one release
 
 
 def resume_path(cfg: DictConfig, out: Path) -> str | None:
@@ -67,7 +58,7 @@ def train(cfg: DictConfig) -> dict:
     out = Path(str(cfg.output)).absolute()
     fasta_paths(cfg.get("fasta"))  # one path or a list; each must exist
     fasta = fasta_value(cfg.fasta)
-    renamed_keys(cfg)
+    renamed_keys(cfg, RENAMED)
     prepare_run(cfg, num_workers=int(cfg.data.get("num_workers") or 0))
 
     # instantiate: data, task (and its model), callbacks, loggers, trainer

@@ -15,10 +15,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-VOCAB: tuple[str, ...] = ("A", "C", "G", "T", "N", "<pad>", "<mask>", "<cls>")
-A, C, G, T, N, PAD, MASK, CLS = range(8)
-NUM_BASES = 4
-VOCAB_SIZE = len(VOCAB)
+from genossm.vocab import (  # noqa: F401  (the ids, the vocabulary and the complement live in genossm.vocab)
+    A,
+    C,
+    CLS,
+    COMPLEMENT,
+    G,
+    MASK,
+    N,
+    NUM_BASES,
+    PAD,
+    VOCAB,
+    VOCAB_SIZE,
+    T,
+    check_vocab,
+    complement,
+    vocab_dict,
+)
+
 SOFTMASK_BIT = np.uint8(0x80)
 ID_BITS = np.uint8(0x7F)
 
@@ -34,12 +48,6 @@ _LOWER = np.zeros(256, dtype=bool)
 _LOWER[ord("a") : ord("z") + 1] = True
 
 _DECODE = np.frombuffer(b"ACGTN-?^", dtype=np.uint8)  # one printable byte per id, for decode()
-
-# id -> complement id: bases swap A<->T and C<->G, N and specials map to themselves
-COMPLEMENT = np.arange(VOCAB_SIZE, dtype=np.uint8)
-COMPLEMENT[[A, C, G, T]] = [T, G, C, A]
-_COMPLEMENT_T = torch.from_numpy(COMPLEMENT.astype(np.int64))
-
 
 def _as_bytes(seq) -> np.ndarray:
     if isinstance(seq, str):
@@ -71,14 +79,6 @@ def decode(tokens, softmask=None) -> str:
         sm = softmask.detach().cpu().numpy() if isinstance(softmask, torch.Tensor) else np.asarray(softmask)
         out = np.where(sm & (ids < NUM_BASES + 1), out | 0x20, out)  # ASCII lowercase = set bit 5
     return out.astype(np.uint8).tobytes().decode("ascii")
-
-
-def complement(tokens):
-    """Complement of token ids, numpy or torch, any shape (no flip)."""
-    if isinstance(tokens, torch.Tensor):
-        table = _COMPLEMENT_T.to(tokens.device)
-        return table[tokens.long()].to(tokens.dtype)
-    return COMPLEMENT[np.asarray(tokens)]
 
 
 def reverse_complement(tokens, softmask=None):
@@ -117,10 +117,9 @@ class Tokenizer:
     reverse_complement = staticmethod(reverse_complement)
 
     def to_dict(self) -> dict:
-        return {"vocab": list(VOCAB), "num_bases": NUM_BASES, "pad_id": PAD, "mask_id": MASK, "cls_id": CLS, "n_id": N}
+        return vocab_dict()
 
     @classmethod
     def check_compatible(cls, saved: dict) -> None:
         """Raise ValueError when a saved model's vocabulary differs from this tokenizer's."""
-        if list(saved.get("vocab", [])) != list(VOCAB):
-            raise ValueError(f"saved vocabulary {saved.get('vocab')} differs from genossm's {list(VOCAB)}")
+        check_vocab(saved)

@@ -44,6 +44,85 @@ def place_window(center: int, window_len: int, contig_len: int) -> tuple[int, in
     return start, start + window_len
 
 
+class AlleleWindows:
+    """Where one allele is scored. The ref window ``[start, end)`` holds REF at ``ref_offset``; the alt window
+    has the same left flank, ALT in place of REF and the right flank up to the ref window's length (shifted
+    left when the contig ends first): contig bases ``[alt_start, allele start)``, ALT, then
+    ``[allele end, alt_end)``, with ALT at ``alt_offset``."""
+
+    def __init__(self, allele: Allele, window_len: int, indel_flank: int, contig_len: int, fetch):
+        ref_len, alt_len = len(allele.ref), len(allele.alt)
+        self.allele, self._fetch = allele, fetch
+        self.start, self.end = place_window(allele.start + ref_len // 2, window_len, contig_len)
+        self.ref_offset = allele.start - self.start
+        if self.ref_offset < 0 or self.ref_offset + ref_len > self.end - self.start:
+            # check_alleles(window_len=...) gives such alleles allele_exceeds_window before they get here
+            raise RuntimeError(f"{allele.chrom}:{allele.pos}: REF does not fit in the {window_len}-base window")
+        self.ref = fetch(allele.contig, self.start, self.end)
+        allele_end = allele.start + ref_len
+        alt_end = allele_end + (self.end - self.start) - self.ref_offset - alt_len
+        alt_end = max(alt_end, allele_end + min(indel_flank, contig_len - allele_end))  # room for the flank
+        self.alt_start = self.start
+        if alt_end > contig_len:
+            self.alt_start = max(0, self.start - (alt_end - contig_len))
+            alt_end = contig_len
+        self.alt_end = alt_end
+        self.alt_offset = allele.start - self.alt_start
+        self.ref_key = ("w", allele.contig, self.start, self.end)  # keys of the distinct sequences of a batch
+        self.alt_key = ("alt", allele.contig, self.alt_start, self.alt_end, allele.start, allele.ref, allele.alt)
+        self._alt = None
+
+    @property
+    def alt(self) -> np.ndarray:
+        """The alt window's tokens (built when first needed: an SNV of a masked LM has no use for it)."""
+        if self._alt is None:
+            a = self.allele
+            left = (self._fetch(a.contig, self.alt_start, a.start) if self.alt_start < self.start
+                    else self.ref[: a.start - self.start])
+            right = self._fetch(a.contig, a.start + len(a.ref), self.alt_end)
+            self._alt = np.concatenate([left, tokenizer.encode(a.alt), right])
+        return self._alt
+
+
+class Strand(NamedTuple):
+    """Reading a window on the forward strand (``reverse`` False) or as its reverse complement."""
+
+    reverse: bool
+
+    def orient(self, seq: np.ndarray) -> np.ndarray:
+        return tokenizer.reverse_complement(seq) if self.reverse else seq
+
+    def position(self, i: int, length: int) -> int:
+        """Where position ``i`` of a forward window of ``length`` lands on this strand."""
+        return length - 1 - i if self.reverse else i
+
+    def base(self, b) -> int:
+        """Base id ``b`` as read on this strand (the complement of A, C, G, T is 3 - b)."""
+        return 3 - int(b) if self.reverse else int(b)
+
+
+def masked(seq: np.ndarray, i: int) -> np.ndarray:
+    out = seq.copy()
+    out[i] = tokenizer.MASK
+    return out
+
+
+class SequenceSet:
+    """The distinct sequences of a batch, each stored once: :meth:`add` gives the row of a key's sequence,
+    making it only the first time the key is seen."""
+
+    def __init__(self):
+        self.seqs: list[np.ndarray] = []
+        self._rows: dict[tuple, int] = {}
+
+    def add(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = len(self.seqs)
+            self.seqs.append(make())
+        return row
+
+
 class BatchBuilder:
     """Turns up to ``batch_size`` alleles into model inputs and index tensors (CPU, in the data loader).
 
@@ -64,10 +143,7 @@ class BatchBuilder:
         self.emb_strands = emb_strands
 
     def build(self, alleles: list[Allele]) -> dict:
-        seqs: list[np.ndarray] = []
-        seq_ids: dict[tuple, int] = {}
-        emb_seqs: list[np.ndarray] = []
-        emb_ids: dict[tuple, int] = {}
+        scored, embedded = SequenceSet(), SequenceSet()
         terms: list[Term] = []
         n = len(alleles)
         emb_ref = np.zeros((n, self.emb_strands), dtype=np.int64)
@@ -75,119 +151,75 @@ class BatchBuilder:
         emb_ok = np.zeros(n, dtype=bool)
         fetched: dict[tuple, np.ndarray] = {}
 
-        def window(contig, start, end):
+        def fetch(contig: str, start: int, end: int) -> np.ndarray:  # each window read once per batch
             key = (contig, start, end)
             if key not in fetched:
                 fetched[key] = self.fetch(contig, start, end)
             return fetched[key]
 
-        def add(store, ids, key, make):
-            i = ids.get(key)
-            if i is None:
-                i = ids[key] = len(store)
-                store.append(make())
-            return i
-
-        for j, a in enumerate(alleles):
-            if a.reason is not None:
+        for row, allele in enumerate(alleles):
+            if allele.reason is not None:
                 continue
-            contig_len = self.lengths[a.contig]
-            lr, la = len(a.ref), len(a.alt)
-            start, end = place_window(a.start + lr // 2, self.window_len, contig_len)
-            ref_win = window(a.contig, start, end)
-            p = a.start - start  # REF offset in the ref window
-            if p < 0 or p + lr > end - start:  # check_alleles(window_len=...) keeps such alleles out
-                raise RuntimeError(f"{a.chrom}:{a.pos}: REF does not fit in the {self.window_len}-base window")
-            # the alt window: same left flank, ALT, right flank up to the ref window's length (shifted left
-            # when the contig ends first)
-            alt_start = start
-            right_end = a.start + lr + (end - start) - p - la
-            right_end = max(right_end, a.start + lr + min(self.indel_flank, contig_len - a.start - lr))
-            if right_end > contig_len:
-                alt_start = max(0, start - (right_end - contig_len))
-                right_end = contig_len
-            alt_key = ("alt", a.contig, alt_start, right_end, a.start, a.ref, a.alt)
-
-            def make_alt(alt_start=alt_start, right_end=right_end, a=a, lr=lr):
-                left = window(a.contig, alt_start, a.start) if alt_start < start else ref_win[: a.start - start]
-                right = window(a.contig, a.start + lr, right_end)
-                return np.concatenate([left, tokenizer.encode(a.alt), right])
-
-            alt_win = None
-            pa = a.start - alt_start  # ALT offset in the alt window
-
+            win = AlleleWindows(allele, self.window_len, self.indel_flank, self.lengths[allele.contig], fetch)
             for s in range(self.strands):
-                owner = 2 * j + s
-
-                def oriented(seq, s=s):
-                    return tokenizer.reverse_complement(seq) if s else seq
-
-                def at(i, length, s=s):
-                    return length - 1 - i if s else i
-
-                def base(b, s=s):
-                    return 3 - int(b) if s else int(b)
-
+                strand, owner = Strand(bool(s)), 2 * row + s
                 if self.causal:
-                    if alt_win is None:
-                        alt_win = make_alt()
-                    r = add(seqs, seq_ids, ("w", a.contig, start, end, s), lambda s=s: oriented(ref_win))
-                    t = add(seqs, seq_ids, alt_key + ("w", s), lambda s=s: oriented(alt_win))
-                    terms += [Term(r, WHOLE_WINDOW, -1, -1.0, owner), Term(t, WHOLE_WINDOW, -1, 1.0, owner)]
-                    continue
-                if a.kind == "snv":
-                    key = ("m", a.contig, start, end, p, s)
-
-                    def masked(p=p, s=s):
-                        m = ref_win.copy()
-                        m[p] = tokenizer.MASK
-                        return oriented(m)
-
-                    i = add(seqs, seq_ids, key, masked)
-                    q = at(p, end - start)
-                    terms += [Term(i, q, base(tokenizer.encode(a.alt)[0]), 1.0, owner),
-                              Term(i, q, base(tokenizer.encode(a.ref)[0]), -1.0, owner)]
-                    continue
-                # indel or MNV: PLL over the allele plus the same number of flank bases in both windows
-                if alt_win is None:
-                    alt_win = make_alt()
-                k_left = min(self.indel_flank, p, pa)
-                k_right = min(self.indel_flank, (end - start) - p - lr, len(alt_win) - pa - la)
-                for win, off, allele_len, coef, tag in ((ref_win, p, lr, -1.0, ("m", a.contig, start, end)),
-                                                        (alt_win, pa, la, 1.0, alt_key + ("m",))):
-                    for i in range(off - k_left, off + allele_len + k_right):
-                        b = int(win[i])
-                        if b >= tokenizer.NUM_BASES:
-                            continue  # N in a flank: nothing to predict (and the same in both windows)
-
-                        def masked(win=win, i=i, s=s):
-                            m = win.copy()
-                            m[i] = tokenizer.MASK
-                            return oriented(m)
-
-                        sid = add(seqs, seq_ids, tag + (i, s), masked)
-                        terms.append(Term(sid, at(i, len(win)), base(b), coef, owner))
+                    terms += self._causal_terms(win, strand, s, owner, scored)
+                elif allele.kind == "snv":
+                    terms += self._snv_terms(win, strand, s, owner, scored)
+                else:
+                    terms += self._pll_terms(win, strand, s, owner, scored)
             if self.emb_dist:
-                if alt_win is None:
-                    alt_win = make_alt()
                 for s in range(self.emb_strands):
-                    def oriented(seq, s=s):
-                        return tokenizer.reverse_complement(seq) if s else seq
+                    strand = Strand(bool(s))
+                    emb_ref[row, s] = embedded.add(win.ref_key + (s,), lambda strand=strand: strand.orient(win.ref))
+                    emb_alt[row, s] = embedded.add(win.alt_key + ("w", s), lambda strand=strand: strand.orient(win.alt))
+                emb_ok[row] = True
 
-                    emb_ref[j, s] = add(emb_seqs, emb_ids, ("w", a.contig, start, end, s), lambda s=s: oriented(ref_win))
-                    emb_alt[j, s] = add(emb_seqs, emb_ids, alt_key + ("w", s), lambda s=s: oriented(alt_win))
-                emb_ok[j] = True
-
-        batch = {
+        return {
             "index": torch.tensor([a.index for a in alleles], dtype=torch.long),
             "reason": torch.tensor([REASON_CODES.index(a.reason or "") for a in alleles], dtype=torch.long),
-            "logit_groups": _group(seqs, terms),
-            "emb_groups": _group(emb_seqs, None),
+            "logit_groups": _group(scored.seqs, terms),
+            "emb_groups": _group(embedded.seqs, None),
             "emb_ref": torch.from_numpy(emb_ref),
             "emb_alt": torch.from_numpy(emb_alt),
             "emb_ok": torch.from_numpy(emb_ok),
         }
-        return batch
+
+    @staticmethod
+    def _causal_terms(win: AlleleWindows, strand: Strand, s: int, owner: int, scored: SequenceSet) -> list[Term]:
+        """A causal model: the whole-window log-likelihood of the alt window minus that of the ref window."""
+        ref = scored.add(win.ref_key + (s,), lambda: strand.orient(win.ref))
+        alt = scored.add(win.alt_key + ("w", s), lambda: strand.orient(win.alt))
+        return [Term(ref, WHOLE_WINDOW, -1, -1.0, owner), Term(alt, WHOLE_WINDOW, -1, 1.0, owner)]
+
+    @staticmethod
+    def _snv_terms(win: AlleleWindows, strand: Strand, s: int, owner: int, scored: SequenceSet) -> list[Term]:
+        """An SNV, masked LM: log P(alt) - log P(ref) at the masked position of the ref window."""
+        a, offset = win.allele, win.ref_offset
+        row = scored.add(("m", a.contig, win.start, win.end, offset, s), lambda: strand.orient(masked(win.ref, offset)))
+        pos = strand.position(offset, win.end - win.start)
+        return [Term(row, pos, strand.base(tokenizer.encode(a.alt)[0]), 1.0, owner),
+                Term(row, pos, strand.base(tokenizer.encode(a.ref)[0]), -1.0, owner)]
+
+    def _pll_terms(self, win: AlleleWindows, strand: Strand, s: int, owner: int, scored: SequenceSet) -> list[Term]:
+        """An indel or MNV, masked LM: the pseudo-log-likelihood over the allele plus the same number of flank
+        bases in both windows, each position masked in turn."""
+        a = win.allele
+        left = min(self.indel_flank, win.ref_offset, win.alt_offset)
+        right = min(self.indel_flank, (win.end - win.start) - win.ref_offset - len(a.ref),
+                    len(win.alt) - win.alt_offset - len(a.alt))
+        terms = []
+        for seq, offset, allele_len, coef, tag in (
+                (win.ref, win.ref_offset, len(a.ref), -1.0, ("m", a.contig, win.start, win.end)),
+                (win.alt, win.alt_offset, len(a.alt), 1.0, win.alt_key + ("m",))):
+            for i in range(offset - left, offset + allele_len + right):
+                b = int(seq[i])
+                if b >= tokenizer.NUM_BASES:
+                    continue  # N in a flank: nothing to predict (and the same in both windows)
+                row = scored.add(tag + (i, s), lambda seq=seq, i=i: strand.orient(masked(seq, i)))
+                terms.append(Term(row, strand.position(i, len(seq)), strand.base(b), coef, owner))
+        return terms
 
 
 def _group(seqs: list[np.ndarray], terms: list[Term] | None) -> list[dict]:

@@ -58,7 +58,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from genossm.data.tokenizer import NUM_BASES, complement
+from genossm.vocab import NUM_BASES, complement
 from genossm.errors import GenossmError
 from genossm.models.heads import LMHead, pool
 from genossm.models.mamba import Mamba, ResidualBlock, SSMBranch
@@ -158,6 +158,8 @@ class BiMambaMixer(nn.Module):
         return self.out_proj.weight[:, slot * self.d_inner : (slot + 1) * self.d_inner]
 
     def forward(self, h: torch.Tensor, mirror: bool = False) -> torch.Tensor:
+        if self.branches[0].position_major(h, self.backend):
+            return self._forward_pm(h, mirror)
         if self.tied:
             b = self.branches[0]
             x, z = b.project_in(h)  # (B, E, L) each
@@ -169,6 +171,19 @@ class BiMambaMixer(nn.Module):
                 slots[slot] = branch.run(h, mode, reverse, backend=self.backend)  # (B, E, L)
         y = slots[0] + slots[1] if self.strategy == "add" else torch.cat(slots, dim=1)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
+
+    def _forward_pm(self, h: torch.Tensor, mirror: bool) -> torch.Tensor:
+        """The same mixer in the fused CPU scan's (B, L, E) layout (see mamba.py)."""
+        if self.tied and self.strategy == "add":  # one kernel call scans both directions and sums them
+            return self.out_proj(self.branches[0].scan_pm(h, "symmetric", (False, True)))
+        if self.tied:  # proj: both directions from one set of projections, in slot order
+            y_fwd, y_rev = self.branches[0].scan_pm(h, "symmetric", (False, True), separate=True)
+            return self.out_proj(torch.cat([y_rev, y_fwd] if mirror else [y_fwd, y_rev], dim=-1))
+        slots = [None, None]
+        for branch, mode, reverse, slot in self.passes(mirror):
+            slots[slot] = branch.scan_pm(h, mode, (reverse,))  # (B, L, E)
+        y = slots[0] + slots[1] if self.strategy == "add" else torch.cat(slots, dim=-1)
+        return self.out_proj(y)
 
 
 class BiMambaLM(nn.Module):

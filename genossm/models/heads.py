@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genossm.data.tokenizer import NUM_BASES
+from genossm.vocab import NUM_BASES
 
 POOLINGS = ("mean", "cls", "center")
 

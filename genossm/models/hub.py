@@ -5,12 +5,12 @@ plus ``head.safetensors`` for a fine-tuned region model; and reading a Lightning
 
     {"format": "genossm-model", "format_version": 1,
      "model_config": {...BiMambaConfig fields...},
-     "tokenizer": {...Tokenizer().to_dict()...},
+     "tokenizer": {...genossm.vocab.vocab_dict()...},
      "extra": {...whatever the caller passed, e.g. {"train_window_len": 2048}...}}
 
-Loading needs only torch and safetensors (no Lightning, no Hydra). A Lightning checkpoint is read from
-``checkpoint["hyper_parameters"]["model_config"]`` (a dict of config fields) and the ``state_dict``
-entries prefixed ``model.``; its ``extra`` is ``hyper_parameters["extra"]`` when present.
+Loading a folder needs only torch and safetensors (no Lightning, no Hydra). A Lightning ``.ckpt`` written by
+pretraining is read by the pretraining task (:func:`genossm.tasks.pretrain.read_checkpoint`), which knows
+its layout; :func:`from_pretrained` and :func:`load_extra` accept one all the same.
 
 A fine-tuned region model (``genossm finetune``) is a backbone folder whose ``extra["region_head"]`` holds task,
 classes, pooling, region_len, plus ``head.safetensors``: the linear head, ``weight`` (n_outputs, H) and
@@ -21,23 +21,20 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from genossm.data.tokenizer import Tokenizer
 from genossm.errors import GenossmError, atomic_path, atomic_write
 from genossm.models.bimamba import BiMambaConfig, BiMambaLM
+from genossm.vocab import check_vocab, vocab_dict
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT = "genossm-model"
 FORMAT_VERSION = 1
-CKPT_PREFIX = "model."
 HEAD_FILE = "head.safetensors"
 
 
@@ -49,7 +46,7 @@ def save_pretrained(model: BiMambaLM, folder: str | os.PathLike, extra: dict | N
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_config": model.config.to_dict(),
-        "tokenizer": Tokenizer().to_dict(),
+        "tokenizer": vocab_dict(),
         "extra": dict(extra or {}),
     }
     try:
@@ -78,40 +75,10 @@ def _read_config_json(folder: Path) -> dict:
         raise GenossmError(f"{path}: format_version {meta['format_version']} is newer than this genossm reads "
                            f"({FORMAT_VERSION}); upgrade genossm")
     try:
-        Tokenizer.check_compatible(meta.get("tokenizer", Tokenizer().to_dict()))
+        check_vocab(meta.get("tokenizer", vocab_dict()))
     except ValueError as err:
         raise GenossmError(f"{path}: {err}") from err
     return meta
-
-
-def _read_checkpoint(path: Path, map_location) -> dict:
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # hyper-parameters holding OmegaConf containers need the full unpickler (trusted file only)
-        pass
-    except (RuntimeError, EOFError, OSError) as err:
-        raise GenossmError(f"{path}: cannot read as a PyTorch/Lightning checkpoint ({err})") from err
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
-        raise GenossmError(f"{path}: cannot read as a PyTorch/Lightning checkpoint ({err})") from err
-
-
-def _checkpoint_parts(path: Path, map_location) -> tuple[dict, dict, dict]:
-    """(model_config dict, state dict without the ``model.`` prefix, extra) from a Lightning .ckpt."""
-    ckpt = _read_checkpoint(path, map_location)
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hparams, dict) or "model_config" not in hparams:
-        raise GenossmError(f"{path}: no hyper_parameters['model_config'] in this checkpoint; "
-                           "was it written by genossm's pretraining task?")
-    model_config = {str(k): v for k, v in dict(hparams["model_config"]).items()}
-    state = ckpt.get("state_dict", {})
-    weights = {k[len(CKPT_PREFIX):]: v for k, v in state.items() if k.startswith(CKPT_PREFIX)}
-    if not weights:
-        raise GenossmError(f"{path}: no state_dict entries prefixed '{CKPT_PREFIX}'")
-    extra = hparams.get("extra") or {}
-    return model_config, weights, dict(extra)
 
 
 def _load_weights(model: BiMambaLM, weights: dict, source: Path) -> None:
@@ -146,8 +113,10 @@ def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
         except (SafetensorError, OSError, ValueError) as err:
             raise GenossmError(f"{weights_path}: cannot read safetensors weights ({err})") from err
         source = weights_path
-    elif path.is_file():
-        model_config, weights, _ = _checkpoint_parts(path, map_location)
+    elif path.is_file():  # a training checkpoint: its layout is the pretraining task's
+        from genossm.tasks.pretrain import read_checkpoint
+
+        model_config, weights, _ = read_checkpoint(path, map_location)
         config = BiMambaConfig.from_dict(model_config, source=f"{path} (hyper_parameters['model_config'])")
         source = path
     else:
@@ -163,7 +132,9 @@ def load_extra(path: str | os.PathLike) -> dict:
     if path.is_dir():
         return dict(_read_config_json(path).get("extra") or {})
     if path.is_file():
-        return _checkpoint_parts(path, "cpu")[2]
+        from genossm.tasks.pretrain import read_checkpoint
+
+        return read_checkpoint(path, "cpu")[2]
     raise GenossmError(f"{path}: no such model folder or checkpoint file")
 
 

@@ -21,19 +21,44 @@ Its convolution runs in three modes from one weight ``w`` of shape (d_inner, 1, 
     symmetric   causal taps plus their mirror images    (one conv shared by both directions)
 
 so the reverse direction never needs a flipped copy of the sequence.
+
+**Position-major path (CPU).** When the scan backend is the fused CPU kernel (``backend="cpu"``, the
+default on CPU), the branch keeps every tensor as (batch, L, channels), the layout the projections
+produce and the kernel scans in: x and z are views of in_proj's output, the depthwise conv is a sum
+of shifted rows, Δ, B and C come straight from x_proj/dt_proj, and the gated, skip-added output of both
+directions goes straight into out_proj. No transpose anywhere; the numbers are those of the
+(batch, channels, L) path to float rounding. Other backends (Triton on GPU, chunked, reference) take
+the (batch, channels, L) path of ``selective_scan``'s contract.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genossm.ops.selective_scan import selective_scan, selective_scan_bidirectional
+from genossm.ops.selective_scan import resolve_backend, selective_scan, selective_scan_bidirectional
 
 CONV_MODES = ("causal", "anticausal", "symmetric")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (x86 AMX-BF16 or AVX512-BF16, Arm BF16), so
+    that ``torch.autocast("cpu", torch.bfloat16)`` speeds a model up. Elsewhere oneDNN emulates bf16 and
+    autocast only costs conversions. The scan state stays float32 under autocast either way."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
@@ -114,6 +139,35 @@ class SSMBranch(nn.Module):
         x, z = self.project_in(h)
         return self.scan(self.conv_act(x, conv_mode), z, reverse=reverse, backend=backend)
 
+    # ---- position-major path (the fused CPU scan) -----------------------------------------------------
+    def position_major(self, h: torch.Tensor, backend: str) -> bool:
+        """Whether ``backend`` on h's device is the fused CPU scan, which takes (batch, L, channels) tensors."""
+        return resolve_backend(backend, h, self.d_state) == "cpu"
+
+    def conv_act_pm(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        """silu(conv(x)) for x (batch, L, d_inner), in one pass of the fused CPU kernel."""
+        from genossm.ops.selective_scan.cpu import conv_silu_pm
+
+        w, left, _ = self.conv_taps(mode)
+        return conv_silu_pm(x, w[:, 0, :].t(), self.conv.bias, left)
+
+    def scan_pm(self, h: torch.Tensor, conv_mode: str, directions=(False,), separate: bool = False):
+        """(batch, L, d_model) -> Σ over ``directions`` (False forward, True reverse) of the gated scan
+        output, (batch, L, d_inner); with ``separate``, a list with one output per direction (the
+        projections and the conv computed once for all)."""
+        from genossm.ops.selective_scan.cpu import ssm_scan_pm
+
+        xz = self.in_proj(h)  # (batch, L, 2 d_inner)
+        x, z = xz[..., : self.d_inner], xz[..., self.d_inner :]
+        u = self.conv_act_pm(x, conv_mode)
+        x_dbl = self.x_proj(u)  # (batch, L, dt_rank + 2 d_state)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = self.dt_proj(dt)  # (batch, L, d_inner); bias and softplus inside
+        args = (u, delta, self.A(), B, C, self.D, z, self.dt_bias, True)
+        if separate:
+            return [ssm_scan_pm(*args, directions=(r,)) for r in directions]
+        return ssm_scan_pm(*args, directions=tuple(directions))
+
 
 class Mamba(nn.Module):
     """The causal Mamba mixer: one forward branch and an output projection, with a recurrent ``step``."""
@@ -127,6 +181,8 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
     def forward(self, h: torch.Tensor, mirror: bool = False) -> torch.Tensor:
+        if self.branch.position_major(h, self.backend):
+            return self.out_proj(self.branch.scan_pm(h, "causal"))
         y = self.branch.run(h, "causal", reverse=False, backend=self.backend)  # (batch, d_inner, L)
         return self.out_proj(y.transpose(1, 2))  # (batch, L, d_model)
 

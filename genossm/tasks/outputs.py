@@ -17,8 +17,9 @@ import torch
 from genossm.errors import atomic_path, atomic_write
 
 
-def write_table(df: pd.DataFrame, path) -> Path:
-    """Write ``df`` atomically as TSV (``.tsv``, ``.txt``, ``.tsv.gz``), parquet or CSV by suffix."""
+def write_table(df: pd.DataFrame, path, float_format: str | None = None) -> Path:
+    """Write ``df`` atomically as TSV (``.tsv``, ``.txt``, ``.tsv.gz``), parquet or CSV by suffix; the text
+    formats write floats with ``float_format`` (e.g. ``"%.6f"``) when given."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith(".parquet"):
@@ -26,10 +27,10 @@ def write_table(df: pd.DataFrame, path) -> Path:
             df.to_parquet(tmp, index=False)
     elif name.endswith((".csv", ".csv.gz")):
         with atomic_path(path, ".csv.gz" if name.endswith(".gz") else ".csv") as tmp:
-            df.to_csv(tmp, index=False)
+            df.to_csv(tmp, index=False, float_format=float_format)
     else:
         with atomic_path(path, ".tsv.gz" if name.endswith(".gz") else ".tsv") as tmp:
-            df.to_csv(tmp, sep="\t", index=False)
+            df.to_csv(tmp, sep="\t", index=False, float_format=float_format)
     return path
 
 
@@ -131,11 +132,15 @@ def evaluation_rows(result: dict) -> list[tuple[str, float, float, int]]:
 
 
 def write_evaluation_table(rows, path) -> Path:
-    with atomic_write(path, "w") as handle:
-        handle.write("predictor\tbits_per_base\taccuracy\tn_bases\n")
-        for name, bpb, acc, n in rows:
-            handle.write(f"{name}\t{bpb:.6f}\t{'' if acc != acc else f'{acc:.6f}'}\t{n}\n")
-    return Path(path)
+    """``evaluation.tsv``: one row per predictor, bits per base and accuracy to 6 decimals (accuracy empty for
+    the baselines, which only give probabilities)."""
+    table = pd.DataFrame({
+        "predictor": [r[0] for r in rows],
+        "bits_per_base": [f"{r[1]:.6f}" for r in rows],
+        "accuracy": ["" if r[2] != r[2] else f"{r[2]:.6f}" for r in rows],
+        "n_bases": [int(r[3]) for r in rows],
+    })
+    return write_table(table, path)
 
 
 def print_evaluation(result: dict, rows, cfg, fasta_name, out: Path) -> None:

@@ -1,12 +1,10 @@
 """BiMambaLM: RC equivariance, direction mirroring, chunked inference, gradients, config checks."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from genossm.data.tokenizer import reverse_complement
 from genossm.errors import GenossmError
@@ -163,11 +161,11 @@ def test_bad_config_values_raise_clear_errors():
 
 
 def test_shipped_configs_build_with_their_sizes():
-    conf = Path(__file__).resolve().parents[2] / "conf" / "model"
+    from genossm.config import model_config
+
     counts = {}
-    for name in ("tiny", "causal_tiny", "small", "base"):
-        cfg = BiMambaConfig(**yaml.safe_load((conf / f"{name}.yaml").read_text()))
-        counts[name] = BiMambaLM(cfg).num_parameters()
+    for name in ("tiny", "causal_tiny", "small", "base"):  # composed as Hydra composes them
+        counts[name] = BiMambaLM(BiMambaConfig(**model_config(name))).num_parameters()
     print("parameters:", counts)
     assert counts["tiny"] < 1_000_000
     assert 6_000_000 < counts["small"] < 9_000_000

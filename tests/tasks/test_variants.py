@@ -8,14 +8,13 @@ import pandas as pd
 import pysam
 import pytest
 import torch
-import yaml
 
 from genossm.data import tokenizer
 from genossm.data.genome import Genome
 from genossm.errors import GenossmError
 from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
-from genossm.paths import conf_dir
 from genossm.cli import load_workflow
+from genossm.config import model_config
 from genossm.data.variant_windows import place_window
 from genossm.tasks.variants import default_window_len
 
@@ -29,7 +28,7 @@ W = 32  # window length used in these tests (small: the CPU scan is the cost)
 
 
 def tiny(**overrides):
-    cfg = yaml.safe_load((conf_dir() / "model" / "tiny.yaml").read_text())
+    cfg = model_config("tiny")
     cfg.update(d_model=16, n_layers=2, **overrides)
     torch.manual_seed(0)
     return BiMambaLM(BiMambaConfig(**cfg)).eval()

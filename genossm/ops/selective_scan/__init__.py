@@ -13,8 +13,9 @@ return_last_state=False, *, reverse=False, initial_state=None, backend="auto")``
                      (batch, dim, state) float32
 
 Backends: ``reference`` (sequential loop, the specification), ``chunked`` (PyTorch, any device, O(L)
-memory), ``triton`` (fused GPU kernels). ``auto`` picks ``triton`` for CUDA tensors when Triton is
-importable, else ``chunked``.
+memory), ``triton`` (fused GPU kernels), ``cpu`` (one fused C loop per channel tile, compiled on first
+use; see ``cpu.py``). ``auto`` picks ``triton`` for CUDA tensors when Triton is importable, ``cpu`` for CPU
+tensors when the C kernel compiled (and the state size is at most 64), else ``chunked``.
 
 ``selective_scan_bidirectional`` runs the forward and the reverse scan over the same inputs, reading
 them once, and returns ``(out_forward, out_reverse)``.
@@ -26,7 +27,7 @@ import importlib
 import sys
 import types
 
-BACKENDS = ("reference", "chunked", "triton")
+BACKENDS = ("reference", "chunked", "triton", "cpu")
 
 
 def _triton_usable(tensor) -> bool:
@@ -35,9 +36,20 @@ def _triton_usable(tensor) -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def resolve_backend(backend: str, tensor) -> str:
+def _cpu_usable(tensor, state) -> bool:
+    if tensor.device.type != "cpu" or (state is not None and state > 64):
+        return False
+    from genossm.ops.selective_scan import cpu
+
+    return cpu.available()
+
+
+def resolve_backend(backend: str, tensor, state: int | None = None) -> str:
+    """The backend ``auto`` means for ``tensor`` (and a state size, when known)."""
     if backend == "auto":
-        return "triton" if _triton_usable(tensor) else "chunked"
+        if _triton_usable(tensor):
+            return "triton"
+        return "cpu" if _cpu_usable(tensor, state) else "chunked"
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
     return backend
@@ -49,11 +61,13 @@ def selective_scan(
 ):
     """``tuning``: how the Triton backend cuts the work (``tile_len``, ``tiles_per_chunk``, ``block_d``,
     ``num_warps``, ``backward_block_d``, ``backward_num_warps``); the other backends ignore it."""
-    backend = resolve_backend(backend, u)
+    backend = resolve_backend(backend, u, A.shape[1])
     if backend == "reference":
         from genossm.ops.selective_scan.reference import selective_scan_ref as fn
     elif backend == "chunked":
         from genossm.ops.selective_scan.chunked import selective_scan_chunked as fn
+    elif backend == "cpu":
+        from genossm.ops.selective_scan.cpu import selective_scan_cpu as fn
     else:
         from genossm.ops.selective_scan.triton import selective_scan_triton
 
@@ -75,7 +89,7 @@ def selective_scan_bidirectional(
     The Triton backend computes both directions in one pass over the inputs; the other backends call
     :func:`selective_scan` twice with ``reverse`` off and on (never flipping tensors).
     """
-    backend = resolve_backend(backend, u)
+    backend = resolve_backend(backend, u, A.shape[1])
     if backend == "triton":
         from genossm.ops.selective_scan.triton import selective_scan_bidirectional_triton
 

@@ -11,7 +11,8 @@ overflow that the sequential recurrence would not, and a channel with huge decay
 takes exactly the same path at the same speed as any other. Exponents below -87 are raised to -87: a decay
 that small removes the state either way, and exp is slow on subnormal results. Block buffers are
 position-major, (T, batch, groups, state, per_group), so each step reads and writes contiguous rows; the
-inputs are transposed to (L, batch, ...) once per call.
+inputs are transposed to (L, batch, ...) once per call. (On CPU the default backend is the fused C loop of
+``cpu.py``; this one is the fallback without a C compiler, and the scan on devices without Triton.)
 
 Backward (a ``torch.autograd.Function``): the forward keeps only the state at each block boundary. The
 backward walks the blocks in the opposite order of the scan, recomputes the block's states from its
@@ -27,6 +28,8 @@ Everything is computed in float32; ``out`` is returned in u's dtype, gradients i
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -141,23 +144,18 @@ def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
 
 
 def _to_pm(x):
-    """(batch, ..., L) float32 -> contiguous position-major (L, batch, ...)."""
+    """(batch, ..., L) float32 -> contiguous position-major (L, batch, ...).
+
+    For any batch this is the transpose of the 2-D (batch·..., L) matrix, which PyTorch copies tile by tile:
+    several times faster than the general copy of ``movedim``."""
     shape = x.shape
-    if shape[0] == 1:  # as a transposed 2-D copy, which PyTorch does tile by tile (several times faster)
-        out = x.reshape(-1, shape[-1]).t().contiguous()
-    else:
-        out = x.movedim(-1, 0).contiguous()
-    return out.view(shape[-1], *shape[:-1])
+    return x.reshape(math.prod(shape[:-1]), shape[-1]).t().contiguous().view(shape[-1], *shape[:-1])
 
 
 def _from_pm(x):
-    """(L, batch, ...) -> contiguous (batch, ..., L)."""
+    """(L, batch, ...) -> contiguous (batch, ..., L), as a 2-D transpose too."""
     shape = x.shape
-    if shape[1] == 1:
-        out = x.reshape(shape[0], -1).t().contiguous()
-    else:
-        out = x.movedim(0, -1).contiguous()
-    return out.view(*shape[1:], shape[0])
+    return x.reshape(shape[0], math.prod(shape[1:])).t().contiguous().view(*shape[1:], shape[0])
 
 
 _LOG_TINY = -87.0  # exp(-87) ≈ 1.6e-38, the smallest normal float32 magnitude: smaller decays are clamped here
