@@ -55,8 +55,8 @@ class AlleleWindows:
         self.allele, self._fetch = allele, fetch
         self.start, self.end = place_window(allele.start + ref_len // 2, window_len, contig_len)
         self.ref_offset = allele.start - self.start
-        if self.ref_offset < 0 or self.ref_offset + len(allele.ref) > self.end - self.start:
-            # check_alleles(window_len=...) gives such alleles the reason allele_exceeds_window
+        if self.ref_offset < 0 or self.ref_offset + ref_len > self.end - self.start:
+            # check_alleles(window_len=...) gives such alleles allele_exceeds_window before they get here
             raise RuntimeError(f"{allele.chrom}:{allele.pos}: REF does not fit in the {window_len}-base window")
         self.ref = fetch(allele.contig, self.start, self.end)
         allele_end = allele.start + ref_len
