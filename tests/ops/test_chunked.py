@@ -59,9 +59,10 @@ def assert_close(actual, expected, tol, what):
     assert err <= tol * scale, f"{what}: max error {err:.3g} vs scale {scale:.3g}"
 
 
-def compare(x, softplus=True, reverse=False, tol=2e-5, **kw):
+def compare(x, softplus=True, reverse=False, tol=2e-5, scan=selective_scan_chunked, **kw):
+    """``scan`` (a backend) against the reference: values, last state, every input gradient."""
     out_r, last_r = run(selective_scan_ref, x, softplus, reverse)
-    out_c, last_c = run(selective_scan_chunked, x, softplus, reverse, **kw)
+    out_c, last_c = run(scan, x, softplus, reverse, **kw)
     assert out_c.dtype == x["u"].dtype and out_c.shape == out_r.shape
     assert last_c.dtype == torch.float32 and last_c.shape == last_r.shape
     assert_close(out_c, out_r, tol, "out")
@@ -138,10 +139,10 @@ def scan64(x, softplus, reverse):
     return v, out, h
 
 
-def compare64(x, softplus=True, reverse=False, tol=2e-5, **kw):
-    """Chunked (float32) against the float64 recurrence: values, last state, every gradient; all finite."""
+def compare64(x, softplus=True, reverse=False, tol=2e-5, scan=selective_scan_chunked, **kw):
+    """``scan`` (float32) against the float64 recurrence: values, last state, every gradient; all finite."""
     v, out_r, last_r = scan64(x, softplus, reverse)
-    out_c, last_c = run(selective_scan_chunked, x, softplus, reverse, **kw)
+    out_c, last_c = run(scan, x, softplus, reverse, **kw)
     assert torch.isfinite(out_c).all() and torch.isfinite(last_c).all()
     assert_close(out_c, out_r, tol, "out")
     assert_close(last_c, last_r, tol, "last state")

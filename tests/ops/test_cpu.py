@@ -1,6 +1,8 @@
 """The fused C scan (backend "cpu") against the reference: values and every input gradient, all options, both
 directions, several threads, and the model's position-major entry point."""
 
+import functools
+
 import pytest
 import torch
 
@@ -9,26 +11,14 @@ from genossm.ops.selective_scan import cpu
 from genossm.ops.selective_scan.cpu import selective_scan_cpu, ssm_scan_pm
 from genossm.ops.selective_scan.reference import selective_scan_ref
 
-from test_chunked import assert_close, grads, hot_inputs, make, run, scan64
+import test_chunked as chunked_cases
+from test_chunked import assert_close, hot_inputs, make, run
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"C kernel unavailable: {cpu.unavailable_reason()}")
 
 
-def compare(x, softplus=True, reverse=False, tol=2e-5):
-    out_r, last_r = run(selective_scan_ref, x, softplus, reverse)
-    out_c, last_c = run(selective_scan_cpu, x, softplus, reverse)
-    assert out_c.dtype == x["u"].dtype and out_c.shape == out_r.shape
-    assert last_c.dtype == torch.float32 and last_c.shape == last_r.shape
-    assert_close(out_c, out_r, tol, "out")
-    assert_close(last_c, last_r, tol, "last state")
-    gen = torch.Generator().manual_seed(1)
-    g_out = torch.randn(out_r.shape, generator=gen)
-    g_last = torch.randn(last_r.shape, generator=gen)
-    gr = grads(x, out_r, last_r, g_out, g_last)
-    gc = grads(x, out_c, last_c, g_out, g_last)
-    for name in gr:
-        assert gc[name].dtype == gr[name].dtype and gc[name].shape == gr[name].shape, name
-        assert_close(gc[name], gr[name], tol * 5, f"grad {name}")
+compare = functools.partial(chunked_cases.compare, scan=selective_scan_cpu)
+compare64 = functools.partial(chunked_cases.compare64, scan=selective_scan_cpu)
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
@@ -64,23 +54,6 @@ def test_bfloat16(reverse):
     x = make(length=45, groups=2, initial_state=True, dtype=torch.bfloat16)
     compare(x, reverse=reverse, tol=1.6e-2)  # the tolerance of the chunked backend's bf16 test
     assert run(selective_scan_cpu, x, True, reverse)[0].dtype == torch.bfloat16
-
-
-def compare64(x, softplus=True, reverse=False, tol=2e-5):
-    v, out_r, last_r = scan64(x, softplus, reverse)
-    out_c, last_c = run(selective_scan_cpu, x, softplus, reverse)
-    assert torch.isfinite(out_c).all() and torch.isfinite(last_c).all()
-    assert_close(out_c, out_r, tol, "out")
-    assert_close(last_c, last_r, tol, "last state")
-    gen = torch.Generator().manual_seed(1)
-    g_out = torch.randn(out_c.shape, generator=gen)
-    g_last = torch.randn(last_c.shape, generator=gen)
-    gc = grads(x, out_c, last_c, g_out, g_last)
-    names = list(gc)
-    gr = torch.autograd.grad((out_r * g_out.double()).sum() + (last_r * g_last.double()).sum(), [v[n] for n in names])
-    for name, expected in zip(names, gr):
-        assert torch.isfinite(gc[name]).all(), name
-        assert_close(gc[name], expected, tol * 5, f"grad {name}")
 
 
 @pytest.mark.parametrize("reverse", [False, True])
