@@ -355,11 +355,9 @@ int ssm_bwd(i64 batch, i64 L, i64 D, i64 N, i64 G,
    out[b, t, e] = silu(bias[e] + sum_k w[k, e] x[b, t + k - left, e]), x zero outside [0, L).
    The Mamba branch's short conv (cpu.py: conv_silu_pm) in the layout of the scan, without transposes. */
 
-/* One position t of channels [0, w) (w == TILE: the vectorised case). Pointers do not alias. */
-static inline void conv_row_fwd(const int w, i64 t, i64 L, i64 E, i64 K, i64 left,
-                                const float *restrict x, i64 x_st, const float *restrict wt,
-                                const float *restrict bias, float *restrict out) {
-    float acc[TILE];
+/* The pre-activation of one position t for channels [0, w): bias + the K taps that fall inside [0, L). */
+static inline void conv_row_pre(const int w, i64 t, i64 L, i64 E, i64 K, i64 left, const float *restrict x,
+                                i64 x_st, const float *restrict wt, const float *restrict bias, float *restrict acc) {
     LANES for (int l = 0; l < w; l++) acc[l] = bias[l];
     for (i64 k = 0; k < K; k++) {
         i64 s = t + k - left;
@@ -367,6 +365,14 @@ static inline void conv_row_fwd(const int w, i64 t, i64 L, i64 E, i64 K, i64 lef
         const float *restrict xs = x + s * x_st, *restrict wk = wt + k * E;
         LANES for (int l = 0; l < w; l++) acc[l] += wk[l] * xs[l];
     }
+}
+
+/* One position t of channels [0, w) (w == TILE: the vectorised case). Pointers do not alias. */
+static inline void conv_row_fwd(const int w, i64 t, i64 L, i64 E, i64 K, i64 left,
+                                const float *restrict x, i64 x_st, const float *restrict wt,
+                                const float *restrict bias, float *restrict out) {
+    float acc[TILE];
+    conv_row_pre(w, t, L, E, K, left, x, x_st, wt, bias, acc);
     LANES for (int l = 0; l < w; l++) out[l] = acc[l] * fsigmoid(acc[l]);
 }
 
@@ -375,13 +381,7 @@ static inline void conv_row_bwd(const int w, i64 t, i64 L, i64 E, i64 K, i64 lef
                                 const float *restrict bias, const float *restrict g, float *restrict g_x,
                                 i64 gx_st, float *restrict g_w, float *restrict g_b) {
     float acc[TILE];
-    LANES for (int l = 0; l < w; l++) acc[l] = bias[l];
-    for (i64 k = 0; k < K; k++) {
-        i64 s = t + k - left;
-        if (s < 0 || s >= L) continue;
-        const float *restrict xs = x + s * x_st, *restrict wk = wt + k * E;
-        LANES for (int l = 0; l < w; l++) acc[l] += wk[l] * xs[l];
-    }
+    conv_row_pre(w, t, L, E, K, left, x, x_st, wt, bias, acc);
     LANES for (int l = 0; l < w; l++) {
         float sg = fsigmoid(acc[l]);
         acc[l] = g[l] * sg * (1.0f + acc[l] * (1.0f - sg)); /* now the gradient of the pre-activation */
