@@ -46,6 +46,7 @@ WORKFLOWS: dict[str, tuple[str, str]] = {
 }
 
 USAGE = """usage: genossm <workflow> [key=value ...] [hydra flags]
+       genossm models                # the bundled reference models (pretrained=bundled:NAME)
 
 genossm {version}: genomic language models with bidirectional selective state-space models.
 
@@ -61,6 +62,7 @@ examples:
   genossm pretrain
   genossm pretrain experiment=human_chr20_131k trainer=gpu fasta=chr20.fa.gz
   genossm score-variants pretrained=runs/x/model fasta=chr20.fa.gz variants=calls.vcf.gz output=scored.vcf.gz
+  genossm evaluate pretrained=bundled:bacteria fasta=genome.fa.gz
   genossm pretrain --cfg job        # print the composed config and exit
   genossm <workflow> --help         # that workflow's config groups and options
 """
@@ -70,6 +72,27 @@ def usage() -> str:
     width = max(len(name) for name in WORKFLOWS)
     table = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in WORKFLOWS.items())
     return USAGE.format(version=__version__, table=table)
+
+
+def models_table() -> str:
+    """The bundled reference models, one line each: name, parameters, training genome, held-out bits per base."""
+    import json
+
+    from genossm.models import bundled_models
+
+    rows = []
+    for name, folder in bundled_models().items():
+        meta = json.loads((folder / "config.json").read_text())
+        extra = meta.get("extra") or {}
+        rows.append((f"bundled:{name}", extra.get("summary", ""), str(folder / "README.md")))
+    if not rows:
+        return "no bundled models in this installation"
+    width = max(len(r[0]) for r in rows)
+    lines = ["bundled reference models (use as pretrained=NAME in any workflow, or genossm.models.from_pretrained(NAME)):"]
+    for name, summary, card in rows:
+        lines.append(f"  {name:<{width}}  {summary}")
+        lines.append(f"  {'':<{width}}  model card: {card}")
+    return "\n".join(lines)
 
 
 def user_errors(func: Callable) -> Callable:
@@ -160,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[0] in ("-V", "--version"):
         print(f"genossm {__version__}")
+        return
+    if argv[0] == "models":
+        print(models_table())
         return
     name = argv[0].replace("_", "-")
     if name not in WORKFLOWS:

@@ -30,7 +30,7 @@ from genossm.data.regions import (
     region_sequences,
 )
 from genossm.errors import GenossmError, atomic_write
-from genossm.models import from_pretrained
+from genossm.models import from_pretrained, model_path
 from genossm.paths import conf_dir
 from genossm.tasks.outputs import input_columns, write_table
 from genossm.tasks.regions import RegionEmbedder
@@ -66,8 +66,7 @@ def embed(cfg: DictConfig) -> np.ndarray:
     suffix = Path(str(output)).suffix.lower()
     if suffix not in (".npy", ".parquet"):
         raise GenossmError(f"output {output}: the suffix must be .npy or .parquet")
-    if not Path(str(cfg.pretrained)).exists():
-        raise GenossmError(f"pretrained model {cfg.pretrained} not found")
+    model_path(cfg.pretrained)  # the error names a missing model
     prepare_run(cfg)
 
     # instantiate: the model, the sequences, the trainer

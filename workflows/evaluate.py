@@ -20,7 +20,7 @@ from genossm.data.datamodule import EvaluationPasses, fasta_value
 from genossm.data.genome import fasta_paths
 from genossm.data.windows import TiledWindows, open_tokens, read_bed, subtract_intervals
 from genossm.errors import GenossmError, atomic_write
-from genossm.models import from_pretrained, load_extra
+from genossm.models import from_pretrained, load_extra, model_path
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import baseline_report
 from genossm.tasks.outputs import evaluation_rows, print_evaluation, write_evaluation_table
@@ -43,6 +43,15 @@ def baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tup
         cache = open_tokens(path, cfg.get("cache_dir"))
         how = ("given baseline_fasta" if cfg.get("baseline_fasta") else "the model's training genome") + f" {' + '.join(paths)}"
         ivs = [(n, 0, cache.lengths[n]) for n in cache.contig_names]
+        # never fit the baseline on bases the model did not train on, nor on the bases being scored
+        held = []
+        if not cfg.get("baseline_fasta"):
+            held += [(c, int(s), int(e)) for c, s, e in model_extra.get("held_out") or [] if c in cache.lengths]
+        if _same_files(paths, eval_cache.paths):
+            held += list(eval_ivs)
+        if held:
+            ivs = subtract_intervals(ivs, held)
+            how += " outside the model's held-out span and the evaluated bases"
     else:
         cache = eval_cache
         everything = [(n, 0, l) for n, l in eval_cache.all_lengths.items()]
@@ -64,13 +73,16 @@ def baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tup
     return seqs, how
 
 
+def _same_files(a, b) -> bool:
+    return sorted(str(Path(p).resolve()) for p in a) == sorted(str(Path(p).resolve()) for p in b)
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Bits per base and accuracy of ``pretrained`` on ``fasta`` (one FASTA or a list; contigs / BED regions),
     beside the baselines."""
     if not cfg.get("pretrained"):
         raise GenossmError("pretrained=PATH is required: an exported model folder or a .ckpt")
-    if not Path(str(cfg.pretrained)).exists():
-        raise GenossmError(f"pretrained={cfg.pretrained}: not found")
+    model_path(cfg.pretrained)  # the error names a missing model
     if not cfg.get("fasta"):
         raise GenossmError("fasta=PATH is required: the genome to evaluate on (or fasta=[PATH,PATH,...])")
     fasta_paths(cfg.fasta)  # each file exists (the error names the missing one)
@@ -99,7 +111,7 @@ def evaluate(cfg: DictConfig) -> dict:
     # run: the test loop over every pass of the windows
     trainer.test(task, dataloaders=DataLoader(EvaluationPasses(windows, int(cfg.passes)), batch_size=None), verbose=False)
     values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    values = {k: values[k] for k in ("loss", "nll", "bpb", "ppl", "acc", "n_bases")}
+    values = {k: values[k] for k in ("loss", "nll", "bpb", "bpb_se", "ppl", "acc", "n_bases", "n_windows") if k in values}
     seqs = windows.bases()
     result = {"pretrained": str(cfg.pretrained), "fasta": fasta, "regions": cfg.get("regions"),
               "contigs": contigs, "window_len": window_len, "n_windows": int(len(windows.tiles)),

@@ -27,7 +27,7 @@ from genossm.config import build_trainer, prepare_run, renamed_keys, save_config
 from genossm.data.regions import (RegionDataset, assign_splits, check_split_classes, encode_labels, open_genome,
                                   read_regions, region_tokens)
 from genossm.errors import GenossmError
-from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, save_region_model
+from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, model_path, save_region_model
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import class_weights, fit_linear, kmer_baseline
 from genossm.tasks.metrics import decision_threshold, metrics_by_split, output_scores
@@ -41,8 +41,7 @@ log = logging.getLogger("genossm.finetune")
 def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
     """(backbone, pretrained?) from a saved model, or a random initialisation of ``model_config``."""
     if pretrained:
-        if not Path(pretrained).exists():
-            raise GenossmError(f"pretrained model {pretrained} not found")
+        model_path(pretrained)  # the error names a missing model
         return from_pretrained(pretrained), True
     if model_config is None:
         raise GenossmError("no pretrained=PATH given and no model config to initialise one")

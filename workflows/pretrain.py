@@ -129,8 +129,9 @@ def train(cfg: DictConfig) -> dict:
         base["seconds"] = round(time.perf_counter() - t0, 2)
     summary["baselines"] = base
     model_dir = out / "model"
+    held_out = [[c, int(s), int(e)] for split in ("val", "test") for c, s, e in dm.intervals(split)]
     save_pretrained(model, model_dir, extra={"train_window_len": summary["train_window_len"], "val_bpb": val.get("bpb"),
-                                             "fasta": fasta})
+                                             "fasta": fasta, "held_out": held_out})
     plot = plot_history(history, out / "training_curves.png", base, title=f"{fasta_label(fasta)}, step {trainer.global_step}")
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     with atomic_write(out / "summary.json", "w") as handle:
@@ -143,7 +144,7 @@ def print_report(trainer, summary: dict, speed, fit_seconds: float, out: Path, p
     val, base = summary["val"], summary["baselines"]
     print()
     if base is not None and "bpb" in val:
-        print(format_comparison(val["bpb"], base))
+        print(format_comparison(val, base))
     elif "bpb" in val:
         print(f"validation bits per base: {val['bpb']:.4f}")
     if speed:

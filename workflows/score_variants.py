@@ -41,6 +41,14 @@ from genossm.tasks.variants import ScoringOptions, VariantScorer, default_window
 log = logging.getLogger("genossm.score_variants")
 
 
+def _model_label(pretrained) -> str:
+    if pretrained is None:
+        return "(a model passed from Python)"
+    if str(pretrained).startswith("bundled:"):
+        return str(pretrained)
+    return str(Path(pretrained).resolve())
+
+
 def score_variants(
     pretrained: str | os.PathLike,
     fasta: str | os.PathLike,
@@ -122,7 +130,7 @@ def score_variants(
     total = _allele_total(reader, records) if progress else None
     command = " ".join([
         "score-variants",
-        f"pretrained={Path(pretrained).resolve() if pretrained is not None else '(a model passed from Python)'}",
+        f"pretrained={_model_label(pretrained)}",
         f"model_config=sha256:{config_hash(model_cfg)}", f"fasta={Path(fasta).resolve()}",
         f"variants={Path(variants).resolve()}" if variants is not None else f"mode={mode}",
         *([f"region={region}"] if region else []),

@@ -2,8 +2,9 @@
 
 from genossm.models.bimamba import BiMambaConfig, BiMambaLM
 from genossm.models.heads import LMHead, SequenceHead
-from genossm.models.hub import from_pretrained, load_extra, load_region_model, save_pretrained, save_region_model
+from genossm.models.hub import (bundled_models, from_pretrained, load_extra, load_region_model, model_path, save_pretrained,
+                                save_region_model)
 from genossm.models.mamba import cpu_bf16_supported
 
 __all__ = ["BiMambaConfig", "BiMambaLM", "LMHead", "SequenceHead", "save_pretrained", "from_pretrained", "load_extra",
-           "save_region_model", "load_region_model", "cpu_bf16_supported"]
+           "save_region_model", "load_region_model", "cpu_bf16_supported", "bundled_models", "model_path"]

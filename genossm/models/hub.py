@@ -15,6 +15,9 @@ its layout; :func:`from_pretrained` and :func:`load_extra` accept one all the sa
 A fine-tuned region model (``genossm finetune``) is a backbone folder whose ``extra["region_head"]`` holds task,
 classes, pooling, region_len, plus ``head.safetensors``: the linear head, ``weight`` (n_outputs, H) and
 ``bias`` (n_outputs,). :func:`save_region_model` and :func:`load_region_model` write and read it.
+
+Every loader takes ``bundled:NAME`` for a reference model shipped with genossm (``data/models/NAME``;
+:func:`bundled_models` lists them), e.g. ``from_pretrained("bundled:bacteria")``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from genossm.errors import GenossmError, atomic_path, atomic_write
 from genossm.models.bimamba import BiMambaConfig, BiMambaLM
+from genossm.paths import data_dir
 from genossm.vocab import check_vocab, vocab_dict
 
 WEIGHTS_NAME = "model.safetensors"
@@ -36,6 +40,31 @@ CONFIG_NAME = "config.json"
 FORMAT = "genossm-model"
 FORMAT_VERSION = 1
 HEAD_FILE = "head.safetensors"
+BUNDLED = "bundled:"
+
+
+def bundled_models() -> dict[str, Path]:
+    """The reference models shipped with genossm: name -> folder (``data/models/<name>``)."""
+    root = data_dir() / "models"
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / CONFIG_NAME).is_file()}
+
+
+def model_path(value: str | os.PathLike) -> Path:
+    """A model argument as a path: ``bundled:NAME`` is the shipped model NAME; anything else must exist."""
+    text = str(value)
+    if text.startswith(BUNDLED):
+        name = text[len(BUNDLED):]
+        models = bundled_models()
+        if name not in models:
+            known = ", ".join(BUNDLED + n for n in models) or "none"
+            raise GenossmError(f"{text}: no such bundled model (bundled models: {known})")
+        return models[name]
+    path = Path(text)
+    if not path.exists():
+        raise GenossmError(f"{path}: no such model folder or checkpoint file (or bundled:NAME, see genossm models)")
+    return path
 
 
 def save_pretrained(model: BiMambaLM, folder: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -101,7 +130,7 @@ def _load_weights(model: BiMambaLM, weights: dict, source: Path) -> None:
 
 def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
     """Load a model saved by :func:`save_pretrained` (a folder) or a Lightning ``.ckpt`` file; eval mode."""
-    path = Path(path)
+    path = model_path(path)
     if path.is_dir():
         meta = _read_config_json(path)
         config = BiMambaConfig.from_dict(meta["model_config"], source=str(path / CONFIG_NAME))
@@ -128,7 +157,7 @@ def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
 
 def load_extra(path: str | os.PathLike) -> dict:
     """The ``extra`` dict saved with a model (folder: config.json; .ckpt: hyper_parameters['extra'])."""
-    path = Path(path)
+    path = model_path(path)
     if path.is_dir():
         return dict(_read_config_json(path).get("extra") or {})
     if path.is_file():
@@ -151,7 +180,7 @@ def save_region_model(folder, backbone: nn.Module, head: nn.Linear, meta: dict) 
 
 def load_region_model(path, map_location="cpu") -> tuple[nn.Module, nn.Linear, dict]:
     """(backbone, head, meta) of a folder written by :func:`save_region_model` (``genossm finetune``)."""
-    folder = Path(path)
+    folder = model_path(path)
     head_file = folder / HEAD_FILE
     if not head_file.is_file():
         raise GenossmError(

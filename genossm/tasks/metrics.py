@@ -21,7 +21,8 @@ LN2 = math.log(2.0)
 
 
 class BitsPerBase(Metric):
-    """Sums of per-base negative log-likelihood, weighted loss and correct arg-max over an epoch (DDP-synced)."""
+    """Sums of per-base negative log-likelihood, weighted loss and correct arg-max over an epoch (DDP-synced),
+    and each window's sums, for the standard error of bits per base over windows (``bpb_se``)."""
 
     full_state_update = False
 
@@ -29,18 +30,29 @@ class BitsPerBase(Metric):
         super().__init__()
         for name in ("nll", "weighted_nll", "weight", "correct", "count"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("window_nll", default=[], dist_reduce_fx="cat")
+        self.add_state("window_count", default=[], dist_reduce_fx="cat")
 
-    def update(self, nll: torch.Tensor, weight: torch.Tensor, correct: torch.Tensor) -> None:
+    def update(self, nll: torch.Tensor, weight: torch.Tensor, correct: torch.Tensor,
+               window: torch.Tensor | None = None, n_windows: int | None = None) -> None:
+        """``window`` (optional): the window (batch row) of each scored base, ``n_windows`` rows in the batch."""
         self.nll += nll.double().sum()
         self.weighted_nll += (nll.double() * weight.double()).sum()
         self.weight += weight.double().sum()
         self.correct += correct.double().sum()
         self.count += nll.numel()
+        if window is not None:
+            rows = int(n_windows if n_windows is not None else (int(window.max()) + 1 if window.numel() else 0))
+            sums = torch.zeros(rows, dtype=torch.float64, device=nll.device).index_add_(0, window, nll.double())
+            counts = torch.zeros(rows, dtype=torch.float64, device=nll.device).index_add_(
+                0, window, torch.ones_like(nll, dtype=torch.float64))
+            self.window_nll.append(sums)
+            self.window_count.append(counts)
 
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.count.clamp(min=1)
         nll = self.nll / n
-        return {
+        out = {
             "loss": (self.weighted_nll / self.weight.clamp(min=1e-12)).float(),
             "nll": nll.float(),
             "bpb": (nll / LN2).float(),
@@ -48,6 +60,31 @@ class BitsPerBase(Metric):
             "acc": (self.correct / n).float(),
             "n_bases": self.count.float(),
         }
+        if self.window_nll:
+            sums = _cat(self.window_nll) / LN2
+            counts = _cat(self.window_count)
+            out["bpb_se"] = torch.tensor(ratio_standard_error(sums, counts), dtype=torch.float32)
+            out["n_windows"] = (counts > 0).sum().float()
+        return out
+
+
+def _cat(state) -> torch.Tensor:
+    return torch.cat(state) if isinstance(state, list) else state
+
+
+def ratio_standard_error(sums, counts) -> float:
+    """Standard error of ``sum(sums) / sum(counts)`` over windows (each window one draw: bases within a window
+    are not independent), by the delta method; NaN with fewer than two windows that have bases."""
+    sums = torch.as_tensor(sums, dtype=torch.float64)
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    keep = counts > 0
+    sums, counts = sums[keep], counts[keep]
+    m = int(counts.numel())
+    if m < 2:
+        return float("nan")
+    ratio = sums.sum() / counts.sum()
+    resid = sums - ratio * counts
+    return float(torch.sqrt((resid**2).sum() / (m * (m - 1))) / counts.mean())
 
 
 def output_scores(logits: torch.Tensor, task: str) -> torch.Tensor:

@@ -8,6 +8,7 @@ half-written.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -106,51 +107,93 @@ def _finetune_verdict(metrics: dict, split: str) -> str:
     return f"{trained} beats {', '.join(beaten)} on the {split} split ({key} {mine:.3f})" if beaten else ""
 
 
-def format_comparison(model_bpb: float, base: dict, label: str = "validation") -> str:
-    lines = [
-        f"{label} bits per base ({base['n_bases']:,} bases):",
-        f"  model                              {model_bpb:.4f}",
-        f"  composition entropy (order 0)      {base['composition_entropy']:.4f}",
-        f"  best Markov (order {base['best_order']}, k <= {max(base['markov'])})     {base['best_markov']:.4f}",
+def _pm(se) -> str:
+    return f" ± {se:.4f}" if se is not None and se == se else ""
+
+
+def markov_verdict(model: dict, base: dict) -> str:
+    """Whether the model beats the composition entropy and the best Markov model, with the margin in
+    standard errors (over windows): a margin under two standard errors is reported as within the noise."""
+    bpb = float(model["bpb"])
+    parts = ["beats" if bpb < base["composition_entropy"] else "does NOT beat", "the composition entropy"]
+    diff = base["best_markov"] - bpb
+    ses = [x for x in (model.get("bpb_se"), base.get("best_markov_se")) if x is not None and x == x]
+    se = math.sqrt(sum(x * x for x in ses)) if ses else float("nan")
+    margin = f"by {diff:.4f} bits/base" + (f", {diff / se:.1f} standard errors" if se == se and se > 0 else "")
+    if se == se and abs(diff) < 2 * se:
+        parts.append(f"; it is within the noise of the best Markov model ({margin})")
+    elif diff > 0:
+        parts.append(f" and the best Markov model ({margin})")
+    else:
+        parts.append(f"; it does NOT beat the best Markov model ({margin})")
+    return "the model " + " ".join(parts[:2]) + "".join(parts[2:])
+
+
+def format_comparison(model, base: dict, label: str = "validation") -> str:
+    """The model's bits per base beside the baselines', each with the bases it was scored on and the standard
+    error over windows (``model``: the metric dict, or just its bits per base)."""
+    model = dict(model) if isinstance(model, dict) else {"bpb": float(model)}
+    k_max = max(base["markov"])
+    n_model = f"{int(model['n_bases']):,} masked bases" if "n_bases" in model else "masked bases"
+    windows = f" in {int(base['n_windows']):,} windows" if base.get("n_windows") else ""
+    rows = [
+        ("model", model["bpb"], model.get("bpb_se"), f"{n_model}{windows}"),
+        ("composition entropy (order 0)", base["composition_entropy"], None, f"{base['n_bases']:,} bases"),
     ]
-    verdict = "beats" if model_bpb < base["composition_entropy"] else "does NOT beat"
-    lines.append(f"  the model {verdict} the composition entropy"
-                 + (" and the best Markov model" if model_bpb < base["best_markov"] else ""))
+    if "train_order" in base:
+        rows.append((f"Markov order {base['train_order']} (chosen on train)", base["train_markov"], None,
+                     f"fitted on {base.get('n_train_bases', 0):,} training bases"))
+    rows.append((f"best Markov here (order {base['best_order']}, k <= {k_max})", base["best_markov"],
+                 base.get("best_markov_se"), "order chosen on these bases: flatters the baseline"))
+    lines = [f"{label} bits per base (± standard error over windows):"]
+    for name, value, se, note in rows:
+        lines.append(f"  {name:<42} {value:.4f}{_pm(se):<10}  {note}")
+    lines.append("  " + markov_verdict(model, base))
     return "\n".join(lines)
 
 
-def evaluation_rows(result: dict) -> list[tuple[str, float, float, int]]:
-    """(predictor, bits per base, accuracy, bases) of the model and of each baseline of ``genossm evaluate``."""
+def evaluation_rows(result: dict) -> list[tuple[str, float, float, int, float]]:
+    """(predictor, bits per base, accuracy, bases, standard error over windows) of the model and of each baseline
+    of ``genossm evaluate`` (the standard error is given for the model and the best Markov order)."""
     values = result["model"]
-    rows = [("model", values["bpb"], values["acc"], int(values["n_bases"]))]
+    nan = float("nan")
+    rows = [("model", values["bpb"], values["acc"], int(values["n_bases"]), values.get("bpb_se", nan))]
     if result["baselines"]:
         b = result["baselines"]
-        rows.append(("composition entropy (order 0)", b["composition_entropy"], float("nan"), b["n_bases"]))
+        rows.append(("composition entropy (order 0)", b["composition_entropy"], nan, b["n_bases"], nan))
         for k, v in b["markov"].items():
-            rows.append((f"Markov order {k}", v, float("nan"), b["n_bases"]))
+            se = b.get("best_markov_se", nan) if int(k) == int(b["best_order"]) else nan
+            rows.append((f"Markov order {k}", v, nan, b["n_bases"], se))
     return rows
 
 
 def write_evaluation_table(rows, path) -> Path:
     """``evaluation.tsv``: one row per predictor, bits per base and accuracy to 6 decimals (accuracy empty for
-    the baselines, which only give probabilities)."""
+    the baselines, which only give probabilities), the bases scored and the standard error over windows."""
+    fmt = lambda x: "" if x != x else f"{x:.6f}"  # noqa: E731
     table = pd.DataFrame({
         "predictor": [r[0] for r in rows],
         "bits_per_base": [f"{r[1]:.6f}" for r in rows],
-        "accuracy": ["" if r[2] != r[2] else f"{r[2]:.6f}" for r in rows],
+        "accuracy": [fmt(r[2]) for r in rows],
         "n_bases": [int(r[3]) for r in rows],
+        "standard_error": [fmt(r[4]) for r in rows],
     })
     return write_table(table, path)
 
 
 def print_evaluation(result: dict, rows, cfg, fasta_name, out: Path) -> None:
     print(f"\n{cfg.pretrained} on {fasta_name}: {result['n_windows']} window(s) of {result['window_len']:,} bases")
-    print(f"{'predictor':<32}{'bits/base':>10}{'accuracy':>10}{'bases':>12}")
-    for name, bpb, acc, n in rows:
-        print(f"{name:<32}{bpb:>10.4f}{('' if acc != acc else f'{acc:.4f}'):>10}{n:>12,}")
-    if result["baselines"]:
+    print(f"{'predictor':<32}{'bits/base':>10}{'± s.e.':>9}{'accuracy':>10}{'bases':>12}")
+    for name, bpb, acc, n, se in rows:
+        print(f"{name:<32}{bpb:>10.4f}{('' if se != se else f'{se:.4f}'):>9}{('' if acc != acc else f'{acc:.4f}'):>10}{n:>12,}")
+    base = result["baselines"]
+    if base:
         print(f"(model: masked positions, {cfg.mask_prob:.0%} of bases x {cfg.passes} pass(es); "
-              f"baselines: every base of the same windows; Markov fitted on {result['baselines']['fitted_on']})")
+              f"baselines: every base of the same windows; Markov fitted on {base['fitted_on']}; "
+              f"standard errors over windows)")
+        print(f"Markov order chosen on the training bases: {base['train_order']} ({base['train_markov']:.4f}); "
+              f"best order on these bases: {base['best_order']} ({base['best_markov']:.4f})")
+        print(markov_verdict(result["model"], base))
     print(f"written: {out / 'evaluation.tsv'} and evaluation.json")
 
 

@@ -166,7 +166,9 @@ class MaskedLM(L.LightningModule):
 
     def _eval_step(self, batch, batch_idx, stage):
         out = self.shared_step(batch, stage, batch_idx)
-        self.metrics[stage].update(out["nll"].detach(), out["weight"].detach(), out["correct"])
+        window = out["targets"].nonzero(as_tuple=True)[0]  # the batch row of each scored base (row-major order)
+        self.metrics[stage].update(out["nll"].detach(), out["weight"].detach(), out["correct"], window=window,
+                                   n_windows=int(out["targets"].shape[0]))
         return out["loss"]
 
     def validation_step(self, batch, batch_idx):

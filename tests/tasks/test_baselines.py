@@ -64,3 +64,21 @@ def test_composition_entropy_and_report():
     assert rep["markov"][0] == pytest.approx(2.0, abs=1e-3)
     assert rep["best_markov"] < 0.1 and rep["best_order"] >= 2
     assert rep["n_bases"] == len(test)
+
+
+def test_order_chosen_on_the_training_bases_and_the_standard_error():
+    rng = np.random.default_rng(1)
+    # an order-1 chain (each base mostly repeats the one before): order 1 wins on held-out training bases
+    ids = [0]
+    for _ in range(20000):
+        ids.append(ids[-1] if rng.random() < 0.7 else int(rng.integers(4)))
+    train = np.array(ids)
+    test = [train[:500].copy(), train[500:1000].copy()]
+    rep = baseline_report([train], test, max_order=3)
+    assert rep["train_order"] >= 1 and rep["train_markov"] == rep["markov"][rep["train_order"]]
+    assert rep["n_train_bases"] == len(train) and rep["n_windows"] == 2
+    # the model fitted for the report is fitted on every training base (head + tail)
+    full = MarkovBaseline(max_order=3).fit([train]).bits_per_base(test)
+    assert rep["markov"] == pytest.approx(full)
+    per_window = [MarkovBaseline(max_order=3).fit([train]).bits_per_base([t])[rep["best_order"]] for t in test]
+    assert rep["best_markov_se"] == pytest.approx(abs(per_window[0] - per_window[1]) / 2, rel=1e-6)

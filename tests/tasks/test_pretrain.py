@@ -1,13 +1,14 @@
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 from genossm.data.tokenizer import MASK, N, NUM_BASES, PAD
 from genossm.data.datamodule import WindowLenSchedule
-from genossm.tasks.metrics import BitsPerBase
+from genossm.tasks.metrics import BitsPerBase, ratio_standard_error
 from genossm.tasks.pretrain import MaskedLM, choose_targets, corrupt, make_generator
 
 
@@ -148,3 +149,31 @@ def test_seq_len_warmup_schedule():
     schedule = WindowLenSchedule.from_config({"start_len": 256, "growth": 2, "epochs_per_stage": 2})
     assert [schedule.window_len(e, 1500) for e in range(8)] == [256, 256, 512, 512, 1024, 1024, 1500, 1500]
     assert WindowLenSchedule.from_config(None) is None  # no warm-up: window_len throughout
+
+
+def test_standard_error_over_windows_matches_hand_computation():
+    # windows of equal size: the delta-method standard error is the plain standard error of the window means
+    m = BitsPerBase()
+    nll = torch.tensor([1.0, 3.0, 2.0, 2.0, 0.5, 1.5]) * math.log(2)  # bits 1,3 | 2,2 | 0.5,1.5
+    window = torch.tensor([0, 0, 1, 1, 2, 2])
+    m.update(nll[:4], torch.ones(4), torch.ones(4, dtype=torch.bool), window=window[:4], n_windows=2)
+    m.update(nll[4:], torch.ones(2), torch.ones(2, dtype=torch.bool), window=window[4:] - 2, n_windows=1)
+    v = m.compute()
+    means = np.array([2.0, 2.0, 1.0])
+    assert v["bpb"].item() == pytest.approx(means.mean())
+    assert v["bpb_se"].item() == pytest.approx(means.std(ddof=1) / math.sqrt(3), rel=1e-6)
+    assert v["n_windows"].item() == 3
+    # unequal windows: sum of squared residuals of the ratio estimator, by hand
+    sums, counts = torch.tensor([4.0, 1.0, 6.0]), torch.tensor([2.0, 1.0, 4.0])
+    r = 11.0 / 7.0
+    hand = math.sqrt(((4 - 2 * r) ** 2 + (1 - r) ** 2 + (6 - 4 * r) ** 2) / (3 * 2)) / (7.0 / 3)
+    assert ratio_standard_error(sums, counts) == pytest.approx(hand)
+    assert math.isnan(ratio_standard_error(torch.tensor([1.0]), torch.tensor([2.0])))
+
+
+def test_validation_logs_a_standard_error_per_window():
+    lm = MaskedLM(model_config={}, model=Lookup())
+    batch = random_batch(seed=5)
+    lm._eval_step(batch, 0, "val")
+    v = lm.metrics["val"].compute()
+    assert v["n_windows"].item() == batch["tokens"].shape[0] and v["bpb_se"].item() > 0

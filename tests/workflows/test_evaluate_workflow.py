@@ -44,10 +44,31 @@ def test_uniform_model_scores_two_bits_beside_baselines(tmp_path, capsys):
     assert "rest of" in b["fitted_on"] and b["n_bases"] == 7000
     assert b["composition_entropy"] < 2.0 and b["best_markov"] < 2.0
     table = (tmp_path / "out" / "evaluation.tsv").read_text().splitlines()
-    assert table[0].split("\t") == ["predictor", "bits_per_base", "accuracy", "n_bases"]
+    assert table[0].split("\t") == ["predictor", "bits_per_base", "accuracy", "n_bases", "standard_error"]
     assert table[1].startswith("model\t2.0000") and len(table) == 2 + 1 + 4
+    assert table[1].split("\t")[4] == "0.000000"  # 2 bits at every base: no spread over windows
+    best = [r.split("\t") for r in table[1:] if r.startswith(f"Markov order {b['best_order']}\t")][0]
+    assert float(best[4]) == pytest.approx(b["best_markov_se"], abs=1e-6) and b["best_markov_se"] > 0
     assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["model"]["n_bases"] > 0
-    assert "Markov order 3" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Markov order 3" in out and "chosen on the training bases" in out
+    assert "does NOT beat the best Markov model" in out and "standard errors" in out
+
+
+def test_baseline_never_sees_the_held_out_span_or_the_evaluated_bases(tmp_path):
+    # the model's training genome is the evaluated genome: the Markov model is fitted on what the model trained
+    # on (the genome less its recorded held-out span), never on the evaluated bases
+    model = uniform_model(tmp_path / "m", extra={"train_window_len": 128, "fasta": str(CHLORO),
+                                                 "held_out": [["NC_000932.1", 100000, 110000]]})
+    bed = tmp_path / "r.bed"
+    bed.write_text("NC_000932.1\t100000\t104000\n")
+    res = evaluate(tmp_path, f"pretrained={model}", f"fasta={CHLORO}", f"regions={bed}", "max_windows=null")
+    b = res["baselines"]
+    assert "outside the model's held-out span" in b["fitted_on"]
+    assert b["n_train_bases"] == 154478 - 10000  # the chloroplast genome has no N
+    bed.write_text("NC_000932.1\t0\t4000\n")  # a region inside the training span: it is left out too
+    res = evaluate(tmp_path, f"pretrained={model}", f"fasta={CHLORO}", f"regions={bed}", "max_windows=null")
+    assert res["baselines"]["n_train_bases"] == 154478 - 10000 - 4000
 
 
 def test_contigs_and_baseline_genome(tmp_path):
