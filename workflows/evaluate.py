@@ -104,6 +104,8 @@ def evaluate(cfg: DictConfig) -> dict:
                            max_windows=cfg.get("max_windows"))
     if len(windows.tiles) == 0:
         raise GenossmError(f"{cache.fasta}: no window to evaluate (all regions too short or mostly N)")
+    if cfg.baselines.enabled:  # before the scoring: a baseline that cannot be fitted stops the run now
+        train_seqs, how = baseline_training_bases(cfg, extra, cache, ivs)
     task = MaskedLM(model_config=model.config.to_dict(), mask_prob=float(cfg.mask_prob), seed=int(cfg.seed), model=model)
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                             enable_model_summary=False, **device_arguments(cfg.get("device", "auto")))
@@ -117,7 +119,6 @@ def evaluate(cfg: DictConfig) -> dict:
               "contigs": contigs, "window_len": window_len, "n_windows": int(len(windows.tiles)),
               "bases_in_windows": int(sum(len(s) for s in seqs)), "model": values, "baselines": None}
     if cfg.baselines.enabled:
-        train_seqs, how = baseline_training_bases(cfg, extra, cache, ivs)
         base = baseline_report(train_seqs, seqs, max_order=int(cfg.baselines.max_order),
                                pseudocount=float(cfg.baselines.pseudocount))
         base["fitted_on"] = how

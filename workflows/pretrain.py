@@ -63,7 +63,11 @@ def train(cfg: DictConfig) -> dict:
 
     # instantiate: data, task (and its model), callbacks, loggers, trainer
     dm = instantiate(cfg.data)
-    module = instantiate(cfg.task, _convert_="all", model_config=to_plain(cfg.model), extra={"train_window_len": int(dm.window_len)})
+    # what the exported model and every checkpoint record: the training window, genome and held-out span
+    held_out = [[c, int(s), int(e)] for split in ("val", "test") for c, s, e in dm.intervals(split)]
+    absolute = [str(Path(f).absolute()) for f in fasta] if isinstance(fasta, list) else str(Path(fasta).absolute())
+    run_extra = {"train_window_len": int(dm.window_len), "fasta": absolute, "held_out": held_out}
+    module = instantiate(cfg.task, _convert_="all", model_config=to_plain(cfg.model), extra=run_extra)
     dm.check_window_fits()
     if cfg.get("pretrained"):
         start = from_pretrained(cfg.pretrained)
@@ -129,9 +133,8 @@ def train(cfg: DictConfig) -> dict:
         base["seconds"] = round(time.perf_counter() - t0, 2)
     summary["baselines"] = base
     model_dir = out / "model"
-    held_out = [[c, int(s), int(e)] for split in ("val", "test") for c, s, e in dm.intervals(split)]
-    save_pretrained(model, model_dir, extra={"train_window_len": summary["train_window_len"], "val_bpb": val.get("bpb"),
-                                             "fasta": fasta, "held_out": held_out})
+    save_pretrained(model, model_dir, extra=dict(run_extra, train_window_len=summary["train_window_len"],
+                                                 val_bpb=val.get("bpb")))
     plot = plot_history(history, out / "training_curves.png", base, title=f"{fasta_label(fasta)}, step {trainer.global_step}")
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     with atomic_write(out / "summary.json", "w") as handle:

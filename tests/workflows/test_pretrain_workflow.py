@@ -39,11 +39,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["demo", "human_chr20_131k", "human_1m"])
+@pytest.mark.parametrize("experiment", ["demo", "human_chr20_131k", "human_1m", "bacteria", "human_chr20"])
 def test_every_experiment_fast_dev_run(experiment, tmp_path, capsys):
     overrides = [f"experiment={experiment}", *TINY, f"output={tmp_path / 'run'}", "trainer.fast_dev_run=true",
                  "data.window_len=256", "data.batch_size=2", "data.max_eval_windows=4"]
-    if experiment != "demo":
+    if experiment == "bacteria":
+        overrides.append(f"fasta={CHLORO}")
+    elif experiment != "demo":
         overrides.append(f"fasta={CHR20_SLICE}")
     cfg = compose_pretrain(overrides)
     summary = run_pretraining(cfg)
@@ -214,3 +216,29 @@ def test_ranks_read_different_windows(tmp_path):
         batches.append(next(iter(ds)))
     assert not torch.equal(batches[0]["start"], batches[1]["start"])
     assert not torch.equal(batches[0]["tokens"], batches[1]["tokens"])
+
+
+def test_checkpoint_and_exported_model_record_the_same_training_metadata(tmp_path):
+    """evaluate with best.ckpt and with the exported folder: the same training genome and held-out span, so
+    the same Markov baseline (fitted on the training span only) and the same scores."""
+    run = tmp_path / "run"
+    cfg = compose_pretrain(["experiment=demo", *TINY, f"output={run}", "trainer.max_steps=2", "data.batch_size=2",
+                            "data.samples_per_epoch=4", "data.window_len=128"])
+    run_pretraining(cfg)
+    evaluate = load_workflow("evaluate").evaluate
+    ckpt, folder = load_extra(run / "checkpoints" / "best.ckpt"), load_extra(run / "model")
+    assert ckpt["fasta"] == folder["fasta"] == str(CHLORO) and ckpt["held_out"] == folder["held_out"]
+    assert len(folder["held_out"]) == 2  # the demo's validation and test BED spans
+    results = []
+    for model in (run / "checkpoints" / "best.ckpt", run / "model"):
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            ecfg = compose(config_name="evaluate", overrides=[
+                f"pretrained={model}", f"fasta={CHLORO}", f"output={tmp_path / model.name}", "baselines.max_order=2",
+                "max_windows=4", "torch_threads=1"])
+        results.append(evaluate(ecfg))
+    a, b = results
+    assert a["baselines"]["fitted_on"] == b["baselines"]["fitted_on"]
+    assert "held-out span" in a["baselines"]["fitted_on"]
+    held = sum(e - s for _, s, e in folder["held_out"])
+    assert a["baselines"]["n_train_bases"] <= 154478 - held
+    assert a["model"]["bpb"] == pytest.approx(b["model"]["bpb"], abs=1e-6)
