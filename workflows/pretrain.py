@@ -28,6 +28,7 @@ from genossm.models import from_pretrained, save_pretrained
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import baseline_report
 from genossm.tasks.callbacks import CheckpointOnSignal, MetricHistory, TokensPerSecond
+from genossm.tasks.loggers import KeepMetricHistory
 from genossm.tasks.outputs import format_comparison
 from genossm.tasks.plots import plot_history
 from genossm.tasks.pretrain import _full_model
@@ -82,6 +83,7 @@ def train(cfg: DictConfig) -> dict:
     if history is None:
         history = MetricHistory()
         callbacks.append(history)
+    callbacks.append(KeepMetricHistory())  # metrics.csv keeps the rows before a resumed step
     speed = next((c for c in callbacks if isinstance(c, TokensPerSecond)), None)
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)

@@ -1,6 +1,7 @@
 """The pretrain workflow on the real configs: every experiment with fast_dev_run, exact resume, the SLURM
 launcher's submission, and bad values failing before training."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -83,7 +84,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, stop):
     lands), then continued in the same run folder: the same weights, validation and epoch counter."""
     common = [*TINY, "trainer.max_time=null", "data.window_len=128", "data.batch_size=2",
               "data.samples_per_epoch=8", "task.max_steps=6", "task.warmup_steps=2",
-              "callbacks.last_checkpoint.every_n_train_steps=1", "baselines.enabled=false", "seed=3"]
+              "callbacks.last_checkpoint.every_n_train_steps=1", "baselines.enabled=false", "seed=3",
+              "trainer.log_every_n_steps=1"]
     full = run_pretraining(compose_pretrain([*common, "trainer.max_steps=6", f"output={tmp_path / 'full'}"]))
     part = run_pretraining(compose_pretrain([*common, f"trainer.max_steps={stop}", f"output={tmp_path / 'split'}"]))
     assert part["global_step"] == stop
@@ -97,6 +99,14 @@ def test_resume_matches_uninterrupted_run(tmp_path, stop):
     ckpt_full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 6
     assert ckpt["epoch"] == ckpt_full["epoch"] == 1  # the epoch counter is not one ahead
+    # metrics.csv holds the whole run: the rows before the resumed step kept, those after recomputed
+    def train_rows(run):
+        rows = list(csv.DictReader(open(tmp_path / run / "logs" / "metrics.csv")))
+        return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+    full_rows, split_rows = train_rows("full"), train_rows("split")
+    assert sorted(split_rows) == sorted(full_rows) == list(range(6))
+    assert split_rows == pytest.approx(full_rows, rel=1e-5)
 
 
 def test_bad_values_fail_before_training(tmp_path):
