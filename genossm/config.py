@@ -258,8 +258,14 @@ def build_trainer(cfg: DictConfig, callbacks: Iterable = (), loggers: Iterable =
     precision = cfg.get("precision", "auto")
     if precision not in (None, "", "auto"):
         overrides["precision"] = precision
+    from genossm.tasks.checkpoint_io import AtomicCheckpointIO
+
+    plugins = list(overrides.pop("plugins", None) or [])
     if SLURMEnvironment.detect():
-        overrides.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    if not any(isinstance(p, AtomicCheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())  # a failed save (full disk) keeps the previous checkpoint
+    overrides["plugins"] = plugins
     loggers = list(loggers)
     return instantiate(cfg.trainer, callbacks=list(callbacks), logger=loggers or False, **overrides)
 
