@@ -175,3 +175,25 @@ def test_more_channel_ranges_than_threads(monkeypatch, reverse):
         compare(make(dim=128, length=70, groups=2, initial_state=True), reverse=reverse)
     finally:
         torch.set_num_threads(before)
+
+
+def test_triton_backend_without_triton_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    import genossm.ops.selective_scan as ss
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
+    x = torch.zeros(1, 2, 3)
+    with pytest.raises(ImportError, match=r"pip install 'genossm\[gpu\]'"):
+        ss.resolve_backend("triton", x)
+    assert ss.resolve_backend("auto", x, 16) in ("cpu", "chunked")  # auto never needs it
+
+
+def test_the_base_install_does_not_pull_triton():
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("triton")]
+    assert any(d.startswith("triton") for d in project["optional-dependencies"]["gpu"])

@@ -52,6 +52,9 @@ def resolve_backend(backend: str, tensor, state: int | None = None) -> str:
         return "cpu" if _cpu_usable(tensor, state) else "chunked"
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    if backend == "triton" and importlib.util.find_spec("triton") is None:
+        raise ImportError("the triton selective-scan backend needs Triton, which is not installed: "
+                          "pip install 'genossm[gpu]' (or pip install triton); backend='auto' runs without it")
     return backend
 
 
