@@ -156,7 +156,8 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     eval_split = "test" if (splits == "test").any() else "val"
     rows = torch.from_numpy(splits == eval_split)
     plot_curves(labels.task, y[rows], {n: s[rows] for n, s in scores.items()}, out_dir,
-                title=f"{Path(regions.source).name}: {eval_split} split")
+                title=f"{Path(regions.source).name}: {eval_split} split",
+                metrics={n: m.get(eval_split, {}) for n, m in metrics["methods"].items()})
     print(format_metrics(metrics, eval_split))
     print(f"outputs in {out_dir}")
     return metrics

@@ -137,7 +137,8 @@ def train(cfg: DictConfig) -> dict:
     model_dir = out / "model"
     save_pretrained(model, model_dir, extra=dict(run_extra, train_window_len=summary["train_window_len"],
                                                  val_bpb=val.get("bpb")))
-    plot = plot_history(history, out / "training_curves.png", base, title=f"{fasta_label(fasta)}, step {trainer.global_step}")
+    plot = plot_history(history, out / "training_curves.png", base, title=f"{fasta_label(fasta)}, step {trainer.global_step}",
+                        causal=not model.config.bidirectional)
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     with atomic_write(out / "summary.json", "w") as handle:
         json.dump(summary, handle, indent=2)
