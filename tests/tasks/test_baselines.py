@@ -82,3 +82,13 @@ def test_order_chosen_on_the_training_bases_and_the_standard_error():
     assert rep["markov"] == pytest.approx(full)
     per_window = [MarkovBaseline(max_order=3).fit([train]).bits_per_base([t])[rep["best_order"]] for t in test]
     assert rep["best_markov_se"] == pytest.approx(abs(per_window[0] - per_window[1]) / 2, rel=1e-6)
+
+
+def test_the_report_says_what_it_is_doing(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="genossm.baselines"):
+        baseline_report([encode("ACGT" * 300)], [encode("ACGTAC")], max_order=2)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0].startswith("Markov baselines: fitting orders 0-2 on 1,200 training bases")
+    assert messages[-1].startswith("Markov baselines done in")

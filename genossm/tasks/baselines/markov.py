@@ -151,8 +151,17 @@ def baseline_report(train_seqs: Sequence, eval_seqs: Sequence, max_order: int = 
     """
     from genossm.tasks.metrics import ratio_standard_error
 
+    import logging
+    import time
+
+    log = logging.getLogger("genossm.baselines")
+    t0 = time.perf_counter()
     train_seqs = [_as_ids(s) for s in train_seqs]
     eval_seqs = [_as_ids(s) for s in eval_seqs]
+    n_train = sum(len(s) for s in train_seqs)
+    log.info(f"Markov baselines: fitting orders 0-{max_order} on {n_train:,} training bases (twice: the order is "
+             f"chosen on the last 10 %), scoring {sum(len(s) for s in eval_seqs):,} bases "
+             f"(about {max(1, round(n_train * (max_order + 1) * 6e-8))} s)...")
     head, tail = _split_tail(train_seqs, 0.1)
     tail_bits, tail_n = MarkovBaseline(max_order=max_order, pseudocount=pseudocount).fit(head).total_bits(tail)
     train_order = min(tail_bits, key=lambda k: tail_bits[k]) if tail_n else 0
@@ -162,6 +171,7 @@ def baseline_report(train_seqs: Sequence, eval_seqs: Sequence, max_order: int = 
     best = min(markov, key=lambda k: markov[k]) if n else 0
     per_window = [model.total_bits([s], [best]) for s in eval_seqs]
     se = ratio_standard_error([b[best] for b, _ in per_window], [c for _, c in per_window])
+    log.info(f"Markov baselines done in {time.perf_counter() - t0:.1f} s")
     return {
         "composition_entropy": composition_entropy(eval_seqs),
         "markov": markov,
