@@ -45,7 +45,7 @@ def baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tup
         ivs = [(n, 0, cache.lengths[n]) for n in cache.contig_names]
         # never fit the baseline on bases the model did not train on, nor on the bases being scored
         held = []
-        if not cfg.get("baseline_fasta"):
+        if _file_names(paths) == _file_names(model_extra.get("fasta") or []):  # the model's training genome
             held += [(c, int(s), int(e)) for c, s, e in model_extra.get("held_out") or [] if c in cache.lengths]
         if _same_files(paths, eval_cache.paths):
             held += list(eval_ivs)
@@ -71,6 +71,11 @@ def baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tup
         seqs.append(cache.tokens(contig, start, end)[0])
         total += end - start
     return seqs, how
+
+
+def _file_names(paths) -> list[str]:
+    """The file names of a FASTA value (a bundled model records only the names of its training genome)."""
+    return sorted(Path(p).name for p in ([paths] if isinstance(paths, str) else paths))
 
 
 def _same_files(a, b) -> bool:

@@ -106,3 +106,12 @@ def test_errors(tmp_path):
     bad.write_text("ecoli_k12\t10\t5\n")
     with pytest.raises(GenossmError, match="line 1"):
         evaluate(tmp_path, f"pretrained={model}", f"fasta={MULTI}", f"regions={bad}")
+
+
+def test_given_baseline_genome_that_is_the_training_genome_leaves_out_the_held_out_span(tmp_path):
+    # a bundled model records its training genome by file name only: baseline_fasta=<that file> is recognised
+    model = uniform_model(tmp_path / "m", extra={"train_window_len": 128, "fasta": CHLORO.name,
+                                                 "held_out": [["NC_000932.1", 100000, 110000]]})
+    res = evaluate(tmp_path, f"pretrained={model}", f"fasta={MULTI}", f"baseline_fasta={CHLORO}", "max_windows=4")
+    assert res["baselines"]["n_train_bases"] == 154478 - 10000
+    assert "given baseline_fasta" in res["baselines"]["fitted_on"]
