@@ -110,17 +110,10 @@ def _canonical(name: str, label_column: str | None) -> str:
     return low
 
 
-def _is_float(text: str) -> bool:
+def _parses(text: str, kind=float) -> bool:
+    """Whether ``kind(text)`` works (``float`` or ``int``)."""
     try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
+        kind(text)
         return True
     except ValueError:
         return False
@@ -206,7 +199,7 @@ def _read_table(path: Path, label_column: str | None) -> RegionSet:
             if header is None and not rows:
                 names = [_canonical(f, label_column) for f in fields]
                 looks_like_header = ("start" in names or "sequence" in names) and not (
-                    len(fields) > 2 and _is_int(fields[1]) and _is_int(fields[2])
+                    len(fields) > 2 and _parses(fields[1], int) and _parses(fields[2], int)
                 )
                 if looks_like_header:
                     header = fields
@@ -227,7 +220,7 @@ def _read_table(path: Path, label_column: str | None) -> RegionSet:
             )
     label_note = ""
     if header is None:
-        if not is_bed and rows and not (len(rows[0]) >= 3 and _is_int(rows[0][1])):
+        if not is_bed and rows and not (len(rows[0]) >= 3 and _parses(rows[0][1], int)):
             raise GenossmError(f"{path} line {lines[0]}: no header line naming the columns (chrom start end label ...)")
         width = max((len(r) for r in rows), default=3)
         names = list(_BED_COLUMNS[:width]) + [f"column{i + 1}" for i in range(len(_BED_COLUMNS), width)]
@@ -236,7 +229,7 @@ def _read_table(path: Path, label_column: str | None) -> RegionSet:
             # distinct values), else it is the region's name (BED6's name column is no label)
             values = [r[3].strip() for r in rows if len(r) > 3]
             distinct = len(set(values))
-            numeric = sum(_is_float(v) for v in values)
+            numeric = sum(_parses(v) for v in values)
             if numeric == len(values) or distinct <= max(2, len(values) // 2):
                 names[3] = "label"
                 label_note = f"labels read from the 4th column of the header-less file ({distinct} distinct values)"
