@@ -60,7 +60,7 @@ class BitsPerBase(Metric):
             "acc": (self.correct / n).float(),
             "n_bases": self.count.float(),
         }
-        if self.window_nll:
+        if len(self.window_nll):  # a list of per-batch tensors, or one tensor once synced across DDP ranks
             sums = _cat(self.window_nll) / LN2
             counts = _cat(self.window_count)
             out["bpb_se"] = torch.tensor(ratio_standard_error(sums, counts), dtype=torch.float32)
