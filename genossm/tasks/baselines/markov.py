@@ -93,13 +93,16 @@ class MarkovBaseline:
         c = self.counts[k] + self.pseudocount
         return np.log2(c) - np.log2(c.sum(axis=1, keepdims=True))
 
-    def total_bits(self, seqs: Iterable, orders: Sequence[int] | None = None) -> tuple[dict[int, float], int]:
-        """(sum of -log2 P over every A/C/G/T base of ``seqs``, per order; number of bases)."""
+    def total_bits(self, seqs: Iterable, orders: Sequence[int] | None = None,
+                   per_sequence: list | None = None) -> tuple[dict[int, float], int]:
+        """(sum of -log2 P over every A/C/G/T base of ``seqs``, per order; number of bases). ``per_sequence``: a
+        list that receives ``({order: bits}, bases)`` of each sequence."""
         orders = list(range(self.max_order + 1)) if orders is None else list(orders)
         tables = {j: self.log2_probs(j).reshape(-1) for j in range(max(orders) + 1)}
         bits = {k: 0.0 for k in orders}
         n = 0
         for seq in seqs:
+            before = dict(bits), n
             ids = _as_ids(seq)
             run = _valid_run(ids)
             is_base = run > 0
@@ -112,6 +115,8 @@ class MarkovBaseline:
                     at = is_base & (used == j)
                     if at.any():
                         bits[k] -= float(tables[j][codes[j][at]].sum())
+            if per_sequence is not None:
+                per_sequence.append(({k: bits[k] - before[0][k] for k in orders}, n - before[1]))
         return bits, n
 
     def bits_per_base(self, seqs: Iterable, orders: Sequence[int] | None = None) -> dict[int, float]:
@@ -166,10 +171,10 @@ def baseline_report(train_seqs: Sequence, eval_seqs: Sequence, max_order: int = 
     tail_bits, tail_n = MarkovBaseline(max_order=max_order, pseudocount=pseudocount).fit(head).total_bits(tail)
     train_order = min(tail_bits, key=lambda k: tail_bits[k]) if tail_n else 0
     model = MarkovBaseline(max_order=max_order, pseudocount=pseudocount).fit(train_seqs)
-    bits, n = model.total_bits(eval_seqs)
+    per_window: list = []
+    bits, n = model.total_bits(eval_seqs, per_sequence=per_window)
     markov = {k: (b / n if n else float("nan")) for k, b in bits.items()}
     best = min(markov, key=lambda k: markov[k]) if n else 0
-    per_window = [model.total_bits([s], [best]) for s in eval_seqs]
     se = ratio_standard_error([b[best] for b, _ in per_window], [c for _, c in per_window])
     log.info(f"Markov baselines done in {time.perf_counter() - t0:.1f} s")
     return {
