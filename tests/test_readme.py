@@ -71,3 +71,48 @@ def test_the_documented_quoting_reaches_genossm_intact():
         icfg = compose(config_name="inspect", overrides=argv[3:])
     assert parse_region(cfg.region) == ("20", 421800, 422800)
     assert icfg.contigs == "chr[0-9XY]+"
+
+
+RUNNABLE = [  # README commands that need nothing outside the repository, run as pasted (outputs sent to tmp)
+    ("genossm inspect", []),
+    ("genossm pretrain", []),
+    ("genossm score-variants pretrained=bundled:human_chr20 fasta=data/variants_chr20_slice.fa.gz "
+     "variants=data/variants_chr20_indels_1000g.vcf.gz window_len=256 output=scored.vcf.gz", []),
+    ("genossm pretrain trainer=ddp trainer.accelerator=cpu trainer.devices=2 trainer.precision=32-true",
+     ["trainer.max_steps=4"]),  # the DDP example, shortened
+]
+
+
+def test_the_runnable_commands_are_in_the_readme():
+    commands = {" ".join(shlex.split(c, comments=True)) for c in readme_commands()}
+    for command, _ in RUNNABLE:
+        assert command in commands, command
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command,extra", RUNNABLE, ids=[c.split()[1] + str(i) for i, (c, _) in enumerate(RUNNABLE)])
+def test_readme_command_runs(command, extra, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    argv = shlex.split(command)
+    args = [a for a in argv[1:] if not a.startswith("output=")]
+    out = tmp_path / ("scored.vcf.gz" if argv[1] == "score-variants" else "run")
+    if argv[1] != "inspect":
+        args.append(f"output={out}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "genossm.cli", *args, *extra], capture_output=True, text=True,
+                          cwd=README.parent, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if argv[1] == "score-variants":
+        import pysam
+
+        with pysam.VariantFile(str(out)) as vcf:
+            records = list(vcf)
+        assert len(records) == 194 and all("GENOSSM_LLR" in r.info for r in records)
+        assert out.with_name(out.name + ".tbi").exists()
+    elif argv[1] == "pretrain":
+        assert (out / "model" / "model.safetensors").exists() and "bits per base" in done.stdout
+    else:
+        assert "NC_000932.1" in done.stdout
