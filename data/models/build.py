@@ -71,7 +71,7 @@ def bundle(name: str, run: Path, genome: Path, summary_line: str) -> Path:
             "train_window_len": extra["train_window_len"],
             "fasta": genome.name,
             "fasta_sha256": sha256(genome),
-            "held_out": extra.get("held_out") or held_out_from_log(run),
+            "held_out": extra.get("held_out") or held_out_from_config(run),
             "recipe": f"genossm pretrain experiment={name} fasta={genome.name}",
             "global_step": summary["global_step"],
             "summary": summary_line,
@@ -81,7 +81,7 @@ def bundle(name: str, run: Path, genome: Path, summary_line: str) -> Path:
     return folder
 
 
-def held_out_from_log(run: Path) -> list:
+def held_out_from_config(run: Path) -> list:
     """The held-out span of a run exported before models recorded it: its data module, rebuilt from the run's
     saved config, names the validation and test intervals."""
     from hydra.utils import instantiate
