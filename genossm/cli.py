@@ -75,16 +75,12 @@ def usage() -> str:
 
 
 def models_table() -> str:
-    """The bundled reference models, one line each: name, parameters, training genome, held-out bits per base."""
-    import json
+    """The bundled reference models: each one's name, its one-line summary and where its model card is."""
+    from genossm.models import bundled_models, load_extra
+    from genossm.models.hub import BUNDLED
 
-    from genossm.models import bundled_models
-
-    rows = []
-    for name, folder in bundled_models().items():
-        meta = json.loads((folder / "config.json").read_text())
-        extra = meta.get("extra") or {}
-        rows.append((f"bundled:{name}", extra.get("summary", ""), str(folder / "README.md")))
+    rows = [(f"{BUNDLED}{name}", load_extra(folder).get("summary", ""), str(folder / "README.md"))
+            for name, folder in bundled_models().items()]
     if not rows:
         return "no bundled models in this installation"
     width = max(len(r[0]) for r in rows)

@@ -33,6 +33,7 @@ from genossm.data.variant_windows import VariantBatches, saturation_records
 from genossm.data.variants import VariantReader
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained
+from genossm.models.hub import BUNDLED
 from genossm.paths import conf_dir
 from genossm.tasks.callbacks import ShardWriter, VariantProgress
 from genossm.tasks.variant_outputs import Summary, is_table_path, is_vcf_path, write_scored_variants
@@ -44,7 +45,7 @@ log = logging.getLogger("genossm.score_variants")
 def _model_label(pretrained) -> str:
     if pretrained is None:
         return "(a model passed from Python)"
-    if str(pretrained).startswith("bundled:"):
+    if str(pretrained).startswith(BUNDLED):
         return str(pretrained)
     return str(Path(pretrained).resolve())
 

@@ -217,12 +217,10 @@ def finetune_table(metrics: dict) -> str:
                                "test split." if n else "")
 
 
-def scrub(text: str, shared: Path, work: Path) -> str:
-    """Commands as a user would type them: genomes by file name, outputs relative."""
-    text = text.replace(str(shared.resolve()) + "/", "").replace(str(shared) + "/", "")
-    text = text.replace(str(work.resolve()) + "/", "").replace(str(work) + "/", "")
-    text = text.replace(str(REPO) + "/", "")
-    return re.sub(r" (torch_threads=1|cache_dir=\S+)", "", text)
+def scrub(command: str) -> str:
+    """A command as a user would type it: without this build's thread and cache settings (the card's text,
+    commands included, loses the local folder prefixes in :func:`card`)."""
+    return re.sub(r" (torch_threads=1|cache_dir=\S+)", "", command)
 
 
 def card(name: str, run: Path, results: dict, shared: Path, work: Path, machine: str) -> Path:
@@ -298,7 +296,7 @@ def card(name: str, run: Path, results: dict, shared: Path, work: Path, machine:
         "## How the figures were measured",
         "",
         "```bash",
-        *[scrub(c, shared, work) for c in results["commands"]],
+        *[scrub(c) for c in results["commands"]],
         "```",
         "",
         "Bits per base of the model are over masked positions (15 % of the bases per pass, each predicted from both "

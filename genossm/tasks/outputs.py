@@ -107,8 +107,13 @@ def _finetune_verdict(metrics: dict, split: str) -> str:
     return f"{trained} beats {', '.join(beaten)} on the {split} split ({key} {mine:.3f})" if beaten else ""
 
 
+def _num(x, digits: int = 4) -> str:
+    """``x`` to ``digits`` decimals; empty for a missing value (None or NaN)."""
+    return f"{x:.{digits}f}" if x is not None and x == x else ""
+
+
 def _pm(se) -> str:
-    return f" ± {se:.4f}" if se is not None and se == se else ""
+    return f" ± {_num(se)}" if _num(se) else ""
 
 
 def markov_verdict(model: dict, base: dict) -> str:
@@ -170,13 +175,12 @@ def evaluation_rows(result: dict) -> list[tuple[str, float, float, int, float]]:
 def write_evaluation_table(rows, path) -> Path:
     """``evaluation.tsv``: one row per predictor, bits per base and accuracy to 6 decimals (accuracy empty for
     the baselines, which only give probabilities), the bases scored and the standard error over windows."""
-    fmt = lambda x: "" if x != x else f"{x:.6f}"  # noqa: E731
     table = pd.DataFrame({
         "predictor": [r[0] for r in rows],
         "bits_per_base": [f"{r[1]:.6f}" for r in rows],
-        "accuracy": [fmt(r[2]) for r in rows],
+        "accuracy": [_num(r[2], 6) for r in rows],
         "n_bases": [int(r[3]) for r in rows],
-        "standard_error": [fmt(r[4]) for r in rows],
+        "standard_error": [_num(r[4], 6) for r in rows],
     })
     return write_table(table, path)
 
@@ -185,7 +189,7 @@ def print_evaluation(result: dict, rows, cfg, fasta_name, out: Path) -> None:
     print(f"\n{cfg.pretrained} on {fasta_name}: {result['n_windows']} window(s) of {result['window_len']:,} bases")
     print(f"{'predictor':<32}{'bits/base':>10}{'± s.e.':>9}{'accuracy':>10}{'bases':>12}")
     for name, bpb, acc, n, se in rows:
-        print(f"{name:<32}{bpb:>10.4f}{('' if se != se else f'{se:.4f}'):>9}{('' if acc != acc else f'{acc:.4f}'):>10}{n:>12,}")
+        print(f"{name:<32}{bpb:>10.4f}{_num(se):>9}{_num(acc):>10}{n:>12,}")
     base = result["baselines"]
     if base:
         print(f"(model: masked positions, {cfg.mask_prob:.0%} of bases x {cfg.passes} pass(es); "

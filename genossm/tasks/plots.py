@@ -63,7 +63,7 @@ def plot_curves(task: str, y: torch.Tensor, scores: dict[str, torch.Tensor], fol
     The legend gives each method's AUROC/AUPRC from ``metrics`` (``compute_metrics`` on the same regions: the
     numbers of the metrics table, macro-averaged over classes for a multiclass task, "-" where the table has
     none) and the title the number of regions and of positives. A multiclass task's curve is micro-averaged
-    (every region-class pair one decision), which the axis label says."""
+    (every region-class pair one decision), which the title says."""
     import matplotlib
 
     matplotlib.use("Agg")
