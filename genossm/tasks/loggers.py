@@ -9,11 +9,14 @@ the restored step; the rows after it are recomputed by the resumed run and repla
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
 
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import CSVLogger
+
+log = logging.getLogger("genossm.loggers")
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -25,8 +28,13 @@ class ResumableCSVLogger(CSVLogger):
         self._previous: list[dict] = []
         path = Path(self.log_dir) / "metrics.csv"
         if path.is_file():
-            with open(path, newline="") as handle:
-                self._previous = [row for row in csv.DictReader(handle)]
+            try:
+                with open(path, newline="") as handle:
+                    self._previous = [row for row in csv.DictReader(handle)]
+            except (UnicodeDecodeError, csv.Error) as err:  # not a CSV: keep it aside rather than lose it
+                kept = path.with_name("metrics.unreadable.csv")
+                os.replace(path, kept)
+                log.warning(f"{path}: not a readable CSV ({err}); moved to {kept.name}, the history starts afresh")
 
     def keep_rows_before(self, step: int) -> int:
         """Put back the earlier run's rows logged before ``step`` (the resumed run's first step); returns how many."""
