@@ -42,6 +42,16 @@ CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
 MiB = 2**20
 
 
+def model_fields(config: str, model_dir: str | Path = CONF) -> dict:
+    """The fields of ``<model_dir>/<config>.yaml`` as Hydra composes the model group (a model config inherits
+    another's fields through its defaults list); ``model_dir`` may be another checkout's ``conf/model``."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(Path(model_dir).resolve()), version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name=config), resolve=True)
+
+
 def _rss_peak_reset():
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -61,7 +71,6 @@ def _rss_peak_mib() -> float:
 def _case(spec: dict, queue) -> None:
     import torch
     import torch.nn.functional as F
-    import yaml
 
     from genossm.models import BiMambaConfig, BiMambaLM
 
@@ -77,7 +86,7 @@ def _case(spec: dict, queue) -> None:
             queue.put({"error": f"skipped: {err.name or err} not importable"})
             return
     else:
-        cfg = yaml.safe_load((CONF / f"{spec['config']}.yaml").read_text())
+        cfg = model_fields(spec["config"])
         cfg["gradient_checkpointing"] = spec.get("ckpt", False)
         model = BiMambaLM(BiMambaConfig(**cfg)).to(device)
     length = spec["length"]
@@ -138,9 +147,8 @@ def _case(spec: dict, queue) -> None:
 # ------------------------------------------------------------------------------- side by side (--cpu)
 def _build(impl: str, config: str, conf_dir: str):
     import torch
-    import yaml
 
-    cfg = yaml.safe_load((Path(conf_dir) / f"{config}.yaml").read_text())
+    cfg = model_fields(config, conf_dir)
     torch.manual_seed(0)
     if impl == "hf":
         from hf_peer import HFPeerLM

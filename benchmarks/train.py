@@ -14,14 +14,9 @@ import statistics
 import time
 
 import torch
-from omegaconf import OmegaConf
 
-from genossm.paths import conf_dir
+from genossm.config import model_config
 from genossm.tasks.pretrain import MaskedLM
-
-
-def model_config(size: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / f"{size}.yaml"))
 
 
 def bench(size: str, window: int, batch: int, steps: int, device: str, bf16: bool) -> dict:

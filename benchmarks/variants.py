@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
+from genossm.config import model_config
 from genossm.data.genome import Genome
 from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
-from genossm.paths import conf_dir, data_dir
+from genossm.paths import data_dir
 from genossm.tasks import variants as tv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = yaml.safe_load((conf_dir() / "model" / f"{args.model}.yaml").read_text())
+    cfg = model_config(args.model)
     torch.manual_seed(0)
     model = BiMambaLM(BiMambaConfig(**cfg)).eval()
     fasta = FULL if FULL.exists() else data_dir() / "variants_chr20_slice.fa.gz"

@@ -142,6 +142,50 @@ def test_every_model_config_composes_into_a_model_config(name):
     assert set(config.to_dict()) == set(OmegaConf.load(conf_dir() / "model" / "tiny.yaml"))
 
 
+_TINY = {"d_model": 64, "n_layers": 4, "d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": "auto", "dt_min": 0.001,
+         "dt_max": 0.1, "bidirectional": True, "bidirectional_strategy": "add", "tie_directions": True,
+         "rc_equivariant": True, "tie_embeddings": True, "gradient_checkpointing": False, "scan_backend": "auto",
+         "vocab_size": 8, "norm_eps": 1e-05}
+COMPOSED_MODELS = {  # every field, in order, as each model group composed when every file listed them all
+    "tiny": _TINY,
+    "small": {**_TINY, "d_model": 256, "n_layers": 16},
+    "base": {**_TINY, "d_model": 512, "n_layers": 24, "gradient_checkpointing": True},
+    "causal_tiny": {**_TINY, "bidirectional": False, "rc_equivariant": False},
+}
+
+
+def test_the_model_configs_are_the_ones_composed_so_far():
+    assert sorted(COMPOSED_MODELS) == sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSED_MODELS))
+def test_each_model_group_composes_to_every_field(name):
+    """The model configs inherit tiny's fields (defaults: [tiny]); composed, each is the same full dict, in the
+    same order, whether the group is chosen in a workflow, read by model_config, or composed on its own (as the
+    benchmarks do), from the conf folder genossm uses (the checkout's or the installed package's)."""
+    expected = COMPOSED_MODELS[name]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        for workflow in ("pretrain", "finetune"):
+            overrides = (["~experiment"] if workflow == "pretrain" else []) + [f"model={name}"]
+            composed = OmegaConf.to_container(compose(config_name=workflow, overrides=overrides).model, resolve=True)
+            assert list(composed.items()) == list(expected.items()), workflow
+    assert list(config.model_config(name).items()) == list(expected.items())
+    with initialize_config_dir(config_dir=str(conf_dir() / "model"), version_base="1.3"):
+        alone = OmegaConf.to_container(compose(config_name=name), resolve=True)
+    assert list(alone.items()) == list(expected.items())
+
+
+def test_an_experiment_changes_only_its_own_model_fields():
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        demo = compose(config_name="pretrain").model
+        human_1m = compose(config_name="pretrain", overrides=["experiment=human_1m"]).model
+        bacteria = compose(config_name="pretrain", overrides=["experiment=bacteria", "model.n_layers=2"]).model
+    assert OmegaConf.to_container(demo) == {**COMPOSED_MODELS["tiny"], "rc_equivariant": False}
+    assert OmegaConf.to_container(human_1m) == {**COMPOSED_MODELS["small"], "gradient_checkpointing": True}
+    assert OmegaConf.to_container(bacteria) == {**COMPOSED_MODELS["tiny"], "d_model": 128, "n_layers": 2,
+                                                "rc_equivariant": False}
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml")))
 def test_every_data_config_composes_with_every_key(name):
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
