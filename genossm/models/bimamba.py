@@ -267,7 +267,7 @@ class BiMambaLM(nn.Module):
 
     def embed(self, tokens: torch.Tensor, pooling: str | None = "mean", valid: torch.Tensor | None = None,
               chunk_len: int | None = None) -> torch.Tensor:
-        """Embeddings: (B, embed_dim) pooled ("mean" | "center" | "cls") or (B, L, embed_dim) with pooling=None.
+        """Embeddings: (B, embed_dim) pooled ("mean" | "center") or (B, L, embed_dim) with pooling=None.
 
         ``valid`` (B, L) bool marks real positions for pooling. With rc_equivariant the strands are
         averaged per position, so the mean-pooled embedding of a sequence and of its reverse complement

@@ -12,13 +12,22 @@ position-reversed logits.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from genossm.vocab import NUM_BASES
 
-POOLINGS = ("mean", "cls", "center")
+POOLINGS = ("mean", "center")
+# accepted for one release: no <cls> token is put in front of a sequence, so "cls" pools position 0
+DEPRECATED_POOLINGS = ("cls",)
+CLS_POOLING_WARNING = (
+    "pooling=cls is deprecated and will be removed in the next release: genossm puts no <cls> token in front of a "
+    "sequence, so cls pooling takes the first position of the window, which for a region centred and padded to "
+    "region_len is a <pad> position; use pooling=mean or pooling=center"
+)
 
 
 class LMHead(nn.Module):
@@ -41,8 +50,8 @@ class LMHead(nn.Module):
 def pool(hidden: torch.Tensor, pooling: str, valid: torch.Tensor | None = None) -> torch.Tensor:
     """(batch, L, H) -> (batch, H). ``valid`` (batch, L) bool marks real positions (padding excluded).
 
-    mean: average over valid positions; cls: position 0; center: the middle of the valid span
-    ((first + last) // 2), or L // 2 without ``valid``.
+    mean: average over valid positions; center: the middle of the valid span ((first + last) // 2), or L // 2
+    without ``valid``. ``cls`` (deprecated, with a FutureWarning) takes position 0, padding or not.
     """
     if pooling == "mean":
         if valid is None:
@@ -50,6 +59,7 @@ def pool(hidden: torch.Tensor, pooling: str, valid: torch.Tensor | None = None) 
         w = valid.to(hidden.dtype).unsqueeze(-1)  # (batch, L, 1)
         return (hidden * w).sum(1) / w.sum(1).clamp(min=1)
     if pooling == "cls":
+        warnings.warn(CLS_POOLING_WARNING, FutureWarning, stacklevel=2)
         return hidden[:, 0]
     if pooling == "center":
         batch, length = hidden.shape[:2]
@@ -72,7 +82,7 @@ class SequenceHead(nn.Module):
 
     def __init__(self, in_dim: int, n_outputs: int, pooling: str = "mean", dropout: float = 0.0):
         super().__init__()
-        if pooling not in POOLINGS:
+        if pooling not in POOLINGS + DEPRECATED_POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)

@@ -38,9 +38,36 @@ def test_pooling():
     torch.testing.assert_close(pool(h, "mean"), h.mean(1))
     torch.testing.assert_close(pool(h, "center", valid), torch.stack([h[0, 1], h[1, 2]]))
     torch.testing.assert_close(pool(h, "center"), h[:, 2])
-    torch.testing.assert_close(pool(h, "cls"), h[:, 0])
+    with pytest.warns(FutureWarning, match="pooling=cls is deprecated"):
+        torch.testing.assert_close(pool(h, "cls"), h[:, 0])
     with pytest.raises(ValueError, match="pooling"):
         SequenceHead(3, 2, pooling="max")
+
+
+def test_cls_pooling_still_takes_position_0_and_says_it_is_padding_under_centred_padding():
+    """There is no <cls> token: "cls" is the window's first position (here a <pad> position), kept for one
+    release with a warning that says so and names the choices."""
+    h = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    valid = torch.tensor([[False, True, True, True, False], [False, False, True, False, False]])
+    with pytest.warns(FutureWarning) as caught:
+        torch.testing.assert_close(pool(h, "cls", valid), h[:, 0])
+    message = str(caught[0].message)
+    assert "no <cls> token" in message and "first position" in message and "<pad>" in message
+    assert "pooling=mean or pooling=center" in message
+    head = SequenceHead(3, 2, pooling="cls")
+    with pytest.warns(FutureWarning, match="pooling=cls"):
+        torch.testing.assert_close(head(h, valid), head.proj(h[:, 0]))
+    model = BiMambaLM(tiny())
+    x = torch.randint(0, 4, (2, 9))
+    with pytest.warns(FutureWarning, match="pooling=cls"):
+        torch.testing.assert_close(model.embed(x, pooling="cls"), model.embed(x, pooling=None)[:, 0])
+
+
+def test_unknown_pooling_names_the_documented_choices():
+    with pytest.raises(ValueError, match=r"unknown pooling 'max'; choose one of mean, center$"):
+        SequenceHead(3, 2, pooling="max")
+    with pytest.raises(ValueError, match=r"choose one of mean, center$"):
+        pool(torch.zeros(1, 2, 3), "max")
 
 
 def test_sequence_head_on_the_backbone_ignores_padding_positions():

@@ -115,3 +115,26 @@ def test_bad_regions_give_one_clean_error(tiny_model, tmp_path, monkeypatch, cap
         run(["finetune", f"pretrained={tiny_model}", f"regions={bed}", f"output={tmp_path / 'run'}"], monkeypatch, tmp_path)
     assert exc.value.code == 2
     assert "bad.bed line 2: end 400 < start 500" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_embed_pooling_cls_still_pools_position_0_with_a_warning(tiny_model, tmp_path, monkeypatch):
+    """pooling=cls is no longer a documented choice but still runs for one release: position 0 of each centred
+    window (here a <pad> position), both strands averaged, as before, and a FutureWarning that says so."""
+    from genossm.data.regions import center_fit
+    from genossm.data.tokenizer import encode, reverse_complement
+    from genossm.models import from_pretrained
+
+    fa = tmp_path / "seqs.fa"
+    rng = np.random.default_rng(1)
+    seqs = ["".join(rng.choice(list("ACGT"), 40)) for _ in range(3)]
+    fa.write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(seqs)))
+    with pytest.warns(FutureWarning, match="pooling=cls is deprecated.*first position.*<pad>"):
+        run(["embed", f"pretrained={tiny_model}", f"regions={fa}", "pooling=cls", "region_len=60", "output=e.npy"],
+            monkeypatch, tmp_path)
+    model = from_pretrained(tiny_model).eval()
+    tokens = torch.from_numpy(np.stack([center_fit(encode(s), 60)[0] for s in seqs]).astype(np.int64))
+    with torch.no_grad():
+        first = model.embed(tokens, pooling=None)[:, 0]
+        first_rc = model.embed(reverse_complement(tokens), pooling=None)[:, 0]
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), (0.5 * (first + first_rc)).numpy(), rtol=1e-4, atol=1e-5)
