@@ -31,7 +31,7 @@ from typing import Callable  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from genossm import __version__  # noqa: E402
-from genossm.config import check_sizes  # noqa: E402
+from genossm.config import check_sizes, renamed_keys  # noqa: E402
 from genossm.errors import GenossmError  # noqa: E402
 
 # name on the command line -> (file in workflows/, one-line summary)
@@ -91,15 +91,21 @@ def models_table() -> str:
     return "\n".join(lines)
 
 
-def user_errors(func: Callable) -> Callable:
-    """Turn a :class:`GenossmError` raised inside a workflow into one clean message and exit status 2."""
+def user_errors(func: Callable | None = None, *, renamed: dict[str, str] | None = None) -> Callable:
+    """Turn a :class:`GenossmError` raised inside a workflow into one clean message and exit status 2.
+
+    At the config edge, before the workflow reads any option: the workflow's ``renamed`` keys (old spelling ->
+    new, see :func:`genossm.config.renamed_keys`) move to their new names, then the sizes are checked."""
+    if func is None:
+        return functools.partial(user_errors, renamed=renamed)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         fresh = _fresh_run_folder()
         try:
             if args and isinstance(args[0], DictConfig):
-                check_sizes(args[0])  # the config edge: before the workflow reads any option
+                spelled = renamed_keys(args[0], renamed) if renamed else {}
+                check_sizes(args[0], spelled)  # a bad size is named as the user spelled it
             return func(*args, **kwargs)
         except GenossmError as err:
             print(f"genossm: error: {err}", file=sys.stderr)

@@ -111,14 +111,16 @@ def model_config(name: str, overrides: Iterable[str] = ()) -> dict:
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 
-def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> None:
+def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> dict[str, str]:
     """Old spellings still accepted for one release: a value set under an old dotted key moves to its new key,
     with a deprecation warning; the old key (kept in the YAML as null so that overrides of it still parse) is
-    dropped from the composed config."""
+    dropped from the composed config. Returns ``{new: old}`` for the keys given in their old spelling, so that
+    a message about the value can name the key as the user wrote it (:func:`check_sizes`)."""
     import warnings
 
     from omegaconf import open_dict
 
+    spelled = {}
     for old, new in renames.items():
         value = OmegaConf.select(cfg, old, default=None)
         parent, _, leaf = old.rpartition(".")
@@ -131,6 +133,8 @@ def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> None:
                           stacklevel=2)
             with open_dict(cfg):
                 OmegaConf.update(cfg, new, value, force_add=True)
+            spelled[new] = old
+    return spelled
 
 
 def save_config(cfg: DictConfig, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
@@ -331,14 +335,16 @@ SIZE_OPTIONS: dict[str, tuple[int, bool]] = {
     "indel_flank": (0, False), "num_workers": (0, False), "patience": (0, False), "max_order": (0, False),
     "max_train_bases": (1, False), "d_model": (1, False), "n_layers": (1, False), "d_state": (1, False),
     "d_conv": (1, False), "expand": (1, False), "every_n_steps": (1, False), "every_n_train_steps": (1, True),
-    "k": (1, False),
+    "k": (1, False), "alleles_per_batch": (1, False),
 }
 
 
-def check_sizes(cfg: DictConfig) -> None:
+def check_sizes(cfg: DictConfig, spelled: dict[str, str] | None = None) -> None:
     """Every size-like option (:data:`SIZE_OPTIONS`) must be a whole number at or above its minimum: a zero or
     negative ``batch_size`` hung score-variants, ``window_len=abc`` ended in a traceback from deep inside. One
-    message names the key, the value and what is expected."""
+    message names the key (as the user spelled it: ``spelled`` maps a renamed key to its old spelling, see
+    :func:`renamed_keys`), the value and what is expected."""
+    spelled = spelled or {}
 
     def visit(node, path: str) -> None:
         for key in node.keys():
@@ -365,7 +371,7 @@ def check_sizes(cfg: DictConfig) -> None:
                 value, whole = int(value), True
             if not whole or int(value) < minimum:
                 expected = f"a whole number >= {minimum}" + (" (or null)" if nullable else "")
-                raise GenossmError(f"{full}={value!r}: expected {expected}")
+                raise GenossmError(f"{spelled.get(full, full)}={value!r}: expected {expected}")
 
     if cfg is not None:
         visit(cfg, "")

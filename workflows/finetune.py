@@ -48,21 +48,23 @@ def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
     return BiMambaLM(BiMambaConfig(**dict(model_config))), False
 
 
-RENAMED = {"task": "label_type"}  # old spelling -> new, accepted for one release ("task" is pretraining's module)
+# old spelling -> new, accepted for one release ("task" is pretraining's module; "mode" meant two things here)
+RENAMED = {"task": "label_type", "mode": "method", "split.mode": "split.by"}
 
 
 def finetune(cfg: DictConfig, out_dir) -> dict:
     """The ``genossm finetune`` run: every output goes to ``out_dir``; returns the metrics dict.
 
-    ``cfg`` keys: fasta, pretrained, regions, seed, task, label_column, region_len, pooling, mode,
-    split.{mode,fractions,val_contigs,test_contigs}, train.{...}, probe, kmer.{enabled,k,canonical},
+    ``cfg`` keys: fasta, pretrained, regions, seed, label_type, label_column, region_len, pooling, method,
+    split.{by,fractions,val_contigs,test_contigs}, train.{...}, probe, kmer.{enabled,k,canonical},
     model (used only without ``pretrained``), trainer (Lightning Trainer arguments).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    mode = cfg.mode
-    if mode not in ("finetune", "head", "probe"):
-        raise GenossmError(f"mode must be finetune, head or probe, got {mode!r}")
+    renamed_keys(cfg, RENAMED)  # a config composed in Python may still use the old spellings
+    method = cfg.method
+    if method not in ("finetune", "head", "probe"):
+        raise GenossmError(f"method must be finetune, head or probe, got {method!r}")
     prepare_run(cfg)
 
     if not cfg.regions:
@@ -71,10 +73,10 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     genome = open_genome(cfg.fasta) if regions.has_coords else None
     labels = encode_labels(regions, cfg.label_type)
     sp = cfg.split
-    splits = assign_splits(regions, sp.mode, list(sp.fractions), cfg.seed, sp.val_contigs, sp.test_contigs)
+    splits = assign_splits(regions, sp.by, list(sp.fractions), cfg.seed, sp.val_contigs, sp.test_contigs)
     for needed in ("train", "val"):
         if not (splits == needed).any():
-            raise GenossmError(f"{regions.source}: the {needed} split is empty; change split.mode or split.fractions")
+            raise GenossmError(f"{regions.source}: the {needed} split is empty; change split.by or split.fractions")
     check_split_classes(regions, labels, splits)
     tokens, valid = region_tokens(regions, genome, cfg.region_len)
     region_len = int(tokens.shape[1])
@@ -103,17 +105,17 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     if cfg.kmer.enabled:
         _, scores["kmer"] = kmer_baseline(tokens, valid, y, splits, labels.task, n_classes, cfg.kmer.k, cfg.kmer.canonical,
                                           balance=bool(cfg.train.class_weights))
-    if cfg.probe or mode == "probe":  # frozen pretrained embeddings, before any fine-tuning touches them
+    if cfg.probe or method == "probe":  # frozen pretrained embeddings, before any fine-tuning touches them
         emb = embed_regions(backbone, tokens, valid, cfg.pooling, cfg.train.batch_size)
         probe = fit_linear(emb[train_rows], y[train_rows], labels.task, n_classes, emb[val_rows], y[val_rows],
                            balance=bool(cfg.train.class_weights))
         scores["probe"] = probe.predict(emb)
-        save_region_model(out_dir / ("model" if mode == "probe" else "probe"), backbone, probe.folded(),
+        save_region_model(out_dir / ("model" if method == "probe" else "probe"), backbone, probe.folded(),
                           dict(meta, mode="probe", l2=probe.l2, **decision(scores["probe"])))
 
-    if mode in ("finetune", "head"):
+    if method in ("finetune", "head"):
         t = cfg.train
-        module = RegionModel(backbone, labels.task, labels.n_outputs, mode=mode, pooling=cfg.pooling, lr=t.lr,
+        module = RegionModel(backbone, labels.task, labels.n_outputs, mode=method, pooling=cfg.pooling, lr=t.lr,
                              backbone_lr=t.backbone_lr, weight_decay=t.weight_decay,
                              class_weights=None if weights is None else weights.tolist(), dropout=t.dropout)
         generator = torch.Generator().manual_seed(int(cfg.seed))
@@ -131,8 +133,8 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
             module.load_state_dict(state)
             log.info("best epoch by val/loss: %s", checkpoint.best_model_path)
         module.cpu()
-        scores[mode] = output_scores(module.predict_logits(tokens, valid, t.batch_size), labels.task)
-        save_region_model(out_dir / "model", module.backbone, module.head, dict(meta, mode=mode, **decision(scores[mode])))
+        scores[method] = output_scores(module.predict_logits(tokens, valid, t.batch_size), labels.task)
+        save_region_model(out_dir / "model", module.backbone, module.head, dict(meta, mode=method, **decision(scores[method])))
 
     # predictions (input order), metrics, plots
     table = input_columns(regions)
@@ -147,7 +149,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
         "classes": labels.classes,
         "regions": str(regions.source),
         "pretrained": str(cfg.pretrained) if cfg.pretrained else None,
-        "mode": mode,
+        "mode": method,
         "region_len": region_len,
         "split_sizes": {s: int((splits == s).sum()) for s in ("train", "val", "test")},
         "methods": {name: metrics_by_split(labels.task, s, y, splits, n_classes) for name, s in scores.items()},
@@ -167,11 +169,10 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="finetune")
-@user_errors
+@user_errors(renamed=RENAMED)
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    renamed_keys(cfg, RENAMED)
     save_config(cfg, out)
     finetune(cfg, out)
 

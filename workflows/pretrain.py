@@ -165,7 +165,7 @@ def print_report(trainer, summary: dict, speed, fit_seconds: float, out: Path, p
 
 @hydra.main(config_path=str(conf_dir()), config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig):
-    return user_errors(train)(cfg)
+    return user_errors(train, renamed=RENAMED)(cfg)
 
 
 if __name__ == "__main__":

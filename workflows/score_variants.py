@@ -41,6 +41,9 @@ from genossm.tasks.variants import ScoringOptions, VariantScorer, default_window
 
 log = logging.getLogger("genossm.score_variants")
 
+# old spelling -> new, accepted for one release ("mode" meant several things; batches hold alleles, not windows)
+RENAMED = {"mode": "scan", "batch_size": "alleles_per_batch"}
+
 
 def _model_label(pretrained) -> str:
     if pretrained is None:
@@ -78,10 +81,11 @@ def score_variants(
 ) -> Summary:
     """Score every allele of ``variants`` (or, with ``mode="saturation"``, every substitution in ``region``)
     and write ``output``: a VCF (``.vcf``, ``.vcf.gz``, ``.bcf``) keeping every input record plus a table
-    beside it, or only the table (``.tsv``, ``.tsv.gz``, ``.parquet``). Returns the run's :class:`Summary`."""
+    beside it, or only the table (``.tsv``, ``.tsv.gz``, ``.parquet``). Returns the run's :class:`Summary`.
+    ``mode`` and ``batch_size`` (alleles per batch) are the command line's ``scan`` and ``alleles_per_batch``."""
     started = time.perf_counter()
     if mode not in ("variants", "saturation"):
-        raise GenossmError(f"mode must be 'variants' or 'saturation', got {mode!r}")
+        raise GenossmError(f"mode (scan= on the command line) must be 'variants' or 'saturation', got {mode!r}")
     if output is None:
         raise GenossmError("output= is required (a .vcf/.vcf.gz/.bcf, .tsv or .parquet path)")
     output = Path(output)
@@ -93,9 +97,10 @@ def score_variants(
     notes: list[str] = []
     if mode == "saturation":
         if not region:
-            raise GenossmError("mode=saturation needs region=CHR:START-END (at most 10 kb)")
+            raise GenossmError("saturation mutagenesis (scan=saturation) needs region=CHR:START-END (at most 10 kb)")
         if is_vcf_path(output):
-            raise GenossmError(f"mode=saturation writes a table: name output .tsv or .parquet, not {output.name}")
+            raise GenossmError(f"saturation mutagenesis (scan=saturation) writes a table: name output .tsv or .parquet, "
+                               f"not {output.name}")
         list(saturation_records(genome, region))[:0]  # validate the region before loading the model
         records = lambda: saturation_records(genome, region)  # noqa: E731
         reader = None
@@ -212,7 +217,7 @@ def _allele_total(reader: VariantReader | None, records) -> int | None:
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="score_variants")
-@user_errors
+@user_errors(renamed=RENAMED)
 def main(cfg: DictConfig) -> None:
     prepare_run(cfg, num_workers=cfg.num_workers)
     # a predict run writes nothing but its outputs: no logger, checkpoint or root folder
@@ -220,8 +225,8 @@ def main(cfg: DictConfig) -> None:
                             enable_model_summary=False)
     score_variants(
         cfg.pretrained, cfg.fasta, cfg.output, cfg.variants,
-        mode=cfg.mode, region=cfg.region, table=cfg.table, heatmap=cfg.heatmap, embeddings=cfg.embeddings,
-        window_len=cfg.window_len, batch_size=cfg.batch_size, strands=cfg.strands, indel_flank=cfg.indel_flank,
+        mode=cfg.scan, region=cfg.region, table=cfg.table, heatmap=cfg.heatmap, embeddings=cfg.embeddings,
+        window_len=cfg.window_len, batch_size=cfg.alleles_per_batch, strands=cfg.strands, indel_flank=cfg.indel_flank,
         emb_dist=cfg.emb_dist, distance=cfg.distance, pooling=cfg.pooling, tokens_per_forward=cfg.tokens_per_forward,
         chunk_len=cfg.chunk_len, num_workers=cfg.num_workers, cache_dir=cfg.cache_dir, trainer=trainer,
         progress=cfg.progress,

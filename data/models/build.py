@@ -134,7 +134,7 @@ def measure(name: str, shared: Path, work: Path) -> dict:
         genossm(["score-variants", f"pretrained=bundled:{name}", f"fasta={genome}", f"variants={vcf}",
                  "window_len=512", f"output={work / 'indels.vcf.gz'}", *common], commands, work / "indels.tsv")
         results["indels"] = indel_figures(work / "indels.tsv", work / "indels.vcf.gz")
-        genossm(["score-variants", f"pretrained=bundled:{name}", f"fasta={genome}", "mode=saturation",
+        genossm(["score-variants", f"pretrained=bundled:{name}", f"fasta={genome}", "scan=saturation",
                  f"region={SATURATION}", "window_len=512", f"output={work / 'saturation.tsv'}", f"heatmap={HERE / name / 'saturation.png'}",
                  *common], commands, work / "saturation.tsv")
         results["saturation"] = saturation_figures(work / "saturation.tsv")

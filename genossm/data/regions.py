@@ -490,7 +490,7 @@ def check_split_classes(regions: RegionSet, labels: Labels, splits: np.ndarray) 
         if len(rows) and len(present) < 2:
             raise GenossmError(
                 f"{regions.source}: the {split} split ({len(rows)} regions) holds only the class {present[0]!r}; "
-                "a classifier and its metrics need two classes in every split: change split.mode or split.fractions, "
+                "a classifier and its metrics need two classes in every split: change split.by or split.fractions, "
                 "or give the file a split column"
             )
 
@@ -558,12 +558,12 @@ def assign_splits(
         mode = "column" if regions.has_split else "random"
     if mode == "column":
         if not regions.has_split:
-            raise GenossmError(f"{regions.source}: split.mode=column but the file has no 'split' column")
+            raise GenossmError(f"{regions.source}: split.by=column but the file has no 'split' column")
         return t["split"].to_numpy(dtype=object).astype(str)
     rng = np.random.default_rng(seed)
     if mode == "contig":
         if not regions.has_coords:
-            raise GenossmError(f"{regions.source}: split.mode=contig needs coordinates (chrom start end)")
+            raise GenossmError(f"{regions.source}: split.by=contig needs coordinates (chrom start end)")
         contigs = list(dict.fromkeys(t["chrom"]))
         split_of = {c: "train" for c in contigs}
         if val_contigs or test_contigs:
@@ -575,14 +575,14 @@ def assign_splits(
         else:
             if len(contigs) < 3:
                 raise GenossmError(
-                    f"{regions.source}: split.mode=contig needs at least 3 contigs, found {len(contigs)}; use split.mode=random"
+                    f"{regions.source}: split.by=contig needs at least 3 contigs, found {len(contigs)}; use split.by=random"
                 )
             sizes = np.array([(t["chrom"] == c).sum() for c in contigs])
             assigned = fill_splits(sizes, fractions, rng)
             split_of = {c: SPLITS[k] for c, k in zip(contigs, assigned)}
         return np.array([split_of[c] for c in t["chrom"]], dtype=object).astype(str)
     if mode != "random":
-        raise GenossmError(f"split.mode must be auto, column, contig or random, got {mode!r}")
+        raise GenossmError(f"split.by must be auto, column, contig or random, got {mode!r}")
     if regions.has_coords:
         groups = overlap_groups(t["chrom"], t["start"], t["end"])
     else:  # identical sequences (either strand) are one group

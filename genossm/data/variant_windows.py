@@ -253,7 +253,7 @@ def saturation_records(genome, region: str) -> Iterator[VariantRecord]:
     with the three other bases as ALT alleles."""
     contig, start, end = parse_region(region)
     if start is None or end is None:
-        raise GenossmError(f"mode=saturation needs region=CHR:START-END, got {region!r}")
+        raise GenossmError(f"saturation mutagenesis (scan=saturation) needs region=CHR:START-END, got {region!r}")
     if end - start > MAX_SATURATION:
         raise GenossmError(f"region {region} spans {end - start:,} bases; saturation mutagenesis takes at most {MAX_SATURATION:,}")
     name = genome.resolve(contig)

@@ -103,7 +103,7 @@ def _finetune_verdict(metrics: dict, split: str) -> str:
             (beaten if mine > theirs else not_beaten).append(f"{other} {theirs:.3f}")
     if not_beaten:
         return (f"{trained} did NOT beat {', '.join(not_beaten)} on the {split} split ({key} {mine:.3f}); "
-                "consider mode=probe, more data, or another pretrained model")
+                "consider method=probe, more data, or another pretrained model")
     return f"{trained} beats {', '.join(beaten)} on the {split} split ({key} {mine:.3f})" if beaten else ""
 
 

@@ -139,7 +139,7 @@ def test_score_variants_on_two_cpu_processes_matches_one(tmp_path, bundled_data)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["score-variants", f"pretrained={pretrained}", f"fasta={bundled_data / 'variants_chr20_slice.fa.gz'}",
               f"variants={bundled_data / 'variants_chr20_indels_1000g.vcf.gz'}", "window_len=40", "indel_flank=1",
-              "batch_size=16", "progress=false", f"cache_dir={tmp_path / 'cache'}"]
+              "alleles_per_batch=16", "progress=false", f"cache_dir={tmp_path / 'cache'}"]
     outputs = {}
     for name, extra in (("one", []), ("two", DDP_CPU)):
         folder = tmp_path / name

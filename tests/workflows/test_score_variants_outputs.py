@@ -212,7 +212,7 @@ def test_short_region_heatmap_reads_in_genome_coordinates(tiny_model, bundled_da
     from genossm.tasks.plots import heatmap_figure
 
     svg = tmp_path / "sat.svg"
-    run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", "mode=saturation",
+    run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", "scan=saturation",
          "region=20:421801-421840", "window_len=32", "emb_dist=false", f"output={tmp_path / 'sat.tsv'}",
          f"heatmap={svg}", "progress=false"], monkeypatch, tmp_path)
     texts = [t.strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg.read_text())]

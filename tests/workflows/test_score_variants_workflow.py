@@ -58,9 +58,11 @@ def test_cli_scores_real_alleles_as_the_python_api(tiny_model, bundled_data, tmp
     score_variants = cli.load_workflow("score-variants").score_variants
 
     options = dict(window_len=40, indel_flank=1, strands="both", distance="euclidean", pooling="center", batch_size=7)
+    on_the_command_line = {"batch_size": "alleles_per_batch"}  # the keyword's name as a config key
     out = tmp_path / "cli.tsv"
     run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", f"variants={bundled_data / INDELS}",
-         f"output={out}", "progress=false", *(f"{k}={v}" for k, v in options.items())], monkeypatch, tmp_path)
+         f"output={out}", "progress=false", *(f"{on_the_command_line.get(k, k)}={v}" for k, v in options.items())],
+        monkeypatch, tmp_path)
     api = tmp_path / "api.tsv"
     score_variants(tiny_model, bundled_data / SLICE, api, bundled_data / INDELS, progress=False, **options)
     got, want = pd.read_csv(out, sep="\t"), pd.read_csv(api, sep="\t")
@@ -97,7 +99,7 @@ def test_full_files_from_shared_data(tiny_model, shared_data, tmp_path, monkeypa
         src = shared_data / "variants" / name
         out = tmp_path / out_name
         run(["score-variants", f"pretrained={tiny_model}", f"fasta={fasta}", f"variants={src}", f"output={out}",
-             "window_len=40", "indel_flank=1", "emb_dist=false", "batch_size=64", "progress=false",
+             "window_len=40", "indel_flank=1", "emb_dist=false", "alleles_per_batch=64", "progress=false",
              f"cache_dir={tmp_path / 'cache'}"], monkeypatch, tmp_path)
         with pysam.VariantFile(str(out)) as vf:
             got = list(vf)

@@ -28,7 +28,7 @@ def test_sigterm_stops_score_variants_and_keeps_the_earlier_output(tmp_path, bun
     # a saturation run long enough to be caught in the middle (thousands of alleles, one per batch)
     proc = subprocess.Popen(
         [sys.executable, "-m", "genossm.cli", "score-variants", f"pretrained={model}", f"fasta={bundled_data / SLICE}",
-         "mode=saturation", "region=20:421801-424800", "window_len=64", "batch_size=1", "emb_dist=false",
+         "scan=saturation", "region=20:421801-424800", "window_len=64", "alleles_per_batch=1", "emb_dist=false",
          f"output={earlier}", "progress=false", f"cache_dir={tmp_path / 'cache'}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"))
     deadline = time.monotonic() + 300
