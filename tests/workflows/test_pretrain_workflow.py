@@ -149,31 +149,27 @@ def test_cli_cfg_job_and_clean_error(tmp_path):
     assert "genossm: error:" in bad.stderr and "nope.fa" in bad.stderr and "Traceback" not in bad.stderr
 
 
+PLUGIN_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+
+
 def test_slurm_launcher_writes_valid_submission(tmp_path, monkeypatch):
-    """Compose hydra/launcher=slurm (genossm's settings on the submitit plugin's schema), build the executor the
-    way the launcher does, and submit to a fake sbatch that records the script: checks the requeue signal,
+    """Compose hydra/launcher=slurm (genossm's settings on the submitit plugin's schema), let Hydra instantiate the
+    plugin's launcher and launch a job, as ``genossm pretrain -m hydra/launcher=slurm`` does, against a fake
+    sbatch that records the script: the plugin's own mapping of the config to submitit's parameters runs, so a
+    conf/hydra/launcher/slurm.yaml that stops matching the plugin fails here. Checks the requeue signal,
     resources and the pickled job. Composing prints no Hydra warning (no config shadows the plugin's schema)."""
     import warnings
 
     submitit = pytest.importorskip("submitit")
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+    from hydra.types import HydraContext
     from omegaconf import OmegaConf
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a schema-shadowing (or any other) warning fails the test
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose(config_name="pretrain", overrides=["hydra/launcher=slurm", "trainer=ddp",
-                                                             "hydra.launcher.gpus_per_node=4",
-                                                             "hydra.launcher.tasks_per_node=4",
-                                                             "hydra.launcher.partition=gpu"],
-                          return_hydra_config=True)
-    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
-    assert launcher["_target_"].endswith("SlurmLauncher") and launcher["max_num_timeout"] > 0
-    assert launcher["account"] is None and launcher["additional_parameters"] == {}  # from the plugin's schema
-    with pytest.raises(Exception, match="timeout_min"):  # the schema types the fields
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            compose(config_name="pretrain", overrides=["hydra/launcher=slurm", "hydra.launcher.timeout_min=soon"],
-                    return_hydra_config=True)
+    def plugin_launcher(obj) -> bool:  # Hydra's plugin discovery loads the plugin's module under its own import
+        return f"{type(obj).__module__}.{type(obj).__qualname__}" == PLUGIN_LAUNCHER
+
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho Submitted batch job 4242\n")
@@ -181,21 +177,42 @@ def test_slurm_launcher_writes_valid_submission(tmp_path, monkeypatch):
     (fake / "srun").write_text("#!/bin/sh\nexit 1\n")  # only looked up, never run
     (fake / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    # the launcher waits for the job's result after submitting it; there is no cluster to run it
+    monkeypatch.setattr(submitit.core.core.Job, "results", lambda job: [f"job {job.job_id} submitted"])
 
-    params = {k: v for k, v in launcher.items() if k not in ("_target_", "submitit_folder", "max_num_timeout")}
-    params["name"] = "genossm-pretrain"
-    base = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor = submitit.AutoExecutor(cluster="slurm", folder=str(tmp_path / "sub" / "%j"),
-                                     slurm_max_num_timeout=launcher["max_num_timeout"])
-    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
-    job = executor.submit(print, "hello")
-    assert job.job_id == "4242"
+    sweep = tmp_path / "sweep"
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a schema-shadowing (or any other) warning fails the test
+            cfg = compose(config_name="pretrain", overrides=["hydra/launcher=slurm", "trainer=ddp",
+                                                             "hydra.launcher.gpus_per_node=4",
+                                                             "hydra.launcher.tasks_per_node=4",
+                                                             "hydra.launcher.partition=gpu",
+                                                             f"hydra.sweep.dir={sweep}",
+                                                             "hydra.job.name=pretrain"],  # as genossm pretrain names it
+                          return_hydra_config=True)
+        launcher_cfg = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+        assert launcher_cfg["_target_"] == PLUGIN_LAUNCHER and launcher_cfg["max_num_timeout"] > 0
+        assert launcher_cfg["account"] is None and launcher_cfg["additional_parameters"] == {}  # the plugin's schema
+        context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg))
+        launcher = Plugins.instance().instantiate_launcher(hydra_context=context, task_function=print, config=cfg)
+        assert plugin_launcher(launcher)
+        returns = launcher.launch([["experiment=human_chr20_131k"]], initial_job_idx=0)
+    with pytest.raises(Exception, match="timeout_min"):  # the schema types the fields
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            compose(config_name="pretrain", overrides=["hydra/launcher=slurm", "hydra.launcher.timeout_min=soon"],
+                    return_hydra_config=True)
+    assert returns == ["job 4242 submitted"]
     script = (tmp_path / "submitted.sh").read_text()
     for line in ("#SBATCH --signal=USR2@120", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
                  "#SBATCH --partition=gpu", "#SBATCH --time=1440", "#SBATCH --job-name=genossm-pretrain"):
         assert line in script, (line, script)
     assert "submitit.core._submit" in script
-    assert list((tmp_path / "sub").rglob("*_submitted.pkl"))
+    pickled = list((sweep / ".submitit").rglob("*_submitted.pkl"))
+    assert [p.name for p in pickled] == ["4242_submitted.pkl"]
+    job = submitit.core.utils.DelayedSubmission.load(pickled[0])
+    assert plugin_launcher(job.function) and job.args[0] == ["experiment=human_chr20_131k"]
+    assert job.function.params["max_num_timeout"] == 20  # submitit requeues on the time limit, up to 20 times
 
 
 def test_run_folder_keyed_by_slurm_job(monkeypatch):
