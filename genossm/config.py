@@ -327,7 +327,7 @@ def quiet_third_party() -> None:
 SIZE_OPTIONS: dict[str, tuple[int, bool]] = {
     "batch_size": (1, False), "window_len": (1, True), "eval_window_len": (1, True), "region_len": (1, True),
     "max_windows": (1, True), "max_eval_windows": (1, True), "passes": (1, False), "chunk_len": (1, True),
-    "tokens_per_forward": (1, False), "samples_per_epoch": (1, False), "stride": (1, True), "max_rows": (0, False),
+    "tokens_per_forward": (1, True), "samples_per_epoch": (1, False), "stride": (1, True), "max_rows": (0, False),
     "indel_flank": (0, False), "num_workers": (0, False), "patience": (0, False), "max_order": (0, False),
     "max_train_bases": (1, False), "d_model": (1, False), "n_layers": (1, False), "d_state": (1, False),
     "d_conv": (1, False), "expand": (1, False), "every_n_steps": (1, False), "every_n_train_steps": (1, True),

@@ -68,7 +68,7 @@ def score_variants(
     emb_dist: bool = True,
     distance: str = "cosine",
     pooling: str = "mean",
-    tokens_per_forward: int = 1 << 18,
+    tokens_per_forward: int | None = None,
     chunk_len: int | None = None,
     num_workers: int = 0,
     cache_dir: str | None = None,
@@ -117,7 +117,7 @@ def score_variants(
         window_len = default_window_len(pretrained)
     opts = ScoringOptions(window_len=int(window_len), strands=strands, indel_flank=int(indel_flank), emb_dist=emb_dist,
                           distance=distance, pooling=pooling, keep_embeddings=embeddings is not None,
-                          tokens_per_forward=int(tokens_per_forward), chunk_len=chunk_len)
+                          tokens_per_forward=None if tokens_per_forward is None else int(tokens_per_forward), chunk_len=chunk_len)
     opts.check()
     if embeddings is not None and not emb_dist:
         raise GenossmError("embeddings= needs emb_dist: true")
