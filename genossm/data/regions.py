@@ -20,7 +20,6 @@ Regions on strand ``-`` are reverse complemented; every region is centred and cr
 
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import re
@@ -35,6 +34,7 @@ import pandas as pd
 import torch
 
 from genossm.data import tokenizer as tok
+from genossm.data.compressed import open_decompressed
 from genossm.errors import GenossmError
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
@@ -90,14 +90,6 @@ class RegionSet:
 def _is_fasta(path: str) -> bool:
     name = str(path).lower().removesuffix(".gz")
     return name.endswith(FASTA_SUFFIXES)
-
-
-def _open_text(path: Path):
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt")
-    return open(path, "rt")
 
 
 def _canonical(name: str, label_column: str | None) -> str:
@@ -158,7 +150,7 @@ def _read_fasta(path: Path) -> RegionSet:
     from Bio import SeqIO
 
     rows = []
-    with _open_text(path) as handle:
+    with open_decompressed(path, text=True) as handle:
         try:
             for number, record in enumerate(SeqIO.parse(handle, "fasta"), 1):
                 row = {"name": record.id, "sequence": str(record.seq), "line": number}
@@ -186,7 +178,7 @@ def _read_table(path: Path, label_column: str | None) -> RegionSet:
     rows: list[list[str]] = []
     lines: list[int] = []
     pending_comment: list[str] | None = None
-    with _open_text(path) as handle:
+    with open_decompressed(path, text=True) as handle:
         for lineno, raw in enumerate(handle, 1):
             line = raw.rstrip("\n").rstrip("\r")
             if not line.strip() or line.startswith(("track", "browser")):
