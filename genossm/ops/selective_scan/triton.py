@@ -42,6 +42,8 @@ import torch
 import triton
 import triton.language as tl
 
+from genossm.ops.selective_scan._checks import check_shapes
+
 LOG2E = tl.constexpr(1.4426950408889634)  # a constexpr: compiled kernels may read no other globals
 
 # Defaults for the GPU: a (block_d × state × tile_len) float32 tile per tensor held in registers.
@@ -719,29 +721,8 @@ def _needs_grad(*tensors) -> bool:
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias, initial_state):
-    if u.dim() != 3:
-        raise ValueError(f"u must be (batch, dim, length), got shape {tuple(u.shape)}")
-    batch, dim, length = u.shape
-    if delta.shape != u.shape or (z is not None and z.shape != u.shape):
-        raise ValueError("u, delta and z must have the same (batch, dim, length) shape")
-    if A.dim() != 2 or A.shape[0] != dim:
-        raise ValueError(f"A must be (dim, state) = ({dim}, state), got {tuple(A.shape)}")
-    state = A.shape[1]
-
-    def as_groups(BC, name):
-        if BC.dim() == 3:
-            BC = BC.unsqueeze(1)
-        if BC.dim() != 4 or BC.shape[0] != batch or BC.shape[2] != state or BC.shape[3] != length:
-            raise ValueError(f"{name} must be (batch, state, length) or (batch, groups, state, length)")
-        if dim % BC.shape[1]:
-            raise ValueError(f"dim {dim} is not divisible by the number of {name} groups {BC.shape[1]}")
-        return BC.contiguous()
-
-    B4, C4 = as_groups(B, "B"), as_groups(C, "C")
-    if B4.shape[1] != C4.shape[1]:
-        raise ValueError("B and C must have the same number of groups")
-    if initial_state is not None and initial_state.shape != (batch, dim, state):
-        raise ValueError(f"initial_state must be (batch, dim, state) = ({batch}, {dim}, {state})")
+    check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    B4, C4 = ((BC.unsqueeze(1) if BC.dim() == 3 else BC).contiguous() for BC in (B, C))
     tensors = [u, delta, A, B4, C4] + [x for x in (D, z, delta_bias, initial_state) if x is not None]
     if not interpreting() and not all(x.is_cuda for x in tensors):
         raise ValueError(
