@@ -116,6 +116,19 @@ def _program(A_ptr, D, G, N, BLOCK_D: tl.constexpr, N_P: tl.constexpr):
 
 
 @triton.jit
+def _chunk_program(A_ptr, D, G, N, n_tiles, n_chunks, K, BLOCK_D: tl.constexpr, N_P: tl.constexpr):
+    """:func:`_program` plus what every per-chunk kernel derives from it: A in log2 units, the chunk's first
+    tile ``k0``, its number of tiles ``n_here`` and the offset of its (channel, state) block in per-chunk
+    buffers."""
+    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
+    A2 = A_nat * LOG2E
+    k0 = c * K
+    n_here = tl.minimum(K, n_tiles - k0)
+    coff = _state_offset(b, c, d[:, None], n[None, :], n_chunks, D, N)
+    return c, b, g, d, dmask, n, nmask, smask, A_nat, A2, k0, n_here, coff
+
+
+@triton.jit
 def _softplus(x):
     # log1p(exp(-|x|)) accurate for small arguments without libdevice (Goldberg's trick).
     e = tl.exp(-tl.abs(x))
@@ -167,6 +180,36 @@ def _load_tile(
 
 
 @triton.jit
+def _load_gate(z_ptr, seq, mask2):
+    """z (float32), sigmoid(z) and the SiLU gate z·sigmoid(z) of a (BLOCK_D, BT) tile."""
+    zz = tl.load(z_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
+    sig = tl.sigmoid(zz)
+    return zz, sig, zz * sig
+
+
+@triton.jit
+def _readout(states, Cv, Dv, uu, HAS_D: tl.constexpr):
+    """y = Σ_n states · C (+ D u) of a tile, before the gate: states (BLOCK_D, N_P, BT), C (N_P, BT)."""
+    y = tl.sum(states * Cv[None, :, :], 1)
+    if HAS_D:
+        y += Dv[:, None] * uu
+    return y
+
+
+@triton.jit
+def _accumulate_grads(adj, a, prev, states, dy, A_nat, Bv, dt, dtu, ddt, dgb, dA_acc, dB_t, dC_t):
+    """Adds one direction's share of a tile's gradients: ``adj`` its adjoint, ``prev`` the state before
+    each step in scan order, ``states`` the states after it (all (BLOCK_D, N_P, BT))."""
+    term = adj * a * prev
+    ddt += tl.sum(A_nat[:, :, None] * term, 1)
+    dgb += tl.sum(adj * Bv[None, :, :], 1)
+    dA_acc += tl.sum(term * dt[:, None, :], 2)
+    dB_t += tl.sum(adj * dtu[:, None, :], 0)
+    dC_t += tl.sum(states * dy[:, None, :], 0)
+    return ddt, dgb, dA_acc, dB_t, dC_t
+
+
+@triton.jit
 def _column(x, tt3, col):
     """x[:, :, col] of a (BLOCK_D, N_P, BT) tile."""
     return tl.sum(tl.where(tt3 == col, x, 0.0), 2)
@@ -195,11 +238,9 @@ def _chunk_local_kernel(
       right = a_last q_last (reverse model's adjoint) = Σ_t exp(A (S_end - S_{t-1})) v_t
       left  = a_first g_first (forward model's adjoint) = Σ_t exp(A S_t) v_t
     """
-    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
-    A2 = A_nat * LOG2E
+    c, b, g, d, dmask, n, nmask, smask, A_nat, A2, k0, n_here, coff = _chunk_program(
+        A_ptr, D, G, N, n_tiles, n_chunks, K, BLOCK_D, N_P)
     tt = tl.arange(0, BT)
-    k0 = c * K
-    n_here = tl.minimum(K, n_tiles - k0)
     right = tl.zeros((BLOCK_D, N_P), tl.float32)
     left = tl.zeros((BLOCK_D, N_P), tl.float32)
     s_run = tl.zeros((BLOCK_D,), tl.float32)
@@ -210,8 +251,7 @@ def _chunk_local_kernel(
         if ADJOINT:
             Cv = tl.load(C_ptr + bc, mask=bcmask, other=0.0).to(tl.float32)
             if HAS_Z:
-                zz = tl.load(z_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-                gate = zz * tl.sigmoid(zz)
+                zz, sig, gate = _load_gate(z_ptr, seq, mask2)
             else:
                 gate = tl.full((BLOCK_D, BT), 1.0, tl.float32)
             if DO_RIGHT:
@@ -247,7 +287,6 @@ def _chunk_local_kernel(
                 tl.store(tile_left_ptr + _state_offset(b, k, d[:, None], n[None, :], n_tiles, D, N), loc, mask=smask)
                 tl.store(tile_dsum_ptr + (b * n_tiles + k) * D + d, s_tot, mask=dmask)
         s_run += s_tot
-    coff = _state_offset(b, c, d[:, None], n[None, :], n_chunks, D, N)
     if DO_RIGHT:
         tl.store(right_ptr + coff, right, mask=smask)
     if DO_LEFT:
@@ -318,13 +357,10 @@ def _forward_kernel(
     HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     BLOCK_D: tl.constexpr, N_P: tl.constexpr, BT: tl.constexpr,
 ):
-    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
-    A2 = A_nat * LOG2E
+    c, b, g, d, dmask, n, nmask, smask, A_nat, A2, k0, n_here, coff = _chunk_program(
+        A_ptr, D, G, N, n_tiles, n_chunks, K, BLOCK_D, N_P)
     tt = tl.arange(0, BT)
     tt3 = tt[None, None, :]
-    k0 = c * K
-    n_here = tl.minimum(K, n_tiles - k0)
-    coff = _state_offset(b, c, d[:, None], n[None, :], n_chunks, D, N)
     if HAS_F:
         h = tl.load(chunk_f_ptr + coff, mask=smask, other=0.0)
     if HAS_R:
@@ -333,6 +369,8 @@ def _forward_kernel(
             _incoming_from_right(ts_r_ptr, tile_dsum_ptr, r, b, k0, n_here, d, n, dmask, smask, A2, n_tiles, D, N)
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
+    else:
+        Dv = tl.zeros((BLOCK_D,), tl.float32)  # never read: _readout skips D without HAS_D
     for i in range(0, n_here):
         if HAS_R and not HAS_F:
             k = k0 + n_here - 1 - i  # a lone reverse scan walks from the end
@@ -345,16 +383,13 @@ def _forward_kernel(
         toff = _state_offset(b, k, d[:, None], n[None, :], n_tiles, D, N)
         bb = (dt * uu)[:, None, :] * Bv[None, :, :]
         if HAS_Z:
-            zz = tl.load(z_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-            gate = zz * tl.sigmoid(zz)
+            zz, sig, gate = _load_gate(z_ptr, seq, mask2)
         if HAS_F:
             if SAVE:
                 tl.store(ts_f_ptr + toff, h, mask=smask)
             pa, sb = tl.associative_scan((a, bb), 2, _combine)
             hs = sb + pa * h[:, :, None]
-            y = tl.sum(hs * Cv[None, :, :], 1)
-            if HAS_D:
-                y += Dv[:, None] * uu
+            y = _readout(hs, Cv, Dv, uu, HAS_D)
             if HAS_Z:
                 y = y * gate
             tl.store(out_f_ptr + seq, y.to(out_f_ptr.dtype.element_ty), mask=mask2)
@@ -368,9 +403,7 @@ def _forward_kernel(
                     tl.store(ts_r_ptr + toff, r, mask=smask)
             pr, sr = tl.associative_scan((a, bb), 2, _combine, reverse=True)
             rs = sr + pr * r_tile[:, :, None]
-            y = tl.sum(rs * Cv[None, :, :], 1)
-            if HAS_D:
-                y += Dv[:, None] * uu
+            y = _readout(rs, Cv, Dv, uu, HAS_D)
             if HAS_Z:
                 y = y * gate
             tl.store(out_r_ptr + seq, y.to(out_r_ptr.dtype.element_ty), mask=mask2)
@@ -397,15 +430,12 @@ def _backward_kernel(
     q_t = C_t dy_t + a_{t-1} q_{t-1}). Carried adjoints are a × adjoint (G' = a_first g_first, Q' =
     a_last q_last). With h_prev = h_{t-1}: dΔ_t = Σ_n g_t (A a_t h_prev + B_t u_t), dA = Σ_t g_t Δ_t a_t
     h_prev, du_t = Σ_n g_t Δ_t B_t + D dy_t, dB_t = Σ_d g_t Δ_t u_t, dC_t = Σ_d dy_t h_t."""
-    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
-    A2 = A_nat * LOG2E
+    c, b, g, d, dmask, n, nmask, smask, A_nat, A2, k0, n_here, coff = _chunk_program(
+        A_ptr, D, G, N, n_tiles, n_chunks, K, BLOCK_D, N_P)
     tt = tl.arange(0, BT)
     tt3 = tt[None, None, :]
     idx_next = tl.broadcast_to(tl.minimum(tt + 1, BT - 1)[None, None, :], (BLOCK_D, N_P, BT))
     idx_prev = tl.broadcast_to(tl.maximum(tt - 1, 0)[None, None, :], (BLOCK_D, N_P, BT))
-    k0 = c * K
-    n_here = tl.minimum(K, n_tiles - k0)
-    coff = _state_offset(b, c, d[:, None], n[None, :], n_chunks, D, N)
     if HAS_F:
         g_in = tl.load(chunk_g_ptr + coff, mask=smask, other=0.0)
         if HAS_R:
@@ -414,6 +444,8 @@ def _backward_kernel(
         q_in = tl.load(chunk_q_ptr + coff, mask=smask, other=0.0)
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
+    else:
+        Dv = tl.zeros((BLOCK_D,), tl.float32)  # never read: _readout skips D without HAS_D
     dA_acc = tl.zeros((BLOCK_D, N_P), tl.float32)
     dD_acc = tl.zeros((BLOCK_D,), tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), tl.float32)
@@ -430,9 +462,7 @@ def _backward_kernel(
         dtu = dt * uu
         bb = dtu[:, None, :] * Bv[None, :, :]
         if HAS_Z:
-            zz = tl.load(z_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-            sig = tl.sigmoid(zz)
-            gate = zz * sig
+            zz, sig, gate = _load_gate(z_ptr, seq, mask2)
         ddt = tl.zeros((BLOCK_D, BT), tl.float32)
         dgb = tl.zeros((BLOCK_D, BT), tl.float32)  # Σ_n adjoint · B
         dy_sum = tl.zeros((BLOCK_D, BT), tl.float32)
@@ -445,9 +475,7 @@ def _backward_kernel(
             hs = sb + pa * h_in[:, :, None]
             do = tl.load(dout_f_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
             if HAS_Z:
-                y = tl.sum(hs * Cv[None, :, :], 1)
-                if HAS_D:
-                    y += Dv[:, None] * uu
+                y = _readout(hs, Cv, Dv, uu, HAS_D)
                 dz_acc += do * y
                 dy = do * gate
             else:
@@ -461,12 +489,8 @@ def _backward_kernel(
             pg, sg = tl.associative_scan((alpha, Cv[None, :, :] * dy[:, None, :]), 2, _combine, reverse=True)
             gs = sg + pg * g_tile[:, :, None]
             h_prev = tl.where(tt3 == 0, h_in[:, :, None], tl.gather(hs, idx_prev, 2))
-            term = gs * a * h_prev
-            ddt += tl.sum(A_nat[:, :, None] * term, 1)
-            dgb += tl.sum(gs * Bv[None, :, :], 1)
-            dA_acc += tl.sum(term * dt[:, None, :], 2)
-            dB_t += tl.sum(gs * dtu[:, None, :], 0)
-            dC_t += tl.sum(hs * dy[:, None, :], 0)
+            ddt, dgb, dA_acc, dB_t, dC_t = _accumulate_grads(
+                gs, a, h_prev, hs, dy, A_nat, Bv, dt, dtu, ddt, dgb, dA_acc, dB_t, dC_t)
             if not HAS_R:
                 g_in = _column(a * gs, tt3, 0)
         if HAS_R:
@@ -475,9 +499,7 @@ def _backward_kernel(
             rs = sr + pr * r_in[:, :, None]
             do = tl.load(dout_r_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
             if HAS_Z:
-                y = tl.sum(rs * Cv[None, :, :], 1)
-                if HAS_D:
-                    y += Dv[:, None] * uu
+                y = _readout(rs, Cv, Dv, uu, HAS_D)
                 dz_acc += do * y
                 dy = do * gate
             else:
@@ -487,12 +509,8 @@ def _backward_kernel(
             pq, sq = tl.associative_scan((alpha, Cv[None, :, :] * dy[:, None, :]), 2, _combine)
             qs = sq + pq * q_in[:, :, None]
             r_next = tl.where(tt3 == BT - 1, r_in[:, :, None], tl.gather(rs, idx_next, 2))
-            term = qs * a * r_next
-            ddt += tl.sum(A_nat[:, :, None] * term, 1)
-            dgb += tl.sum(qs * Bv[None, :, :], 1)
-            dA_acc += tl.sum(term * dt[:, None, :], 2)
-            dB_t += tl.sum(qs * dtu[:, None, :], 0)
-            dC_t += tl.sum(rs * dy[:, None, :], 0)
+            ddt, dgb, dA_acc, dB_t, dC_t = _accumulate_grads(
+                qs, a, r_next, rs, dy, A_nat, Bv, dt, dtu, ddt, dgb, dA_acc, dB_t, dC_t)
             q_in = _column(a * qs, tt3, BT - 1)
         ddt += uu * dgb
         du = dt * dgb
