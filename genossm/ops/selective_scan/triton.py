@@ -197,6 +197,19 @@ def _readout(states, Cv, Dv, uu, HAS_D: tl.constexpr):
 
 
 @triton.jit
+def _output_grad(dout_ptr, seq, mask2, states, Cv, Dv, uu, gate, dz_acc, HAS_Z: tl.constexpr, HAS_D: tl.constexpr):
+    """One direction's output gradient before the gate, dy = dout · gate, and dz_acc plus its dout · y."""
+    do = tl.load(dout_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
+    if HAS_Z:
+        y = _readout(states, Cv, Dv, uu, HAS_D)
+        dz_acc += do * y
+        dy = do * gate
+    else:
+        dy = do
+    return dy, dz_acc
+
+
+@triton.jit
 def _accumulate_grads(adj, a, prev, states, dy, A_nat, Bv, dt, dtu, ddt, dgb, dA_acc, dB_t, dC_t):
     """Adds one direction's share of a tile's gradients: ``adj`` its adjoint, ``prev`` the state before
     each step in scan order, ``states`` the states after it (all (BLOCK_D, N_P, BT))."""
@@ -463,6 +476,8 @@ def _backward_kernel(
         bb = dtu[:, None, :] * Bv[None, :, :]
         if HAS_Z:
             zz, sig, gate = _load_gate(z_ptr, seq, mask2)
+        else:
+            gate = dtu  # never read: _output_grad skips the gate without HAS_Z
         ddt = tl.zeros((BLOCK_D, BT), tl.float32)
         dgb = tl.zeros((BLOCK_D, BT), tl.float32)  # Σ_n adjoint · B
         dy_sum = tl.zeros((BLOCK_D, BT), tl.float32)
@@ -473,13 +488,7 @@ def _backward_kernel(
             h_in = tl.load(ts_f_ptr + toff, mask=smask, other=0.0)
             pa, sb = tl.associative_scan((a, bb), 2, _combine)
             hs = sb + pa * h_in[:, :, None]
-            do = tl.load(dout_f_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-            if HAS_Z:
-                y = _readout(hs, Cv, Dv, uu, HAS_D)
-                dz_acc += do * y
-                dy = do * gate
-            else:
-                dy = do
+            dy, dz_acc = _output_grad(dout_f_ptr, seq, mask2, hs, Cv, Dv, uu, gate, dz_acc, HAS_Z, HAS_D)
             dy_sum += dy
             alpha = tl.where(tt3 == BT - 1, 1.0, tl.gather(a, idx_next, 2))  # a_{t+1}
             if HAS_R:
@@ -497,13 +506,7 @@ def _backward_kernel(
             r_in = tl.load(ts_r_ptr + toff, mask=smask, other=0.0)
             pr, sr = tl.associative_scan((a, bb), 2, _combine, reverse=True)
             rs = sr + pr * r_in[:, :, None]
-            do = tl.load(dout_r_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-            if HAS_Z:
-                y = _readout(rs, Cv, Dv, uu, HAS_D)
-                dz_acc += do * y
-                dy = do * gate
-            else:
-                dy = do
+            dy, dz_acc = _output_grad(dout_r_ptr, seq, mask2, rs, Cv, Dv, uu, gate, dz_acc, HAS_Z, HAS_D)
             dy_sum += dy
             alpha = tl.where(tt3 == 0, 1.0, tl.gather(a, idx_prev, 2))  # a_{t-1}
             pq, sq = tl.associative_scan((alpha, Cv[None, :, :] * dy[:, None, :]), 2, _combine)
