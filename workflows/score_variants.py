@@ -33,6 +33,7 @@ from genossm.data.variant_windows import VariantBatches, saturation_records
 from genossm.data.variants import VariantReader
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained
+from genossm.models.heads import POOLINGS
 from genossm.models.hub import BUNDLED
 from genossm.paths import conf_dir
 from genossm.tasks.callbacks import ShardWriter, VariantProgress
@@ -123,7 +124,7 @@ def score_variants(
         raise GenossmError("embeddings= needs emb_dist: true")
     model_cfg = model.config
     n_strands = 1 if strands == "forward" or (strands == "auto" and model_cfg.rc_equivariant) else 2
-    emb_strands = 1 if model_cfg.rc_equivariant else 2
+    emb_strands = model.embed_strands(opts.pooling, one_strand_poolings=POOLINGS)
     dataset = VariantBatches(records, genome.path, batch_size, dict(
         opts.window_args(), causal=not model_cfg.bidirectional, strands=n_strands, emb_strands=emb_strands), cache_dir=cache_dir)
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers)

@@ -36,6 +36,7 @@ import torch
 
 from genossm.data import tokenizer
 from genossm.errors import GenossmError
+from genossm.models.bimamba import average_strands
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,13 @@ class VariantScorer(L.LightningModule):
         logits = self.model(tokens, chunk_len=self.opts.chunk_len) if self.opts.chunk_len else self.model(tokens)
         return torch.log_softmax(logits.float(), dim=-1)
 
+    @staticmethod
+    def _strand_average(emb: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(n, H) RC-invariant embedding of each allele from the rows (n, strands) of its windows' embeddings:
+        the strands averaged, or the one strand where the model's own embedding serves
+        (:meth:`~genossm.models.BiMambaLM.embed_strands`)."""
+        return emb[rows[:, 0]] if rows.shape[1] == 1 else average_strands(emb[rows[:, 0]], emb[rows[:, 1]])
+
     @torch.no_grad()
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
         n = batch["index"].shape[0]
@@ -176,8 +184,7 @@ class VariantScorer(L.LightningModule):
                         emb = torch.zeros(n_emb, e.shape[-1], device=device)
                     emb[g["ids"][i0 : i0 + chunk.shape[0]]] = e
             ok = batch["emb_ok"]
-            e_ref = emb[batch["emb_ref"]].mean(1)  # (n, H): average over strands -> RC-invariant
-            e_alt = emb[batch["emb_alt"]].mean(1)
+            e_ref, e_alt = self._strand_average(emb, batch["emb_ref"]), self._strand_average(emb, batch["emb_alt"])
             if self.opts.distance == "cosine":
                 d = 1.0 - torch.nn.functional.cosine_similarity(e_ref.double(), e_alt.double(), dim=-1, eps=1e-12)
             else:

@@ -49,6 +49,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from genossm.ops.selective_scan._checks import check_shapes
+
 BLOCK_LEN = 64  # positions per saved state in the backward (its work buffer: 4 x 64 x state x 16 floats)
 TILE = 16
 MAX_STATE = 64
@@ -443,9 +445,7 @@ def selective_scan_cpu(
     *, reverse=False, initial_state=None,
 ):
     """Same arguments and results as :func:`~genossm.ops.selective_scan.reference.selective_scan_ref`."""
-    from genossm.ops.selective_scan.chunked import _check_shapes
-
-    _check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
     if not available():
         raise RuntimeError(f"the cpu selective-scan backend is unavailable: {unavailable_reason()}")
     if A.shape[1] > MAX_STATE:
