@@ -194,6 +194,8 @@ class VariantScorer(L.LightningModule):
                 nan = torch.full_like(e_ref, float("nan"))
                 out["emb_ref"] = torch.where(ok[:, None], e_ref, nan)
                 out["emb_alt"] = torch.where(ok[:, None], e_alt, nan)
+        if self.opts.keep_embeddings and "emb_ref" not in out:  # no allele of this batch has embeddings: NaN rows
+            out["emb_ref"] = out["emb_alt"] = torch.full((n, self.model.embed_dim), float("nan"), device=device)
         out["emb_dist"] = emb_dist
         return out
 
