@@ -99,14 +99,6 @@ class ScoringOptions:
 
 
 # --------------------------------------------------------------------------------------------------
-# building a batch: which sequences go through the model, and which of their log-probs make each score
-
-
-# --------------------------------------------------------------------------------------------------
-# input stream
-
-
-# --------------------------------------------------------------------------------------------------
 # the model side
 
 
@@ -198,14 +190,6 @@ class VariantScorer(L.LightningModule):
             out["emb_ref"] = out["emb_alt"] = torch.full((n, self.model.embed_dim), float("nan"), device=device)
         out["emb_dist"] = emb_dist
         return out
-
-
-# --------------------------------------------------------------------------------------------------
-# writing: per-device shards during prediction, then one pass that merges them in input order
-
-
-# --------------------------------------------------------------------------------------------------
-# the whole run
 
 
 def __getattr__(name: str):
