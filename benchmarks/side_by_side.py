@@ -14,7 +14,8 @@ and the ratios printed side by side mean something even when the seconds do not.
 
 Thread policy: the workers start with ``OMP_WAIT_POLICY=PASSIVE`` (and ``KMP_BLOCKTIME=0``) in their
 environment unless the caller set them, i.e. before torch is imported, so OpenMP threads sleep instead of
-spinning while they wait (what the ``genossm`` command does too). ``--contention`` starts a busy process
+spinning while they wait (what the ``genossm`` command does too), and with ``THP_MEM_ALLOC_ENABLE=1`` (torch's
+large tensors on huge pages, what ``import genossm`` sets): every column gets both, so the ratios measure the code. ``--contention`` starts a busy process
 (a Python loop keeping one core at 100 %) for the duration of a second pass over the same rows.
 """
 
@@ -44,7 +45,9 @@ def set_thread_policy(passive: bool = True) -> str:
     else:
         os.environ.pop("OMP_WAIT_POLICY", None)
         os.environ.pop("KMP_BLOCKTIME", None)
-    return f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: spin)')} set before torch is imported"
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # what genossm sets (config.huge_page_environment)
+    return (f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: spin)')}, "
+            f"THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']} for every column, set before torch is imported")
 
 
 def machine_line() -> str:

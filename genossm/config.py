@@ -202,6 +202,18 @@ def passive_openmp_environment(environ=os.environ) -> None:
     """A passive OpenMP wait policy unless the user chose one; must run before torch is imported."""
     environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     environ.setdefault("KMP_BLOCKTIME", "0")  # Intel OpenMP builds; ignored by GNU OpenMP
+    huge_page_environment(environ)
+
+
+def huge_page_environment(environ=os.environ) -> None:
+    """Let torch put its CPU tensors of 2 MiB and more on transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``)
+    unless the user chose otherwise; torch reads it at its first large allocation, so this must run before.
+
+    Each large tensor torch frees goes back to the operating system, and the next one is faulted in again
+    4 KiB at a time: a fresh 128 MiB tensor took 117 ms to fill where copying into an existing one took 13 ms
+    (24 ms on huge pages), and the tiny model scored 2^18-token calls 1.6x faster. Without huge pages in the
+    kernel (``/sys/kernel/mm/transparent_hugepage/enabled`` = never) it changes nothing."""
+    environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 # ---------------------------------------------------------------------------------------------- the Trainer
@@ -331,7 +343,7 @@ def quiet_third_party() -> None:
 SIZE_OPTIONS: dict[str, tuple[int, bool]] = {
     "batch_size": (1, False), "window_len": (1, True), "eval_window_len": (1, True), "region_len": (1, True),
     "max_windows": (1, True), "max_eval_windows": (1, True), "passes": (1, False), "chunk_len": (1, True),
-    "tokens_per_forward": (1, False), "samples_per_epoch": (1, False), "stride": (1, True), "max_rows": (0, False),
+    "tokens_per_forward": (1, True), "samples_per_epoch": (1, False), "stride": (1, True), "max_rows": (0, False),
     "indel_flank": (0, False), "num_workers": (0, False), "patience": (0, False), "max_order": (0, False),
     "max_train_bases": (1, False), "d_model": (1, False), "n_layers": (1, False), "d_state": (1, False),
     "d_conv": (1, False), "expand": (1, False), "every_n_steps": (1, False), "every_n_train_steps": (1, True),

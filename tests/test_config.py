@@ -37,12 +37,20 @@ def test_available_cores_is_the_affinity_mask():
 
 def test_the_command_sets_a_passive_wait_policy_unless_the_user_chose_one():
     probe = "import os, genossm.cli; print(os.environ['OMP_WAIT_POLICY'], os.environ['KMP_BLOCKTIME'])"
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "THP_MEM_ALLOC_ENABLE")}
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["PASSIVE", "0"], done.stderr
     done = subprocess.run([sys.executable, "-c", probe], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["ACTIVE", "0"], done.stderr
+    # torch's large CPU tensors on huge pages, unless the user chose; also from a plain import genossm
+    for module in ("genossm.cli", "genossm"):
+        probe = f"import os, {module}; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
+        assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                              timeout=120).stdout.strip() == "1"
+        done = subprocess.run([sys.executable, "-c", probe], env={**env, "THP_MEM_ALLOC_ENABLE": "0"},
+                              capture_output=True, text=True, timeout=120)
+        assert done.stdout.strip() == "0", done.stderr
     # and genossm.cli sets it before torch is imported
     order = "import sys, genossm.cli; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", order], env=env, capture_output=True, text=True,

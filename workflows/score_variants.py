@@ -33,6 +33,7 @@ from genossm.data.variant_windows import VariantBatches, saturation_records
 from genossm.data.variants import VariantReader
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained
+from genossm.models.heads import POOLINGS
 from genossm.models.hub import BUNDLED
 from genossm.paths import conf_dir
 from genossm.tasks.callbacks import ShardWriter, VariantProgress
@@ -71,7 +72,7 @@ def score_variants(
     emb_dist: bool = True,
     distance: str = "cosine",
     pooling: str = "mean",
-    tokens_per_forward: int = 1 << 18,
+    tokens_per_forward: int | None = None,
     chunk_len: int | None = None,
     num_workers: int = 0,
     cache_dir: str | None = None,
@@ -122,13 +123,13 @@ def score_variants(
         window_len = default_window_len(pretrained)
     opts = ScoringOptions(window_len=int(window_len), strands=strands, indel_flank=int(indel_flank), emb_dist=emb_dist,
                           distance=distance, pooling=pooling, keep_embeddings=embeddings is not None,
-                          tokens_per_forward=int(tokens_per_forward), chunk_len=chunk_len)
+                          tokens_per_forward=None if tokens_per_forward is None else int(tokens_per_forward), chunk_len=chunk_len)
     opts.check()
     if embeddings is not None and not emb_dist:
         raise GenossmError("embeddings= needs emb_dist: true")
     model_cfg = model.config
     n_strands = 1 if strands == "forward" or (strands == "auto" and model_cfg.rc_equivariant) else 2
-    emb_strands = 1 if model_cfg.rc_equivariant else 2
+    emb_strands = model.embed_strands(opts.pooling, one_strand_poolings=POOLINGS)
     dataset = VariantBatches(records, genome.path, batch_size, dict(
         opts.window_args(), causal=not model_cfg.bidirectional, strands=n_strands, emb_strands=emb_strands), cache_dir=cache_dir)
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers)

@@ -37,12 +37,11 @@ import numpy as np
 import pyfaidx
 
 from genossm.data import tokenizer
+from genossm.data.compressed import has_bgzf_eof, open_decompressed, read_head, sniff_compression
 from genossm.errors import GenossmError, atomic_write
 
 log = logging.getLogger(__name__)
 
-# the empty BGZF block every bgzip file ends with (SAM/BAM spec 4.1.2)
-BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 CACHE_FOLDER = ".genossm-cache"
 # str.translate table that deletes every letter: what is left of a sequence are its non-base characters
 _DROP_LETTERS = {c: None for c in range(0x41, 0x7B) if chr(c).isalpha()}
@@ -179,20 +178,13 @@ def fingerprint(path: str | os.PathLike) -> dict:
 
 def sniff_format(path: Path) -> str:
     """``"plain"``, ``"gzip"`` or ``"bgzip"``; GenossmError for an empty or truncated file."""
-    with open(path, "rb") as handle:
-        head = handle.read(18)
+    head = read_head(path)
     if not head:
         raise GenossmError(f"{path}: the file is empty (expected a FASTA genome)")
-    if head[:2] != b"\x1f\x8b":
-        return "plain"
-    is_bgzf = len(head) >= 16 and head[3] & 4 and head[12:14] == b"BC"
-    if not is_bgzf:
-        return "gzip"
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        handle.seek(max(0, size - len(BGZF_EOF)))
-        tail = handle.read()
-    if tail != BGZF_EOF:
+    kind = sniff_compression(head)
+    if kind != "bgzf":
+        return "plain" if kind == "none" else "gzip"
+    if not has_bgzf_eof(path):
         raise GenossmError(
             f"{path}: truncated bgzip file (it lacks the BGZF end-of-file block); the download or copy "
             "was probably cut short"
@@ -201,7 +193,7 @@ def sniff_format(path: Path) -> str:
 
 
 def _open_text(path: Path, fmt: str):
-    return gzip.open(path, "rb") if fmt in ("gzip", "bgzip") else open(path, "rb")
+    return open_decompressed(path, fmt in ("gzip", "bgzip"))
 
 
 def check_fasta_start(path: Path, fmt: str) -> None:

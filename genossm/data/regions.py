@@ -20,7 +20,6 @@ Regions on strand ``-`` are reverse complemented; every region is centred and cr
 
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import re
@@ -35,6 +34,7 @@ import pandas as pd
 import torch
 
 from genossm.data import tokenizer as tok
+from genossm.data.compressed import open_decompressed
 from genossm.errors import GenossmError
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
@@ -92,14 +92,6 @@ def _is_fasta(path: str) -> bool:
     return name.endswith(FASTA_SUFFIXES)
 
 
-def _open_text(path: Path):
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt")
-    return open(path, "rt")
-
-
 def _canonical(name: str, label_column: str | None) -> str:
     low = name.strip().lstrip("#").strip().lower()
     if label_column is not None and name.strip().lstrip("#").strip() == label_column:
@@ -117,6 +109,26 @@ def _parses(text: str, kind=float) -> bool:
         return True
     except ValueError:
         return False
+
+
+def read_bed_lines(path, spaces: bool = False) -> list[tuple[int, list[str], bool]]:
+    """``(line number, fields, is_comment)`` of each line of a BED or TSV file (plain or gzip), in file order.
+
+    Blank lines and ``track``/``browser`` lines are left out; ``#`` lines are kept with ``is_comment`` True, as
+    the last one before the data may name the columns. Fields are separated by tabs; with ``spaces`` a line
+    without a tab is split at runs of white space instead (the split BEDs of
+    :func:`genossm.data.windows.read_bed` take either, region files need tabs). Checking the fields is the
+    caller's: the two readers word their messages their own way.
+    """
+    out = []
+    with open_decompressed(path, text=True) as handle:
+        for lineno, raw in enumerate(handle, 1):
+            line = raw.rstrip("\n").rstrip("\r")
+            if not line.strip() or line.startswith(("track", "browser")):
+                continue
+            fields = line.split() if spaces and "\t" not in line else line.split("\t")
+            out.append((lineno, fields, line.startswith("#")))
+    return out
 
 
 def read_regions(path, label_column: str | None = "label", need_labels: bool = False) -> RegionSet:
@@ -158,7 +170,7 @@ def _read_fasta(path: Path) -> RegionSet:
     from Bio import SeqIO
 
     rows = []
-    with _open_text(path) as handle:
+    with open_decompressed(path, text=True) as handle:
         try:
             for number, record in enumerate(SeqIO.parse(handle, "fasta"), 1):
                 row = {"name": record.id, "sequence": str(record.seq), "line": number}
@@ -186,32 +198,27 @@ def _read_table(path: Path, label_column: str | None) -> RegionSet:
     rows: list[list[str]] = []
     lines: list[int] = []
     pending_comment: list[str] | None = None
-    with _open_text(path) as handle:
-        for lineno, raw in enumerate(handle, 1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip() or line.startswith(("track", "browser")):
+    for lineno, fields, comment in read_bed_lines(path):
+        if comment:
+            if not rows:
+                pending_comment = fields  # the last comment line before the data may be a header
+            continue
+        if header is None and not rows:
+            names = [_canonical(f, label_column) for f in fields]
+            looks_like_header = ("start" in names or "sequence" in names) and not (
+                len(fields) > 2 and _parses(fields[1], int) and _parses(fields[2], int)
+            )
+            if looks_like_header:
+                header = fields
+                header_line = lineno
                 continue
-            fields = line.split("\t")
-            if line.startswith("#"):
-                if not rows:
-                    pending_comment = fields  # the last comment line before the data may be a header
-                continue
-            if header is None and not rows:
-                names = [_canonical(f, label_column) for f in fields]
-                looks_like_header = ("start" in names or "sequence" in names) and not (
-                    len(fields) > 2 and _parses(fields[1], int) and _parses(fields[2], int)
-                )
-                if looks_like_header:
-                    header = fields
-                    header_line = lineno
-                    continue
-                if pending_comment is not None:
-                    names = [_canonical(f, label_column) for f in pending_comment]
-                    if "start" in names or "sequence" in names:
-                        header = pending_comment
-                        header_line = lineno - 1
-            rows.append(fields)
-            lines.append(lineno)
+            if pending_comment is not None:
+                names = [_canonical(f, label_column) for f in pending_comment]
+                if "start" in names or "sequence" in names:
+                    header = pending_comment
+                    header_line = lineno - 1
+        rows.append(fields)
+        lines.append(lineno)
     for row, lineno in zip(rows, lines):
         if len(row) < 3 and len(row[0].split()) >= 3:
             raise GenossmError(

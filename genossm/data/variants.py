@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import gzip
 import logging
 import re
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Iterator
 import pandas as pd
 import pysam
 
+from genossm.data.compressed import open_decompressed, read_head, sniff_compression
 from genossm.data.genome import resolve_contig
 from genossm.errors import GenossmError
 
@@ -187,16 +187,14 @@ def sniff(path: str | Path) -> tuple[str, str]:
     path = Path(path)
     if not path.is_file():
         raise GenossmError(f"{path}: variants file not found")
-    with open(path, "rb") as fh:
-        head = fh.read(18)
+    head = read_head(path)
     if not head:
         raise GenossmError(f"{path}: the variants file is empty")
-    compression = "none"
+    compression = sniff_compression(head)
     data = head
-    if head[:2] == b"\x1f\x8b":
-        compression = "bgzf" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
+    if compression != "none":
         try:
-            with gzip.open(path, "rb") as g:
+            with open_decompressed(path, compressed=True) as g:
                 data = g.read(64)
         except (OSError, EOFError) as err:
             raise GenossmError(f"{path}: cannot decompress ({err})") from None
@@ -265,7 +263,7 @@ class VariantReader:
         try:
             if self.compression == "gzip":
                 # htslib cannot seek in plain gzip; reading through a Python stream works
-                handle = gzip.open(self.path, "rb")
+                handle = open_decompressed(self.path, compressed=True)
                 vf = pysam.VariantFile(handle)
             else:
                 vf = pysam.VariantFile(str(self.path))
@@ -278,8 +276,7 @@ class VariantReader:
     def _column_counts(self) -> Iterator[int]:
         """Tab-separated column count of each record line of a text VCF, in file order (htslib silently drops
         sample columns beyond the header's)."""
-        opener = gzip.open if self.compression != "none" else open
-        with opener(self.path, "rb") as fh:
+        with open_decompressed(self.path, self.compression != "none") as fh:
             for line in fh:
                 if not line.startswith(b"#"):
                     yield line.count(b"\t") + 1
@@ -287,9 +284,8 @@ class VariantReader:
     def _header_lines(self) -> int | None:
         if self.format != "vcf":
             return None
-        opener = gzip.open if self.compression != "none" else open
         n = 0
-        with opener(self.path, "rb") as fh:
+        with open_decompressed(self.path, self.compression != "none") as fh:
             for line in fh:
                 if not line.startswith(b"#"):
                     break
@@ -354,9 +350,8 @@ class VariantReader:
         contigs, so it cannot tell an index made for another file); empty for BCF and contig-less headers."""
         if self.format != "vcf":
             return []
-        opener = gzip.open if self.compression != "none" else open
         names = []
-        with opener(self.path, "rb") as fh:
+        with open_decompressed(self.path, self.compression != "none") as fh:
             for line in fh:
                 if not line.startswith(b"#"):
                     break
@@ -478,8 +473,7 @@ class VariantReader:
             return fetched()
 
         def lines():
-            opener = gzip.open if self.compression != "none" else open
-            with opener(self.path, "rb") as fh:
+            with open_decompressed(self.path, self.compression != "none") as fh:
                 for raw in fh:
                     if raw.startswith(b"#") or not raw.strip():
                         continue

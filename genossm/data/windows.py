@@ -42,6 +42,7 @@ from genossm.data.genome import (
     resolve_contig,
     select_contigs,
 )
+from genossm.data.regions import read_bed_lines
 from genossm.errors import GenossmError, atomic_write
 
 log = logging.getLogger(__name__)
@@ -335,25 +336,23 @@ def read_bed(path: str | os.PathLike, cache: TokenCache) -> list[Interval]:
     if not path.exists():
         raise GenossmError(f"{path}: BED file not found")
     out = []
-    with open(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.rstrip("\n").split("\t") if "\t" in line else line.split()
-            if len(fields) < 3:
-                raise GenossmError(f"{path}: line {lineno}: expected at least 3 columns (contig, start, end)")
-            try:
-                start, end = int(fields[1]), int(fields[2])
-            except ValueError:
-                raise GenossmError(f"{path}: line {lineno}: start and end must be integers, got {fields[1]!r}, {fields[2]!r}") from None
-            try:
-                contig = cache.resolve(fields[0])
-            except GenossmError as err:
-                raise GenossmError(f"{path}: line {lineno}: {err}") from None
-            length = cache.all_lengths[contig]
-            if not 0 <= start < end <= length:
-                raise GenossmError(f"{path}: line {lineno}: interval {fields[0]}:{start}-{end} is empty or outside the contig (length {length})")
-            out.append((contig, start, end))
+    for lineno, fields, comment in read_bed_lines(path, spaces=True):
+        if comment:
+            continue
+        if len(fields) < 3:
+            raise GenossmError(f"{path}: line {lineno}: expected at least 3 columns (contig, start, end)")
+        try:
+            start, end = int(fields[1]), int(fields[2])
+        except ValueError:
+            raise GenossmError(f"{path}: line {lineno}: start and end must be integers, got {fields[1]!r}, {fields[2]!r}") from None
+        try:
+            contig = cache.resolve(fields[0])
+        except GenossmError as err:
+            raise GenossmError(f"{path}: line {lineno}: {err}") from None
+        length = cache.all_lengths[contig]
+        if not 0 <= start < end <= length:
+            raise GenossmError(f"{path}: line {lineno}: interval {fields[0]}:{start}-{end} is empty or outside the contig (length {length})")
+        out.append((contig, start, end))
     if not out:
         raise GenossmError(f"{path}: no intervals in the BED file")
     return merge_intervals(out)

@@ -51,7 +51,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -186,6 +186,12 @@ class BiMambaMixer(nn.Module):
         return self.out_proj(y)
 
 
+def average_strands(emb_fwd: torch.Tensor, emb_rc: torch.Tensor) -> torch.Tensor:
+    """The strand-averaged embedding: the mean of a sequence's and its reverse complement's (or of the two
+    strands of an RC-equivariant hidden state)."""
+    return 0.5 * (emb_fwd + emb_rc)
+
+
 class BiMambaLM(nn.Module):
     """Embedding -> n_layers pre-norm residual (Bi)Mamba blocks -> RMSNorm -> LM head over A, C, G, T."""
 
@@ -266,17 +272,42 @@ class BiMambaLM(nn.Module):
         return self.lm_head(self.hidden(tokens, chunk_len), self.embedding.weight)
 
     def embed(self, tokens: torch.Tensor, pooling: str | None = "mean", valid: torch.Tensor | None = None,
-              chunk_len: int | None = None) -> torch.Tensor:
+              chunk_len: int | None = None, *, rc_invariant: bool = False,
+              one_strand_poolings: Sequence[str] = ("mean",)) -> torch.Tensor:
         """Embeddings: (B, embed_dim) pooled ("mean" | "center") or (B, L, embed_dim) with pooling=None.
 
         ``valid`` (B, L) bool marks real positions for pooling. With rc_equivariant the strands are
         averaged per position, so the mean-pooled embedding of a sequence and of its reverse complement
-        are equal."""
+        are equal.
+
+        ``rc_invariant``: the pooled embedding of the sequence averaged with that of its reverse complement
+        (``valid`` flipped with it), unless :meth:`embed_strands` says one strand does (see
+        ``one_strand_poolings`` there)."""
+        if rc_invariant:
+            if pooling is None:
+                raise ValueError("rc_invariant needs a pooling: per-position embeddings of the two strands do not line up")
+            emb = self.embed(tokens, pooling, valid, chunk_len)
+            if self.embed_strands(pooling, one_strand_poolings) == 1:
+                return emb
+            rc_valid = None if valid is None else valid.flip(-1)
+            return average_strands(emb, self.embed(complement(tokens).flip(-1), pooling, rc_valid, chunk_len))
         h = self.hidden(tokens, chunk_len)
         if self.n_strands == 2:
             h_fwd, h_rc = h.chunk(2, dim=-1)
-            h = 0.5 * (h_fwd + h_rc)
+            h = average_strands(h_fwd, h_rc)
         return h if pooling is None else pool(h, pooling, valid)
+
+    def embed_strands(self, pooling: str, one_strand_poolings: Sequence[str] = ("mean",)) -> int:
+        """How many strands a reverse-complement-invariant pooled embedding is averaged over: 1 where the
+        model's own embedding serves, 2 (the sequence and its reverse complement) otherwise.
+
+        One strand serves when the model is rc_equivariant and ``pooling`` is one of ``one_strand_poolings``.
+        The default, ``("mean",)``, is exact: mean pooling of an RC-equivariant model is RC-invariant by
+        construction, centre pooling only for odd lengths (the centre of an even-length sequence is a
+        different base of its reverse complement). Region embeddings use the default; the variant scorer
+        passes every pooling (:data:`genossm.models.heads.POOLINGS`), so an RC-equivariant model's centre
+        pooling reads the forward window at its centre, the variant."""
+        return 1 if self.config.rc_equivariant and pooling in one_strand_poolings else 2
 
     # ---- long-sequence inference ----------------------------------------------------------------------
     @torch.no_grad()

@@ -15,7 +15,6 @@ import lightning as L
 import torch
 import torch.nn as nn
 
-from genossm.data.tokenizer import reverse_complement
 from genossm.errors import GenossmError
 from genossm.tasks.metrics import compute_metrics, output_scores, task_loss
 
@@ -27,13 +26,9 @@ def rc_invariant_embed(backbone: nn.Module, tokens: torch.Tensor, valid: torch.T
     """(B, L) -> (B, H) pooled embedding that is the same for a sequence and its reverse complement.
 
     An RC-equivariant backbone with mean pooling is invariant by construction; otherwise the embeddings
-    of both strands are averaged.
+    of both strands are averaged (:meth:`genossm.models.BiMambaLM.embed` with ``rc_invariant=True``).
     """
-    emb = backbone.embed(tokens, pooling=pooling, valid=valid)
-    if getattr(backbone.config, "rc_equivariant", False) and pooling == "mean":
-        return emb
-    rc_valid = None if valid is None else valid.flip(-1)
-    return 0.5 * (emb + backbone.embed(reverse_complement(tokens), pooling=pooling, valid=rc_valid))
+    return backbone.embed(tokens, pooling=pooling, valid=valid, rc_invariant=True)
 
 
 @torch.no_grad()

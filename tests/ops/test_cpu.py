@@ -197,3 +197,13 @@ def test_the_base_install_does_not_pull_triton():
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     assert not [d for d in project["dependencies"] if d.startswith("triton")]
     assert any(d.startswith("triton") for d in project["optional-dependencies"]["gpu"])
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 37, 101), (1, 300, 257), (3, 16, 4099)])
+def test_layout_change_is_the_transpose(shape, threads):
+    # the public entry's (batch, channels, L) <-> (batch, L, channels) copy: blocked kernel, rows split over threads
+    x = torch.randn(shape)
+    assert torch.equal(cpu._swap_last(x), x.transpose(1, 2).contiguous())
+    assert torch.equal(cpu._swap_last(x.transpose(1, 2)), x)  # a non-contiguous input
+    half = x.to(torch.bfloat16)
+    assert torch.equal(cpu._swap_last(half), half.transpose(1, 2).contiguous())

@@ -167,6 +167,28 @@ def test_indel_pll_difference_equals_hand_computation(models, genome, tmp_path, 
     assert got["llr"][0] == pytest.approx(expected, abs=1e-4)
 
 
+def test_rows_per_model_call_do_not_change_scores(models, tmp_path, bundled_data, monkeypatch):
+    from genossm.tasks import variants as task
+
+    assert task.cpu_tokens_per_forward(64) == 8192 and task.cpu_tokens_per_forward(1 << 20) == 256
+    calls = []
+    forward = BiMambaLM.forward
+    monkeypatch.setattr(BiMambaLM, "forward", lambda self, x, **kw: calls.append(x.shape[0]) or forward(self, x, **kw))
+    with gzip.open(bundled_data / INDELS, "rt") as fh:
+        lines = [line for line in fh if not line.startswith("#")][:6]
+    vcf = write(tmp_path / "six.vcf", HEADER + "".join(lines))
+    tables = {}
+    for per_forward in (W, 4 * W, None):  # one window per call, four, the CPU default (all windows of a batch)
+        calls.clear()
+        run(models, "plain", vcf, tmp_path / "i.tsv", bundled_data / SLICE, window_len=W, indel_flank=1,
+            emb_dist=False, tokens_per_forward=per_forward)
+        tables[per_forward] = pd.read_csv(tmp_path / "i.tsv", sep="\t")
+        assert max(calls) == {W: 1, 4 * W: 4, None: max(calls)}[per_forward] and (per_forward or max(calls) > 4)
+    assert tables[W]["llr"].notna().sum() > 3
+    for other in (4 * W, None):
+        np.testing.assert_allclose(tables[other]["llr"], tables[W]["llr"], rtol=1e-6, atol=1e-6)
+
+
 def test_causal_model_uses_window_log_likelihood(models, genome, tmp_path, bundled_data):
     from genossm.models import from_pretrained
 
@@ -251,6 +273,10 @@ def test_planted_problems_keep_every_record_in_order(models, genome, tmp_path, b
     assert np.isnan(emb[1]).all() and np.isfinite(emb[0]).all()
     cos = emb[0, 0] @ emb[0, 1] / np.linalg.norm(emb[0, 0]) / np.linalg.norm(emb[0, 1])
     assert table["emb_dist"][0] == pytest.approx(1 - cos, abs=1e-4)
+    # one allele per batch: a batch with nothing to embed still writes its (NaN) rows, so later rows stay aligned
+    run(models, "rc", vcf, tmp_path / "one.tsv", bundled_data / SLICE, window_len=W, batch_size=1,
+        embeddings=str(tmp_path / "one.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "one.npy"), emb, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
 def test_shipped_indel_vcf_every_record_in_order(models, tmp_path, bundled_data):

@@ -49,6 +49,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from genossm.ops.selective_scan._checks import check_shapes
+
 BLOCK_LEN = 64  # positions per saved state in the backward (its work buffer: 4 x 64 x state x 16 floats)
 TILE = 16
 MAX_STATE = 64
@@ -111,7 +113,8 @@ def _build() -> ctypes.CDLL:
                             + [ptr, ctypes.c_int, ptr, ctypes.c_float, ctypes.c_int, ptr, i64, i64, ptr, i64, i64, ptr])
     lib.ssm_bwd.argtypes = ([i64] * 5 + [ptr, i64, i64] * 4 + [ptr, ptr, i64, i64, ptr, i64, ptr]
                             + [ptr, i64, i64] * 4 + [ptr, ptr, ctypes.c_int, i64, i64])
-    lib.conv_silu.restype = ctypes.c_int
+    lib.conv_silu.restype = lib.transpose_2d.restype = ctypes.c_int
+    lib.transpose_2d.argtypes = [i64, i64, ptr, i64, ptr, i64, i64, i64]
     lib.conv_silu.argtypes = [i64] * 5 + [ptr, i64, i64, ptr, ptr] + [ptr, i64, i64] * 3 + [ptr, ptr, i64, i64]
     return lib
 
@@ -410,11 +413,25 @@ def ssm_scan_pm(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softpl
 
 
 def _swap_last(x):
-    """(batch, P, Q) -> contiguous (batch, Q, P) as one 2-D transpose per batch row, which PyTorch copies tile
-    by tile: several times faster than the general copy ``transpose(1, 2).contiguous()`` makes."""
+    """(batch, P, Q) -> contiguous (batch, Q, P). Float32: the kernel's blocked transpose, the rows P shared
+    between the torch threads (PyTorch's own 2-D transpose copy runs on one thread, and the general copy
+    ``transpose(1, 2).contiguous()`` is slower still); other dtypes: one 2-D transpose per batch row."""
     out = x.new_empty(x.shape[0], x.shape[2], x.shape[1])
-    for i in range(x.shape[0]):
-        out[i] = x[i].t()
+    lib = _library() if x.dtype == torch.float32 and x.numel() else None
+    if lib is None:
+        for i in range(x.shape[0]):
+            out[i] = x[i].t()
+        return out
+    batch, rows, cols = x.shape
+    x = x.contiguous()
+
+    def call(lo, hi):
+        for i in range(batch):
+            lib.transpose_2d(rows, cols, ctypes.c_void_p(x[i].data_ptr()), cols,
+                             ctypes.c_void_p(out[i].data_ptr()), rows, lo, hi)
+
+    step = max(TILE, -(-rows // (4 * torch.get_num_threads())) // TILE * TILE) if rows * cols > 1 << 16 else rows
+    _map(call, [(lo, min(lo + step, rows)) for lo in range(0, rows, step)])
     return out
 
 
@@ -443,9 +460,7 @@ def selective_scan_cpu(
     *, reverse=False, initial_state=None,
 ):
     """Same arguments and results as :func:`~genossm.ops.selective_scan.reference.selective_scan_ref`."""
-    from genossm.ops.selective_scan.chunked import _check_shapes
-
-    _check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
     if not available():
         raise RuntimeError(f"the cpu selective-scan backend is unavailable: {unavailable_reason()}")
     if A.shape[1] > MAX_STATE:

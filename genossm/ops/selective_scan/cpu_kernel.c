@@ -428,3 +428,31 @@ int conv_silu(i64 batch, i64 L, i64 E, i64 K, i64 left, const float *x, i64 x_sb
             }
     return 0;
 }
+
+/* dst (cols, rows) = the transpose of src (rows, cols), for the source rows [r_lo, r_hi): blocks of
+   TILE x TILE go through L1, so both sides are read and written a cache line at a time. src_st, dst_st:
+   the row strides. The layout change of the public (batch, channels, L) entry (cpu.py: _swap_last). */
+int transpose_2d(i64 rows, i64 cols, const float *src, i64 src_st, float *dst, i64 dst_st, i64 r_lo, i64 r_hi) {
+    (void)rows;
+    float blk[TILE][TILE];
+    for (i64 c0 = 0; c0 < cols; c0 += TILE) {
+        const int wc = cols - c0 < TILE ? (int)(cols - c0) : TILE;
+        for (i64 r0 = r_lo; r0 < r_hi; r0 += TILE) {
+            const int wr = r_hi - r0 < TILE ? (int)(r_hi - r0) : TILE;
+            if (wr == TILE && wc == TILE) {
+                for (int i = 0; i < TILE; i++) {
+                    const float *s = src + (r0 + i) * src_st + c0;
+                    for (int j = 0; j < TILE; j++) blk[j][i] = s[j];
+                }
+                for (int j = 0; j < TILE; j++) {
+                    float *d = dst + (c0 + j) * dst_st + r0;
+                    for (int i = 0; i < TILE; i++) d[i] = blk[j][i];
+                }
+            } else {
+                for (int i = 0; i < wr; i++)
+                    for (int j = 0; j < wc; j++) dst[(c0 + j) * dst_st + r0 + i] = src[(r0 + i) * src_st + c0 + j];
+            }
+        }
+    }
+    return 0;
+}

@@ -42,6 +42,8 @@ import torch
 import triton
 import triton.language as tl
 
+from genossm.ops.selective_scan._checks import check_shapes
+
 LOG2E = tl.constexpr(1.4426950408889634)  # a constexpr: compiled kernels may read no other globals
 
 # Defaults for the GPU: a (block_d × state × tile_len) float32 tile per tensor held in registers.
@@ -114,6 +116,19 @@ def _program(A_ptr, D, G, N, BLOCK_D: tl.constexpr, N_P: tl.constexpr):
 
 
 @triton.jit
+def _chunk_program(A_ptr, D, G, N, n_tiles, n_chunks, K, BLOCK_D: tl.constexpr, N_P: tl.constexpr):
+    """:func:`_program` plus what every per-chunk kernel derives from it: A in log2 units, the chunk's first
+    tile ``k0``, its number of tiles ``n_here`` and the offset of its (channel, state) block in per-chunk
+    buffers."""
+    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
+    A2 = A_nat * LOG2E
+    k0 = c * K
+    n_here = tl.minimum(K, n_tiles - k0)
+    coff = _state_offset(b, c, d[:, None], n[None, :], n_chunks, D, N)
+    return c, b, g, d, dmask, n, nmask, smask, A_nat, A2, k0, n_here, coff
+
+
+@triton.jit
 def _softplus(x):
     # log1p(exp(-|x|)) accurate for small arguments without libdevice (Goldberg's trick).
     e = tl.exp(-tl.abs(x))
@@ -165,6 +180,49 @@ def _load_tile(
 
 
 @triton.jit
+def _load_gate(z_ptr, seq, mask2):
+    """z (float32), sigmoid(z) and the SiLU gate z·sigmoid(z) of a (BLOCK_D, BT) tile."""
+    zz = tl.load(z_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
+    sig = tl.sigmoid(zz)
+    return zz, sig, zz * sig
+
+
+@triton.jit
+def _readout(states, Cv, Dv, uu, HAS_D: tl.constexpr):
+    """y = Σ_n states · C (+ D u) of a tile, before the gate: states (BLOCK_D, N_P, BT), C (N_P, BT)."""
+    y = tl.sum(states * Cv[None, :, :], 1)
+    if HAS_D:
+        y += Dv[:, None] * uu
+    return y
+
+
+@triton.jit
+def _output_grad(dout_ptr, seq, mask2, states, Cv, Dv, uu, gate, dz_acc, HAS_Z: tl.constexpr, HAS_D: tl.constexpr):
+    """One direction's output gradient before the gate, dy = dout · gate, and dz_acc plus its dout · y."""
+    do = tl.load(dout_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
+    if HAS_Z:
+        y = _readout(states, Cv, Dv, uu, HAS_D)
+        dz_acc += do * y
+        dy = do * gate
+    else:
+        dy = do
+    return dy, dz_acc
+
+
+@triton.jit
+def _accumulate_grads(adj, a, prev, states, dy, A_nat, Bv, dt, dtu, ddt, dgb, dA_acc, dB_t, dC_t):
+    """Adds one direction's share of a tile's gradients: ``adj`` its adjoint, ``prev`` the state before
+    each step in scan order, ``states`` the states after it (all (BLOCK_D, N_P, BT))."""
+    term = adj * a * prev
+    ddt += tl.sum(A_nat[:, :, None] * term, 1)
+    dgb += tl.sum(adj * Bv[None, :, :], 1)
+    dA_acc += tl.sum(term * dt[:, None, :], 2)
+    dB_t += tl.sum(adj * dtu[:, None, :], 0)
+    dC_t += tl.sum(states * dy[:, None, :], 0)
+    return ddt, dgb, dA_acc, dB_t, dC_t
+
+
+@triton.jit
 def _column(x, tt3, col):
     """x[:, :, col] of a (BLOCK_D, N_P, BT) tile."""
     return tl.sum(tl.where(tt3 == col, x, 0.0), 2)
@@ -193,11 +251,9 @@ def _chunk_local_kernel(
       right = a_last q_last (reverse model's adjoint) = Σ_t exp(A (S_end - S_{t-1})) v_t
       left  = a_first g_first (forward model's adjoint) = Σ_t exp(A S_t) v_t
     """
-    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
-    A2 = A_nat * LOG2E
+    c, b, g, d, dmask, n, nmask, smask, A_nat, A2, k0, n_here, coff = _chunk_program(
+        A_ptr, D, G, N, n_tiles, n_chunks, K, BLOCK_D, N_P)
     tt = tl.arange(0, BT)
-    k0 = c * K
-    n_here = tl.minimum(K, n_tiles - k0)
     right = tl.zeros((BLOCK_D, N_P), tl.float32)
     left = tl.zeros((BLOCK_D, N_P), tl.float32)
     s_run = tl.zeros((BLOCK_D,), tl.float32)
@@ -208,8 +264,7 @@ def _chunk_local_kernel(
         if ADJOINT:
             Cv = tl.load(C_ptr + bc, mask=bcmask, other=0.0).to(tl.float32)
             if HAS_Z:
-                zz = tl.load(z_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-                gate = zz * tl.sigmoid(zz)
+                zz, sig, gate = _load_gate(z_ptr, seq, mask2)
             else:
                 gate = tl.full((BLOCK_D, BT), 1.0, tl.float32)
             if DO_RIGHT:
@@ -245,7 +300,6 @@ def _chunk_local_kernel(
                 tl.store(tile_left_ptr + _state_offset(b, k, d[:, None], n[None, :], n_tiles, D, N), loc, mask=smask)
                 tl.store(tile_dsum_ptr + (b * n_tiles + k) * D + d, s_tot, mask=dmask)
         s_run += s_tot
-    coff = _state_offset(b, c, d[:, None], n[None, :], n_chunks, D, N)
     if DO_RIGHT:
         tl.store(right_ptr + coff, right, mask=smask)
     if DO_LEFT:
@@ -316,13 +370,10 @@ def _forward_kernel(
     HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     BLOCK_D: tl.constexpr, N_P: tl.constexpr, BT: tl.constexpr,
 ):
-    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
-    A2 = A_nat * LOG2E
+    c, b, g, d, dmask, n, nmask, smask, A_nat, A2, k0, n_here, coff = _chunk_program(
+        A_ptr, D, G, N, n_tiles, n_chunks, K, BLOCK_D, N_P)
     tt = tl.arange(0, BT)
     tt3 = tt[None, None, :]
-    k0 = c * K
-    n_here = tl.minimum(K, n_tiles - k0)
-    coff = _state_offset(b, c, d[:, None], n[None, :], n_chunks, D, N)
     if HAS_F:
         h = tl.load(chunk_f_ptr + coff, mask=smask, other=0.0)
     if HAS_R:
@@ -331,6 +382,8 @@ def _forward_kernel(
             _incoming_from_right(ts_r_ptr, tile_dsum_ptr, r, b, k0, n_here, d, n, dmask, smask, A2, n_tiles, D, N)
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
+    else:
+        Dv = tl.zeros((BLOCK_D,), tl.float32)  # never read: _readout skips D without HAS_D
     for i in range(0, n_here):
         if HAS_R and not HAS_F:
             k = k0 + n_here - 1 - i  # a lone reverse scan walks from the end
@@ -343,16 +396,13 @@ def _forward_kernel(
         toff = _state_offset(b, k, d[:, None], n[None, :], n_tiles, D, N)
         bb = (dt * uu)[:, None, :] * Bv[None, :, :]
         if HAS_Z:
-            zz = tl.load(z_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-            gate = zz * tl.sigmoid(zz)
+            zz, sig, gate = _load_gate(z_ptr, seq, mask2)
         if HAS_F:
             if SAVE:
                 tl.store(ts_f_ptr + toff, h, mask=smask)
             pa, sb = tl.associative_scan((a, bb), 2, _combine)
             hs = sb + pa * h[:, :, None]
-            y = tl.sum(hs * Cv[None, :, :], 1)
-            if HAS_D:
-                y += Dv[:, None] * uu
+            y = _readout(hs, Cv, Dv, uu, HAS_D)
             if HAS_Z:
                 y = y * gate
             tl.store(out_f_ptr + seq, y.to(out_f_ptr.dtype.element_ty), mask=mask2)
@@ -366,9 +416,7 @@ def _forward_kernel(
                     tl.store(ts_r_ptr + toff, r, mask=smask)
             pr, sr = tl.associative_scan((a, bb), 2, _combine, reverse=True)
             rs = sr + pr * r_tile[:, :, None]
-            y = tl.sum(rs * Cv[None, :, :], 1)
-            if HAS_D:
-                y += Dv[:, None] * uu
+            y = _readout(rs, Cv, Dv, uu, HAS_D)
             if HAS_Z:
                 y = y * gate
             tl.store(out_r_ptr + seq, y.to(out_r_ptr.dtype.element_ty), mask=mask2)
@@ -395,15 +443,12 @@ def _backward_kernel(
     q_t = C_t dy_t + a_{t-1} q_{t-1}). Carried adjoints are a × adjoint (G' = a_first g_first, Q' =
     a_last q_last). With h_prev = h_{t-1}: dΔ_t = Σ_n g_t (A a_t h_prev + B_t u_t), dA = Σ_t g_t Δ_t a_t
     h_prev, du_t = Σ_n g_t Δ_t B_t + D dy_t, dB_t = Σ_d g_t Δ_t u_t, dC_t = Σ_d dy_t h_t."""
-    c, b, g, d, dmask, n, nmask, smask, A_nat = _program(A_ptr, D, G, N, BLOCK_D, N_P)
-    A2 = A_nat * LOG2E
+    c, b, g, d, dmask, n, nmask, smask, A_nat, A2, k0, n_here, coff = _chunk_program(
+        A_ptr, D, G, N, n_tiles, n_chunks, K, BLOCK_D, N_P)
     tt = tl.arange(0, BT)
     tt3 = tt[None, None, :]
     idx_next = tl.broadcast_to(tl.minimum(tt + 1, BT - 1)[None, None, :], (BLOCK_D, N_P, BT))
     idx_prev = tl.broadcast_to(tl.maximum(tt - 1, 0)[None, None, :], (BLOCK_D, N_P, BT))
-    k0 = c * K
-    n_here = tl.minimum(K, n_tiles - k0)
-    coff = _state_offset(b, c, d[:, None], n[None, :], n_chunks, D, N)
     if HAS_F:
         g_in = tl.load(chunk_g_ptr + coff, mask=smask, other=0.0)
         if HAS_R:
@@ -412,6 +457,8 @@ def _backward_kernel(
         q_in = tl.load(chunk_q_ptr + coff, mask=smask, other=0.0)
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
+    else:
+        Dv = tl.zeros((BLOCK_D,), tl.float32)  # never read: _readout skips D without HAS_D
     dA_acc = tl.zeros((BLOCK_D, N_P), tl.float32)
     dD_acc = tl.zeros((BLOCK_D,), tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), tl.float32)
@@ -428,9 +475,9 @@ def _backward_kernel(
         dtu = dt * uu
         bb = dtu[:, None, :] * Bv[None, :, :]
         if HAS_Z:
-            zz = tl.load(z_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-            sig = tl.sigmoid(zz)
-            gate = zz * sig
+            zz, sig, gate = _load_gate(z_ptr, seq, mask2)
+        else:
+            gate = dtu  # never read: _output_grad skips the gate without HAS_Z
         ddt = tl.zeros((BLOCK_D, BT), tl.float32)
         dgb = tl.zeros((BLOCK_D, BT), tl.float32)  # Σ_n adjoint · B
         dy_sum = tl.zeros((BLOCK_D, BT), tl.float32)
@@ -441,15 +488,7 @@ def _backward_kernel(
             h_in = tl.load(ts_f_ptr + toff, mask=smask, other=0.0)
             pa, sb = tl.associative_scan((a, bb), 2, _combine)
             hs = sb + pa * h_in[:, :, None]
-            do = tl.load(dout_f_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-            if HAS_Z:
-                y = tl.sum(hs * Cv[None, :, :], 1)
-                if HAS_D:
-                    y += Dv[:, None] * uu
-                dz_acc += do * y
-                dy = do * gate
-            else:
-                dy = do
+            dy, dz_acc = _output_grad(dout_f_ptr, seq, mask2, hs, Cv, Dv, uu, gate, dz_acc, HAS_Z, HAS_D)
             dy_sum += dy
             alpha = tl.where(tt3 == BT - 1, 1.0, tl.gather(a, idx_next, 2))  # a_{t+1}
             if HAS_R:
@@ -459,38 +498,22 @@ def _backward_kernel(
             pg, sg = tl.associative_scan((alpha, Cv[None, :, :] * dy[:, None, :]), 2, _combine, reverse=True)
             gs = sg + pg * g_tile[:, :, None]
             h_prev = tl.where(tt3 == 0, h_in[:, :, None], tl.gather(hs, idx_prev, 2))
-            term = gs * a * h_prev
-            ddt += tl.sum(A_nat[:, :, None] * term, 1)
-            dgb += tl.sum(gs * Bv[None, :, :], 1)
-            dA_acc += tl.sum(term * dt[:, None, :], 2)
-            dB_t += tl.sum(gs * dtu[:, None, :], 0)
-            dC_t += tl.sum(hs * dy[:, None, :], 0)
+            ddt, dgb, dA_acc, dB_t, dC_t = _accumulate_grads(
+                gs, a, h_prev, hs, dy, A_nat, Bv, dt, dtu, ddt, dgb, dA_acc, dB_t, dC_t)
             if not HAS_R:
                 g_in = _column(a * gs, tt3, 0)
         if HAS_R:
             r_in = tl.load(ts_r_ptr + toff, mask=smask, other=0.0)
             pr, sr = tl.associative_scan((a, bb), 2, _combine, reverse=True)
             rs = sr + pr * r_in[:, :, None]
-            do = tl.load(dout_r_ptr + seq, mask=mask2, other=0.0).to(tl.float32)
-            if HAS_Z:
-                y = tl.sum(rs * Cv[None, :, :], 1)
-                if HAS_D:
-                    y += Dv[:, None] * uu
-                dz_acc += do * y
-                dy = do * gate
-            else:
-                dy = do
+            dy, dz_acc = _output_grad(dout_r_ptr, seq, mask2, rs, Cv, Dv, uu, gate, dz_acc, HAS_Z, HAS_D)
             dy_sum += dy
             alpha = tl.where(tt3 == 0, 1.0, tl.gather(a, idx_prev, 2))  # a_{t-1}
             pq, sq = tl.associative_scan((alpha, Cv[None, :, :] * dy[:, None, :]), 2, _combine)
             qs = sq + pq * q_in[:, :, None]
             r_next = tl.where(tt3 == BT - 1, r_in[:, :, None], tl.gather(rs, idx_next, 2))
-            term = qs * a * r_next
-            ddt += tl.sum(A_nat[:, :, None] * term, 1)
-            dgb += tl.sum(qs * Bv[None, :, :], 1)
-            dA_acc += tl.sum(term * dt[:, None, :], 2)
-            dB_t += tl.sum(qs * dtu[:, None, :], 0)
-            dC_t += tl.sum(rs * dy[:, None, :], 0)
+            ddt, dgb, dA_acc, dB_t, dC_t = _accumulate_grads(
+                qs, a, r_next, rs, dy, A_nat, Bv, dt, dtu, ddt, dgb, dA_acc, dB_t, dC_t)
             q_in = _column(a * qs, tt3, BT - 1)
         ddt += uu * dgb
         du = dt * dgb
@@ -719,29 +742,8 @@ def _needs_grad(*tensors) -> bool:
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias, initial_state):
-    if u.dim() != 3:
-        raise ValueError(f"u must be (batch, dim, length), got shape {tuple(u.shape)}")
-    batch, dim, length = u.shape
-    if delta.shape != u.shape or (z is not None and z.shape != u.shape):
-        raise ValueError("u, delta and z must have the same (batch, dim, length) shape")
-    if A.dim() != 2 or A.shape[0] != dim:
-        raise ValueError(f"A must be (dim, state) = ({dim}, state), got {tuple(A.shape)}")
-    state = A.shape[1]
-
-    def as_groups(BC, name):
-        if BC.dim() == 3:
-            BC = BC.unsqueeze(1)
-        if BC.dim() != 4 or BC.shape[0] != batch or BC.shape[2] != state or BC.shape[3] != length:
-            raise ValueError(f"{name} must be (batch, state, length) or (batch, groups, state, length)")
-        if dim % BC.shape[1]:
-            raise ValueError(f"dim {dim} is not divisible by the number of {name} groups {BC.shape[1]}")
-        return BC.contiguous()
-
-    B4, C4 = as_groups(B, "B"), as_groups(C, "C")
-    if B4.shape[1] != C4.shape[1]:
-        raise ValueError("B and C must have the same number of groups")
-    if initial_state is not None and initial_state.shape != (batch, dim, state):
-        raise ValueError(f"initial_state must be (batch, dim, state) = ({batch}, {dim}, {state})")
+    check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    B4, C4 = ((BC.unsqueeze(1) if BC.dim() == 3 else BC).contiguous() for BC in (B, C))
     tensors = [u, delta, A, B4, C4] + [x for x in (D, z, delta_bias, initial_state) if x is not None]
     if not interpreting() and not all(x.is_cuda for x in tensors):
         raise ValueError(
