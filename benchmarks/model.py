@@ -241,7 +241,7 @@ def side_by_side(args) -> None:
                 try:
                     with sbs.busy_core(busy):
                         for label, config, length, mode, slow in cpu_rows(args.quick):
-                            if busy and slow:
+                            if slow and (busy or args.no_long):
                                 continue
                             calls, reps = {}, {}
                             conf = {"baseline": str(Path(base or ".") / "conf" / "model")}
@@ -352,6 +352,7 @@ def main() -> None:
     parser.add_argument("--thread-counts", type=int, nargs="*", default=[2, 1], help="--cpu: thread counts")
     parser.add_argument("--no-baseline", action="store_true", help="--cpu: without the baseline commit")
     parser.add_argument("--no-peers", action="store_true", help="--cpu: without the HF peer")
+    parser.add_argument("--no-long", action="store_true", help="--cpu: without the 131 kb rows")
     parser.add_argument("--spin", action="store_true", help="--cpu: leave OMP_WAIT_POLICY unset (spinning)")
     args = parser.parse_args()
     if args.cpu:
