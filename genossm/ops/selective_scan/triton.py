@@ -38,6 +38,8 @@ interpreter (environment variable ``TRITON_INTERPRET=1`` set before this module 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 import triton
 import triton.language as tl
@@ -597,19 +599,33 @@ def _combine_chunks(buf, dsum, A, init, reverse, cfg):
     return final
 
 
-def _run_forward(u, delta, A, Bm, Cm, Dv, z, bias, softplus, init, has_f, has_r, save, cfg):
+def _pass_setup(u, Bm, cfg, first: bool, second: bool, keep_tiles: bool):
+    """What the forward and the backward pass set up alike: the sizes, one (batch, chunks, dim, state) buffer
+    per direction run (``u`` as a stand-in for one not run), the chunks' Δ sums, the per-tile states of the
+    second direction (when both run or ``keep_tiles``) and their Δ sums (when both run), the grid and the
+    launch options."""
     batch, dim, length = u.shape
     groups, state = Bm.shape[1], Bm.shape[2]
     f32 = dict(device=u.device, dtype=torch.float32)
-    bidir = has_f and has_r
     nc, nt = cfg.n_chunks, cfg.n_tiles
-    chunk_f = torch.empty(batch, nc, dim, state, **f32) if has_f else u
-    chunk_r = torch.empty(batch, nc, dim, state, **f32) if has_r else u
-    dsum = torch.empty(batch, nc, dim, **f32)
-    tile_r = torch.empty(batch, nt, dim, state, **f32) if (bidir or (has_r and save)) else u
-    tile_dsum = torch.empty(batch, nt, dim, **f32) if bidir else u
-    grid = cfg.grid(batch)
-    common = dict(BLOCK_D=cfg.BLOCK_D, N_P=cfg.N_P, BT=cfg.BT, num_warps=cfg.num_warps)
+    both = first and second
+    return SimpleNamespace(
+        batch=batch, dim=dim, length=length, groups=groups, state=state, f32=f32, nc=nc, nt=nt, both=both,
+        chunk_a=torch.empty(batch, nc, dim, state, **f32) if first else u,
+        chunk_b=torch.empty(batch, nc, dim, state, **f32) if second else u,
+        dsum=torch.empty(batch, nc, dim, **f32),
+        tile=torch.empty(batch, nt, dim, state, **f32) if (both or keep_tiles) else u,
+        tile_dsum=torch.empty(batch, nt, dim, **f32) if both else u,
+        grid=cfg.grid(batch),
+        common=dict(BLOCK_D=cfg.BLOCK_D, N_P=cfg.N_P, BT=cfg.BT, num_warps=cfg.num_warps),
+    )
+
+
+def _run_forward(u, delta, A, Bm, Cm, Dv, z, bias, softplus, init, has_f, has_r, save, cfg):
+    p = _pass_setup(u, Bm, cfg, has_f, has_r, keep_tiles=has_r and save)
+    batch, dim, length, groups, state, f32 = p.batch, p.dim, p.length, p.groups, p.state, p.f32
+    bidir, nc, nt, grid, common = p.both, p.nc, p.nt, p.grid, p.common
+    chunk_f, chunk_r, dsum, tile_r, tile_dsum = p.chunk_a, p.chunk_b, p.dsum, p.tile, p.tile_dsum
     flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=bool(softplus))
     bias_arg = bias if bias is not None else u
     _chunk_local_kernel[grid](
@@ -638,18 +654,10 @@ def _run_forward(u, delta, A, Bm, Cm, Dv, z, bias, softplus, init, has_f, has_r,
 
 def _run_backward(u, delta, A, Bm, Cm, Dv, z, bias, softplus, ts_f, ts_r, dout_f, dout_r, dlast, has_f, has_r, cfg):
     cfg = cfg.for_backward()
-    batch, dim, length = u.shape
-    groups, state = Bm.shape[1], Bm.shape[2]
-    f32 = dict(device=u.device, dtype=torch.float32)
-    bidir = has_f and has_r
-    nc, nt = cfg.n_chunks, cfg.n_tiles
-    chunk_g = torch.empty(batch, nc, dim, state, **f32) if has_f else u
-    chunk_q = torch.empty(batch, nc, dim, state, **f32) if has_r else u
-    dsum = torch.empty(batch, nc, dim, **f32)
-    tile_g = torch.empty(batch, nt, dim, state, **f32) if bidir else u
-    tile_dsum = torch.empty(batch, nt, dim, **f32) if bidir else u
-    grid = cfg.grid(batch)
-    common = dict(BLOCK_D=cfg.BLOCK_D, N_P=cfg.N_P, BT=cfg.BT, num_warps=cfg.num_warps)
+    p = _pass_setup(u, Bm, cfg, has_f, has_r, keep_tiles=False)
+    batch, dim, length, groups, state, f32 = p.batch, p.dim, p.length, p.groups, p.state, p.f32
+    bidir, nc, nt, grid, common = p.both, p.nc, p.nt, p.grid, p.common
+    chunk_g, chunk_q, dsum, tile_g, tile_dsum = p.chunk_a, p.chunk_b, p.dsum, p.tile, p.tile_dsum
     flags = dict(HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=bool(softplus))
     bias_arg = bias if bias is not None else u
     z_arg = z if z is not None else u
