@@ -10,7 +10,8 @@ machine: the torch default at the baseline, ``torch_threads=auto`` now):
 
 * ``score-variants`` on ``data/variants_chr20_indels_1000g.vcf.gz`` (194 indels, window 256) over the shipped
   slice ``data/variants_chr20_slice.fa.gz``;
-* ``score-variants mode=saturation`` over 300 positions (900 substitutions, window 256);
+* ``score-variants mode=saturation`` over 300 positions (900 substitutions, window 256; ``mode=`` is the
+  baseline's spelling of ``scan=``, which this tree still accepts);
 * ``finetune`` on the shipped chloroplast task (382 regions of 200 bases, batch 32) for 1 and for 3
   epochs: the difference over 2 is the time per epoch, without the start-up, the linear probe and the
   k-mer baseline both runs share.

@@ -63,7 +63,7 @@ CPU_ELEMENTS_PER_FORWARD = 1 << 19  # tokens x d_model of one model call on a CP
 
 def cpu_tokens_per_forward(d_model: int) -> int:
     """Tokens per model call on a CPU: small enough that a call's activations stay in the CPU's caches.
-    Calls of 2^18 tokens ran the tiny model (d_model 64) at 0.6x the speed of calls of 2^13 (each op then
+    Calls of 2^18 tokens ran the tiny model (d_model 64) at about half the speed of calls of 2^13 (each op then
     streams hundreds of MiB through memory and faults in fresh pages); the scores do not depend on it."""
     return max(256, CPU_ELEMENTS_PER_FORWARD // max(int(d_model), 1))
 
