@@ -59,20 +59,24 @@ save_pretrained(BiMambaLM(BiMambaConfig(**cfg)), sys.argv[1])
 """
 
 
-def workloads(model: Path, out: Path) -> dict:
+def workloads(model: Path) -> dict:
+    """Row -> the genossm command line; outputs are named relative to the folder each run starts in."""
     common = [f"pretrained={model}", "progress=false"]
     return {
         "score-variants, 194 indels": ["score-variants", *common, f"fasta={SLICE}", f"variants={INDELS}",
-                                       "window_len=256", f"output={out}/indels.vcf.gz"],
+                                       "window_len=256", "output=indels.vcf.gz"],
         "saturation, 300 positions": ["score-variants", *common, f"fasta={SLICE}", "mode=saturation",
-                                      f"region={SATURATION}", "window_len=256", f"output={out}/sat.tsv",
-                                      f"heatmap={out}/sat.png"],
-        "finetune, 1 epoch": ["finetune", f"pretrained={model}", "trainer.max_epochs=1", f"output={out}/ft1"],
-        "finetune, 3 epochs": ["finetune", f"pretrained={model}", "trainer.max_epochs=3", f"output={out}/ft3"],
+                                      f"region={SATURATION}", "window_len=256", "output=sat.tsv", "heatmap=sat.png"],
+        "finetune, 1 epoch": ["finetune", f"pretrained={model}", "trainer.max_epochs=1", "output=ft1"],
+        "finetune, 3 epochs": ["finetune", f"pretrained={model}", "trainer.max_epochs=3", "output=ft3"],
     }
 
 
+PER_EPOCH = "finetune, per epoch"
+
+
 def run_command(root: Path, args: list[str], out: Path) -> dict:
+    """Runs ``genossm args`` with the tree at ``root`` in a fresh folder ``out``; {"seconds"} or {"error"}."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "THP_MEM_ALLOC_ENABLE")}
     env["PYTHONPATH"] = str(root)
@@ -89,16 +93,16 @@ def run_command(root: Path, args: list[str], out: Path) -> dict:
     return {"seconds": seconds}
 
 
-def measure(trees: dict, model: Path, tmp: Path, repeats: int) -> dict:
+def measure(trees: dict, rows: dict, tmp: Path, repeats: int) -> dict:
     """(row, tree) -> best result; trees take turns within each row."""
     best: dict = {}
-    for row, args in workloads(model, tmp / "out").items():
+    for row, args in rows.items():
         for _ in range(repeats):
             for name, root in trees.items():
                 key = (row, name)
                 if "error" in best.get(key, {}):
                     continue
-                res = run_command(root, workloads(model, tmp / f"out-{name}")[row], tmp / f"cwd-{name}")
+                res = run_command(root, args, tmp / f"run-{name}")
                 print(f"  {row:<28} {name:<10} " + (f"{res['seconds']:.1f} s" if "seconds" in res else res["error"]),
                       flush=True)
                 if key not in best or "error" in res or res["seconds"] < best[key]["seconds"]:
@@ -106,22 +110,22 @@ def measure(trees: dict, model: Path, tmp: Path, repeats: int) -> dict:
     for name in trees:  # per epoch: (3 epochs - 1 epoch) / 2
         one, three = best.get(("finetune, 1 epoch", name), {}), best.get(("finetune, 3 epochs", name), {})
         if "seconds" in one and "seconds" in three:
-            best[("finetune, per epoch", name)] = {"seconds": (three["seconds"] - one["seconds"]) / 2}
+            best[(PER_EPOCH, name)] = {"seconds": (three["seconds"] - one["seconds"]) / 2}
     return best
 
 
-def report(title: str, best: dict, trees: dict) -> str:
-    rows = []
-    for row in [*workloads(Path("m"), Path("o")), "finetune, per epoch"]:
+def report(title: str, best: dict, trees: dict, rows: dict) -> str:
+    lines = []
+    for row in [*rows, *([PER_EPOCH] if any(k[0] == PER_EPOCH for k in best) else [])]:
         cur = best.get((row, "genossm"), {})
         base = best.get((row, "baseline"), {})
         line = [row, cur.get("seconds", cur.get("error", "-"))]
         if "baseline" in trees:
             line += [base.get("seconds", base.get("error", "-")),
                      base["seconds"] / cur["seconds"] if "seconds" in cur and "seconds" in base else "-"]
-        rows.append(line)
+        lines.append(line)
     headers = ["workload", "genossm s"] + ([f"{BASELINE} s", "speed-up"] if "baseline" in trees else [])
-    return f"{title}\n" + table(headers, rows)
+    return f"{title}\n" + table(headers, lines)
 
 
 def main() -> None:
@@ -130,6 +134,8 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-idle", action="store_true", help="only the pass beside a busy process")
     ap.add_argument("--no-busy", action="store_true", help="only the idle pass")
+    ap.add_argument("--only", nargs="*", default=None, metavar="WORD",
+                    help="only the workloads whose name contains one of these words (e.g. saturation finetune)")
     args = ap.parse_args()
     print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="genossm-e2e-") as tmp_name, \
@@ -142,13 +148,14 @@ def main() -> None:
         model = tmp / "tiny"
         subprocess.run([sys.executable, "-c", MAKE_MODEL, str(model), str(maker / "conf" / "model" / "tiny.yaml")],
                        check=True, env={**os.environ, "PYTHONPATH": str(maker)})
+        rows = {k: v for k, v in workloads(model).items() if not args.only or any(w in k for w in args.only)}
         tables = []
         for busy in [p for p, skip in ((True, args.no_busy), (False, args.no_idle)) if not skip]:
             label = "beside a busy process (one core at 100 %)" if busy else "idle"
             print(f"pass: {label}; {load_line()}", flush=True)
             with busy_core(busy):
-                best = measure(trees, model, tmp, args.repeats)
-            tables.append(report(f"\n{label}; {load_line()} at the end; best of {args.repeats}", best, trees))
+                best = measure(trees, rows, tmp, args.repeats)
+            tables.append(report(f"\n{label}; {load_line()} at the end; best of {args.repeats}", best, trees, rows))
     print("\n".join(tables))
 
 

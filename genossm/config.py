@@ -202,12 +202,12 @@ def passive_openmp_environment(environ=os.environ) -> None:
     """A passive OpenMP wait policy unless the user chose one; must run before torch is imported."""
     environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     environ.setdefault("KMP_BLOCKTIME", "0")  # Intel OpenMP builds; ignored by GNU OpenMP
-    huge_page_environment(environ)
 
 
 def huge_page_environment(environ=os.environ) -> None:
     """Let torch put its CPU tensors of 2 MiB and more on transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``)
-    unless the user chose otherwise; torch reads it at its first large allocation, so this must run before.
+    unless the user chose otherwise; torch reads it at its first large allocation, so this must run before
+    (``import genossm`` calls it while torch is not yet imported, which covers the ``genossm`` command too).
 
     Each large tensor torch frees goes back to the operating system, and the next one is faulted in again
     4 KiB at a time: a fresh 128 MiB tensor took 117 ms to fill where copying into an existing one took 13 ms

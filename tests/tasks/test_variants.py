@@ -183,7 +183,10 @@ def test_rows_per_model_call_do_not_change_scores(models, tmp_path, bundled_data
         run(models, "plain", vcf, tmp_path / "i.tsv", bundled_data / SLICE, window_len=W, indel_flank=1,
             emb_dist=False, tokens_per_forward=per_forward)
         tables[per_forward] = pd.read_csv(tmp_path / "i.tsv", sep="\t")
-        assert max(calls) == {W: 1, 4 * W: 4, None: max(calls)}[per_forward] and (per_forward or max(calls) > 4)
+        if per_forward:
+            assert max(calls) == per_forward // W
+        else:  # the CPU default takes every window of a batch in one call
+            assert max(calls) > 4
     assert tables[W]["llr"].notna().sum() > 3
     for other in (4 * W, None):
         np.testing.assert_allclose(tables[other]["llr"], tables[W]["llr"], rtol=1e-6, atol=1e-6)
