@@ -58,7 +58,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from genossm.vocab import NUM_BASES, complement
+from genossm.vocab import NUM_BASES, VOCAB, complement
 from genossm.errors import GenossmError
 from genossm.models.heads import LMHead, pool
 from genossm.models.mamba import Mamba, ResidualBlock, SSMBranch
@@ -86,9 +86,24 @@ class BiMambaConfig:
     scan_backend: str = "auto"  # auto | reference | chunked | triton
     vocab_size: int = 8
     norm_eps: float = 1e-5
+    # Options a foreign checkpoint needs (Caduceus / PlantCaduceus, see genossm.models.caduceus); genossm's own
+    # configs leave them at their defaults, and to_dict() then leaves them out, so saved configs are unchanged.
+    share_in_proj: bool = False  # tie_directions false: both directions share one in_proj (Caduceus' weight tie)
+    strand_swap: bool = False  # rc_equivariant: before each block swap the strands and reverse channels (Caduceus-PS)
+    token_ids: Any = None  # embedding row of each genossm token id (A C G T N pad mask cls); None: the ids themselves
 
     def __post_init__(self):
         problems = []
+        for name in ("bidirectional", "tie_directions", "rc_equivariant", "tie_embeddings", "gradient_checkpointing",
+                     "share_in_proj", "strand_swap"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("dt_min", "dt_max", "norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                problems.append(f"{name} must be a positive number, got {value!r}")
+        if problems:  # the checks below assume the types are right
+            raise GenossmError("invalid model config: " + "; ".join(problems))
         for name in ("d_model", "n_layers", "d_state", "d_conv", "expand", "vocab_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -105,6 +120,19 @@ class BiMambaConfig:
             problems.append(f"vocab_size must be at least {NUM_BASES}")
         if not 0 < self.dt_min <= self.dt_max:
             problems.append(f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+        if self.share_in_proj and (self.tie_directions or not self.bidirectional):
+            problems.append("share_in_proj needs bidirectional: true and tie_directions: false")
+        if self.strand_swap and not self.rc_equivariant:
+            problems.append("strand_swap needs rc_equivariant: true")
+        if self.token_ids is not None:
+            ids = self.token_ids
+            if (not isinstance(ids, (list, tuple)) or len(ids) != len(VOCAB)
+                    or any(isinstance(i, bool) or not isinstance(i, int) for i in ids)
+                    or (isinstance(self.vocab_size, int) and any(not 0 <= i < self.vocab_size for i in ids))):
+                problems.append(f"token_ids must be {len(VOCAB)} embedding rows in [0, vocab_size) for {list(VOCAB)}, "
+                                f"got {ids!r}")
+            else:
+                self.token_ids = list(ids)
         if problems:
             raise GenossmError("invalid model config: " + "; ".join(problems))
 
@@ -117,15 +145,28 @@ class BiMambaConfig:
         return math.ceil(self.d_model / 16) if self.dt_rank == "auto" else self.dt_rank
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        for name in FOREIGN_OPTIONS:  # at their defaults, left out: configs saved before they existed stay the same
+            if values[name] == FOREIGN_OPTIONS[name]:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping, source: str = "model config") -> "BiMambaConfig":
+        if not isinstance(values, Mapping):
+            raise GenossmError(f"{source}: the model config must be a mapping of fields, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise GenossmError(f"{source}: unknown model config field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**{k: values[k] for k in values})
+        try:
+            return cls(**{k: values[k] for k in values})
+        except GenossmError as err:
+            raise GenossmError(f"{source}: {err}") from None
+
+
+# the options only foreign checkpoints set, with their defaults (BiMambaConfig.to_dict leaves them out at these)
+FOREIGN_OPTIONS = {"share_in_proj": False, "strand_swap": False, "token_ids": None}
 
 
 class BiMambaMixer(nn.Module):
@@ -135,9 +176,12 @@ class BiMambaMixer(nn.Module):
         super().__init__()
         self.tied, self.strategy, self.backend = cfg.tie_directions, cfg.bidirectional_strategy, cfg.scan_backend
         self.d_inner = cfg.d_inner
-        branch = lambda: SSMBranch(cfg.d_model, cfg.d_inner, cfg.d_state, cfg.d_conv, cfg.dt_rank_value,  # noqa: E731
-                                   dt_min=cfg.dt_min, dt_max=cfg.dt_max)
-        self.branches = nn.ModuleList([branch() for _ in range(1 if self.tied else 2)])
+        branch = lambda in_proj=None: SSMBranch(cfg.d_model, cfg.d_inner, cfg.d_state, cfg.d_conv,  # noqa: E731
+                                                cfg.dt_rank_value, dt_min=cfg.dt_min, dt_max=cfg.dt_max, in_proj=in_proj)
+        first = branch()
+        self.shared_in_proj = cfg.share_in_proj
+        rest = [] if self.tied else [branch(first.in_proj if cfg.share_in_proj else None)]
+        self.branches = nn.ModuleList([first, *rest])
         self.out_proj = nn.Linear(cfg.d_inner * (2 if self.strategy == "proj" else 1), cfg.d_model, bias=False)
         self.mirror_invariant = self.tied and self.strategy == "add"
 
@@ -167,8 +211,9 @@ class BiMambaMixer(nn.Module):
             slots = [y_rev, y_fwd] if mirror else [y_fwd, y_rev]
         else:
             slots = [None, None]
+            xz = self.branches[0].project_in(h) if self.shared_in_proj else None  # once for both directions
             for branch, mode, reverse, slot in self.passes(mirror):
-                slots[slot] = branch.run(h, mode, reverse, backend=self.backend)  # (B, E, L)
+                slots[slot] = branch.run(h, mode, reverse, backend=self.backend, xz=xz)  # (B, E, L)
         y = slots[0] + slots[1] if self.strategy == "add" else torch.cat(slots, dim=1)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
 
@@ -180,8 +225,9 @@ class BiMambaMixer(nn.Module):
             y_fwd, y_rev = self.branches[0].scan_pm(h, "symmetric", (False, True), separate=True)
             return self.out_proj(torch.cat([y_rev, y_fwd] if mirror else [y_fwd, y_rev], dim=-1))
         slots = [None, None]
+        xz = self.branches[0].in_proj(h) if self.shared_in_proj else None  # once for both directions
         for branch, mode, reverse, slot in self.passes(mirror):
-            slots[slot] = branch.scan_pm(h, mode, (reverse,))  # (B, L, E)
+            slots[slot] = branch.scan_pm(h, mode, (reverse,), xz=xz)  # (B, L, E)
         y = slots[0] + slots[1] if self.strategy == "add" else torch.cat(slots, dim=-1)
         return self.out_proj(y)
 
@@ -212,7 +258,11 @@ class BiMambaLM(nn.Module):
             layers.append(ResidualBlock(cfg.d_model, mixer, eps=cfg.norm_eps, rc_strands=cfg.rc_equivariant))
         self.layers = nn.ModuleList(layers)
         self.norm_f = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.lm_head = LMHead(cfg.d_model, rc_strands=cfg.rc_equivariant, tied=cfg.tie_embeddings)
+        base_rows = None if cfg.token_ids is None else cfg.token_ids[:NUM_BASES]
+        self.lm_head = LMHead(cfg.d_model, rc_strands=cfg.rc_equivariant, tied=cfg.tie_embeddings, base_rows=base_rows)
+        # a foreign vocabulary: genossm token id -> embedding row (not saved: it comes from the config)
+        self.register_buffer("token_rows", None if cfg.token_ids is None else torch.tensor(cfg.token_ids),
+                             persistent=False)
         self._init_weights()
 
     def _init_weights(self):
@@ -247,7 +297,19 @@ class BiMambaLM(nn.Module):
         """tokens (B, L) -> (S·B, L, D): strand 2 embeds the complement (same order of positions)."""
         if self.n_strands == 2:
             tokens = torch.cat([tokens, complement(tokens)], dim=0)
+        if self.token_rows is not None:
+            tokens = self.token_rows[tokens]
         return self.embedding(tokens)
+
+    def _before_block(self, h: torch.Tensor) -> torch.Tensor:
+        """What happens to the hidden state before each block: with ``strand_swap`` (Caduceus-PS) the two
+        strands trade places and reverse their channels, as the original RCPS blocks' fused add-norm does
+        (each block reads the other half as its forward strand). RC equivariance is kept: the swap commutes
+        with swapping strands and reversing positions."""
+        if not self.config.strand_swap:
+            return h
+        n = h.shape[0] // 2
+        return torch.cat([h[n:], h[:n]], dim=0).flip(-1)
 
     def _merge_strands(self, h: torch.Tensor) -> torch.Tensor:
         """(S·B, L, D) -> (B, L, S·D)."""
@@ -261,6 +323,7 @@ class BiMambaLM(nn.Module):
             return self.hidden_chunked(tokens, chunk_len)
         h = self._embed_strands(tokens)  # (S·B, L, D)
         for layer in self.layers:
+            h = self._before_block(h)
             if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 h = checkpoint(layer, h, use_reentrant=False)
             else:
@@ -322,6 +385,7 @@ class BiMambaLM(nn.Module):
         h = self._embed_strands(tokens)  # (S·B, L, D)
         n = h.shape[0] // self.n_strands
         for layer in self.layers:
+            h = self._before_block(h)
             out = h.clone()  # the residual; each scan pass adds its share of out_proj(y) into it
             if self.n_strands == 2 and not layer.mixer.mirror_invariant:
                 groups = [(slice(0, n), False), (slice(n, 2 * n), True)]
@@ -371,7 +435,7 @@ class BiMambaLM(nn.Module):
         self._require_causal("step")
         if state is None:
             state = self.init_state(token.shape[0], token.device)
-        h = self.embedding(token)  # (B, D)
+        h = self.embedding(token if self.token_rows is None else self.token_rows[token])  # (B, D)
         new_state = []
         for layer, layer_state in zip(self.layers, state):
             y, layer_state = layer.mixer.step(layer.norm(h), layer_state)

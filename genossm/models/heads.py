@@ -33,14 +33,21 @@ CLS_POOLING_WARNING = (
 class LMHead(nn.Module):
     """Hidden (..., H) -> logits (..., 4). Tied: the weight is the embedding's first 4 rows (A, C, G, T)."""
 
-    def __init__(self, d_model: int, rc_strands: bool = False, tied: bool = True):
+    def __init__(self, d_model: int, rc_strands: bool = False, tied: bool = True, base_rows=None):
         super().__init__()
         self.rc_strands, self.tied = rc_strands, tied
+        # the embedding rows of A, C, G, T when the vocabulary is a foreign checkpoint's (first four otherwise)
+        self.base_rows = None if base_rows is None else list(base_rows)
         self.weight = None if tied else nn.Parameter(torch.randn(NUM_BASES, d_model) * 0.02)
         self.bias = nn.Parameter(torch.zeros(NUM_BASES))
 
     def forward(self, h: torch.Tensor, embedding_weight: torch.Tensor | None = None) -> torch.Tensor:
-        w = embedding_weight[:NUM_BASES] if self.tied else self.weight  # (4, d_model)
+        if not self.tied:
+            w = self.weight  # (4, d_model)
+        elif self.base_rows is None:
+            w = embedding_weight[:NUM_BASES]
+        else:
+            w = embedding_weight[self.base_rows]
         if not self.rc_strands:
             return F.linear(h, w, self.bias)
         h_fwd, h_rc = h.chunk(2, dim=-1)

@@ -17,7 +17,14 @@ classes, pooling, region_len, plus ``head.safetensors``: the linear head, ``weig
 ``bias`` (n_outputs,). :func:`save_region_model` and :func:`load_region_model` write and read it.
 
 Every loader takes ``bundled:NAME`` for a reference model shipped with genossm (``data/models/NAME``;
-:func:`bundled_models` lists them), e.g. ``from_pretrained("bundled:bacteria")``.
+:func:`bundled_models` lists them), e.g. ``from_pretrained("bundled:bacteria")``, and ``hf:ORG/NAME[@REVISION]``
+for a checkpoint on the Hugging Face Hub that genossm can run (Caduceus, PlantCaduceus: ``model_type: caduceus``,
+mapped onto genossm's model by :mod:`genossm.models.caduceus`), e.g. ``from_pretrained("hf:kuleshov-group/
+PlantCaduceus_l20")``. It is fetched with ``huggingface_hub`` into its usual cache (``HF_HOME``,
+``HF_HUB_OFFLINE=1``, the login token); a local folder holding such a checkpoint works as a plain path.
+Nothing from a checkpoint is executed: its config is read as JSON and weights with ``weights_only``.
+
+Loading checks every tensor: its name and shape against the config, a floating-point dtype, and finite values.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import json
 import os
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -41,6 +49,9 @@ FORMAT = "genossm-model"
 FORMAT_VERSION = 1
 HEAD_FILE = "head.safetensors"
 BUNDLED = "bundled:"
+HF = "hf:"
+# what hf: fetches from a Hub repository (the first weights file found is used)
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
 def bundled_models() -> dict[str, Path]:
@@ -51,9 +62,82 @@ def bundled_models() -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if (p / CONFIG_NAME).is_file()}
 
 
+def parse_hf(value: str) -> tuple[str, str | None]:
+    """``hf:ORG/NAME[@REVISION]`` -> (repository id, revision or None)."""
+    spec = value[len(HF):]
+    repo, _, revision = spec.partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")) or (_ and not revision):
+        raise GenossmError(f"{value}: not a Hub model; write hf:ORG/NAME or hf:ORG/NAME@REVISION "
+                           "(e.g. hf:kuleshov-group/PlantCaduceus_l20)")
+    return repo, revision or None
+
+
+def resolve_hf(value: str) -> Path:
+    """Fetch (or find in the Hugging Face cache) the checkpoint ``hf:ORG/NAME[@REVISION]``; its local folder.
+
+    Only ``config.json``, the weights and the tokenizer files are fetched, one weights file: ``model.safetensors``
+    where the repository has one, else ``pytorch_model.bin``."""
+    repo, revision = parse_hf(value)
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
+                                            LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+    except ImportError:
+        raise GenossmError(f"{value}: loading Hub checkpoints needs huggingface_hub: pip install huggingface_hub") from None
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    how_to_fetch = (f"fetch it where the Hub can be reached (huggingface-cli download {repo}"
+                    f"{' --revision ' + revision if revision else ''}) and copy the cache folder (HF_HOME) here, or give "
+                    "the downloaded folder as a path")
+
+    def fetch(filename: str) -> Path:
+        return Path(hf_hub_download(repo, filename, revision=revision))
+
+    try:
+        config = fetch(CONFIG_NAME)
+        for name in HF_WEIGHTS:
+            try:
+                fetch(name)
+                break
+            except (EntryNotFoundError, LocalEntryNotFoundError) as err:
+                if name == HF_WEIGHTS[-1]:
+                    if isinstance(err, LocalEntryNotFoundError) and not isinstance(err, EntryNotFoundError):
+                        raise
+                    raise GenossmError(f"{value}: the repository has {CONFIG_NAME} but neither "
+                                       f"{' nor '.join(HF_WEIGHTS)}") from None
+        from genossm.models.caduceus import TOKENIZER_FILES
+
+        for name in TOKENIZER_FILES:
+            try:
+                fetch(name)
+            except (EntryNotFoundError, LocalEntryNotFoundError):
+                pass  # optional: the vocabulary size names the tokenizer
+    except RevisionNotFoundError:
+        raise GenossmError(f"{value}: revision {revision!r} not found in {repo}") from None
+    except GatedRepoError:
+        raise GenossmError(f"{value}: {repo} is gated; accept its terms on the Hub and log in "
+                           "(huggingface-cli login or HF_TOKEN)") from None
+    except RepositoryNotFoundError:
+        raise GenossmError(f"{value}: no such repository on the Hub ({repo}), or it is private "
+                           "(log in with huggingface-cli login or set HF_TOKEN)") from None
+    except EntryNotFoundError:
+        raise GenossmError(f"{value}: {repo} has no {CONFIG_NAME}; it is not a model genossm can run") from None
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
+        raise GenossmError(f"{value}: not in the Hugging Face cache and {why}; {how_to_fetch}") from None
+    except HfHubHTTPError as err:
+        raise GenossmError(f"{value}: the Hub refused the download ({err}); {how_to_fetch}") from None
+    except OSError as err:
+        raise GenossmError(f"{value}: cannot fetch the checkpoint ({err}); {how_to_fetch}") from None
+    return config.parent
+
+
 def model_path(value: str | os.PathLike) -> Path:
-    """A model argument as a path: ``bundled:NAME`` is the shipped model NAME; anything else must exist."""
+    """A model argument as a path: ``bundled:NAME`` is the shipped model NAME, ``hf:ORG/NAME[@REV]`` the Hub
+    checkpoint's folder in the Hugging Face cache (fetched when missing); anything else must exist."""
     text = str(value)
+    if text.startswith(HF):
+        return resolve_hf(text)
     if text.startswith(BUNDLED):
         name = text[len(BUNDLED):]
         models = bundled_models()
@@ -90,16 +174,44 @@ def save_pretrained(model: BiMambaLM, folder: str | os.PathLike, extra: dict | N
     return folder
 
 
-def _read_config_json(folder: Path) -> dict:
-    path = folder / CONFIG_NAME
+def _read_json_file(path: Path) -> dict:
     if not path.is_file():
         raise GenossmError(f"{path}: not found; a saved model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise GenossmError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(meta, dict) or "model_config" not in meta:
+    except OSError as err:
+        raise GenossmError(f"{path}: cannot read it ({err.strerror or err})") from err
+    if not isinstance(meta, dict):
+        raise GenossmError(f"{path}: not a JSON object")
+    return meta
+
+
+def _foreign_config(folder: Path) -> dict | None:
+    """A Hugging Face checkpoint's config.json (``model_type`` set), or None for a genossm model folder.
+    A ``model_type`` genossm cannot run is refused, naming the ones it can."""
+    meta = _read_json_file(folder / CONFIG_NAME)
+    if "model_config" in meta or "model_type" not in meta:
+        return None
+    from genossm.models import caduceus
+
+    if caduceus.is_caduceus(meta):
+        return meta
+    raise GenossmError(f"{folder / CONFIG_NAME}: model_type {meta['model_type']!r} is not one genossm can run; it runs "
+                       f"genossm's own models and model_type {caduceus.MODEL_TYPE!r} (Caduceus, PlantCaduceus)")
+
+
+def _read_config_json(folder: Path) -> dict:
+    path = folder / CONFIG_NAME
+    meta = _read_json_file(path)
+    if "model_config" not in meta:
         raise GenossmError(f"{path}: no 'model_config' entry; is this a model saved by genossm?")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise GenossmError(f"{path}: format_version must be an integer, got {version!r}")
+    if not isinstance(meta.get("extra", {}), dict):
+        raise GenossmError(f"{path}: 'extra' must be a JSON object, got {type(meta['extra']).__name__}")
     if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
         raise GenossmError(f"{path}: format_version {meta['format_version']} is newer than this genossm reads "
                            f"({FORMAT_VERSION}); upgrade genossm")
@@ -110,7 +222,9 @@ def _read_config_json(folder: Path) -> dict:
     return meta
 
 
-def _load_weights(model: BiMambaLM, weights: dict, source: Path) -> None:
+def load_state(model: BiMambaLM, weights: dict, source: Path) -> None:
+    """Load ``weights`` into ``model`` after checking that they are exactly its tensors (names, shapes), of a
+    floating-point dtype, and finite; a failure names the file and the first offending tensors."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
@@ -125,6 +239,13 @@ def _load_weights(model: BiMambaLM, weights: dict, source: Path) -> None:
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensor(s), first: {', '.join(unexpected[:3])}")
         raise GenossmError(f"{source}: weights do not match the model config: " + "; ".join(parts))
+    not_float = [f"{k} ({v.dtype})" for k, v in weights.items() if not v.is_floating_point()]
+    if not_float:
+        raise GenossmError(f"{source}: {len(not_float)} tensor(s) are not floating point, first: {', '.join(not_float[:3])}")
+    bad = [k for k, v in weights.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise GenossmError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values, first: {', '.join(bad[:3])}; "
+                           "the model is damaged or its training diverged")
     model.load_state_dict(weights, strict=True)
 
 
@@ -132,6 +253,11 @@ def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
     """Load a model saved by :func:`save_pretrained` (a folder) or a Lightning ``.ckpt`` file; eval mode."""
     path = model_path(path)
     if path.is_dir():
+        foreign = _foreign_config(path)
+        if foreign is not None:
+            from genossm.models import caduceus
+
+            return caduceus.load(path, foreign, map_location)
         meta = _read_config_json(path)
         config = BiMambaConfig.from_dict(meta["model_config"], source=str(path / CONFIG_NAME))
         weights_path = path / WEIGHTS_NAME
@@ -151,14 +277,21 @@ def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
     else:
         raise GenossmError(f"{path}: no such model folder or checkpoint file")
     model = BiMambaLM(config)
-    _load_weights(model, weights, source)
+    load_state(model, weights, source)
     return model.to(map_location).eval()
 
 
 def load_extra(path: str | os.PathLike) -> dict:
-    """The ``extra`` dict saved with a model (folder: config.json; .ckpt: hyper_parameters['extra'])."""
+    """The ``extra`` dict saved with a model (folder: config.json; .ckpt: hyper_parameters['extra']). For an
+    imported checkpoint, what genossm knows about it: ``source`` (the ``hf:`` name and commit, or the folder),
+    and for a known Hub checkpoint its repository, summary and training context (``train_window_len``)."""
+    text = str(path)
     path = model_path(path)
     if path.is_dir():
+        if _foreign_config(path) is not None:
+            from genossm.models import caduceus
+
+            return dict(caduceus.describe(path), source=_source_name(text, path))
         return dict(_read_config_json(path).get("extra") or {})
     if path.is_file():
         from genossm.tasks.pretrain import read_checkpoint
@@ -166,6 +299,16 @@ def load_extra(path: str | os.PathLike) -> dict:
         return read_checkpoint(path, "cpu")[2]
     raise GenossmError(f"{path}: no such model folder or checkpoint file")
 
+
+
+def _source_name(text: str, folder: Path) -> str:
+    """How a user names an imported checkpoint again: ``hf:ORG/NAME@COMMIT`` (the commit the cache holds) or
+    the folder's absolute path."""
+    if text.startswith(HF):
+        repo, _ = parse_hf(text)
+        commit = folder.name if folder.parent.name == "snapshots" else None
+        return f"{HF}{repo}" + (f"@{commit}" if commit else "")
+    return str(folder.resolve())
 
 
 def save_region_model(folder, backbone: nn.Module, head: nn.Linear, meta: dict) -> Path:

@@ -68,10 +68,16 @@ def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
 class SSMBranch(nn.Module):
     """in_proj + depthwise conv + x/Δ projections + SSM parameters (A_log, D, Δ bias): one scan direction."""
 
-    def __init__(self, d_model, d_inner, d_state, d_conv, dt_rank, dt_min=1e-3, dt_max=0.1, dt_init_floor=1e-4):
+    def __init__(self, d_model, d_inner, d_state, d_conv, dt_rank, dt_min=1e-3, dt_max=0.1, dt_init_floor=1e-4,
+                 in_proj: nn.Linear | None = None):
         super().__init__()
         self.d_inner, self.d_state, self.d_conv, self.dt_rank = d_inner, d_state, d_conv, dt_rank
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        if in_proj is None:
+            self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        else:
+            # another branch's in_proj, shared (Caduceus' bidirectional weight tie): kept as a plain attribute
+            # so that its weight is a parameter (and a state-dict entry) of the owning branch only
+            object.__setattr__(self, "in_proj", in_proj)
         self.conv = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, bias=True)  # called through F.conv1d
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, d_inner, bias=False)
@@ -134,9 +140,10 @@ class SSMBranch(nn.Module):
             backend=backend,
         )
 
-    def run(self, h: torch.Tensor, conv_mode: str, reverse: bool, backend: str = "auto") -> torch.Tensor:
-        """(batch, L, d_model) -> gated y (batch, d_inner, L) for one direction."""
-        x, z = self.project_in(h)
+    def run(self, h: torch.Tensor, conv_mode: str, reverse: bool, backend: str = "auto", xz=None) -> torch.Tensor:
+        """(batch, L, d_model) -> gated y (batch, d_inner, L) for one direction. ``xz``: ``project_in(h)``
+        already computed (by a branch sharing this one's in_proj)."""
+        x, z = self.project_in(h) if xz is None else xz
         return self.scan(self.conv_act(x, conv_mode), z, reverse=reverse, backend=backend)
 
     # ---- position-major path (the fused CPU scan) -----------------------------------------------------
@@ -151,13 +158,14 @@ class SSMBranch(nn.Module):
         w, left, _ = self.conv_taps(mode)
         return conv_silu_pm(x, w[:, 0, :].t(), self.conv.bias, left)
 
-    def scan_pm(self, h: torch.Tensor, conv_mode: str, directions=(False,), separate: bool = False):
+    def scan_pm(self, h: torch.Tensor, conv_mode: str, directions=(False,), separate: bool = False, xz=None):
         """(batch, L, d_model) -> Σ over ``directions`` (False forward, True reverse) of the gated scan
         output, (batch, L, d_inner); with ``separate``, a list with one output per direction (the
-        projections and the conv computed once for all)."""
+        projections and the conv computed once for all). ``xz``: ``in_proj(h)`` already computed."""
         from genossm.ops.selective_scan.cpu import ssm_scan_pm
 
-        xz = self.in_proj(h)  # (batch, L, 2 d_inner)
+        if xz is None:
+            xz = self.in_proj(h)  # (batch, L, 2 d_inner)
         x, z = xz[..., : self.d_inner], xz[..., self.d_inner :]
         u = self.conv_act_pm(x, conv_mode)
         x_dbl = self.x_proj(u)  # (batch, L, dt_rank + 2 d_state)
