@@ -73,16 +73,16 @@ KNOWN_CHECKPOINTS: dict[str, dict] = {
         "parameters": 7_725_312, "context": 131_072, "download": "31 MB", "licence": "Apache-2.0"},
     "kuleshov-group/PlantCaduceus_l20": {
         "summary": "PlantCaduceus: 16 angiosperm genomes, RC-equivariant, 20 layers x 384",
-        "parameters": 20_206_464, "context": 512, "download": "97 MB", "licence": "Apache-2.0"},
+        "parameters": 20_870_016, "context": 512, "download": "84 MB", "licence": "Apache-2.0"},
     "kuleshov-group/PlantCaduceus_l24": {
         "summary": "PlantCaduceus: 16 angiosperm genomes, RC-equivariant, 24 layers x 512",
-        "parameters": 42_693_120, "context": 512, "download": "205 MB", "licence": "Apache-2.0"},
+        "parameters": 43_614_720, "context": 512, "download": "175 MB", "licence": "Apache-2.0"},
     "kuleshov-group/PlantCaduceus_l28": {
         "summary": "PlantCaduceus: 16 angiosperm genomes, RC-equivariant, 28 layers x 768",
-        "parameters": 111_421_440, "context": 512, "download": "446 MB", "licence": "Apache-2.0"},
+        "parameters": 112_107_264, "context": 512, "download": "448 MB", "licence": "Apache-2.0"},
     "kuleshov-group/PlantCaduceus_l32": {
         "summary": "PlantCaduceus: 16 angiosperm genomes, RC-equivariant, 32 layers x 1024",
-        "parameters": 225_220_608, "context": 512, "download": "902 MB", "licence": "Apache-2.0"},
+        "parameters": 225_354_752, "context": 512, "download": "902 MB", "licence": "Apache-2.0"},
 }
 
 

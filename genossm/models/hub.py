@@ -29,6 +29,7 @@ Loading checks every tensor: its name and shape against the config, a floating-p
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -99,9 +100,9 @@ def resolve_hf(value: str) -> Path:
             try:
                 fetch(name)
                 break
-            except (EntryNotFoundError, LocalEntryNotFoundError) as err:
+            except EntryNotFoundError as err:  # the Hub's answer, or (LocalEntryNotFoundError) not in the cache
                 if name == HF_WEIGHTS[-1]:
-                    if isinstance(err, LocalEntryNotFoundError) and not isinstance(err, EntryNotFoundError):
+                    if isinstance(err, LocalEntryNotFoundError):
                         raise
                     raise GenossmError(f"{value}: the repository has {CONFIG_NAME} but neither "
                                        f"{' nor '.join(HF_WEIGHTS)}") from None
@@ -110,7 +111,7 @@ def resolve_hf(value: str) -> Path:
         for name in TOKENIZER_FILES:
             try:
                 fetch(name)
-            except (EntryNotFoundError, LocalEntryNotFoundError):
+            except EntryNotFoundError:
                 pass  # optional: the vocabulary size names the tokenizer
     except RevisionNotFoundError:
         raise GenossmError(f"{value}: revision {revision!r} not found in {repo}") from None
@@ -120,11 +121,11 @@ def resolve_hf(value: str) -> Path:
     except RepositoryNotFoundError:
         raise GenossmError(f"{value}: no such repository on the Hub ({repo}), or it is private "
                            "(log in with huggingface-cli login or set HF_TOKEN)") from None
-    except EntryNotFoundError:
-        raise GenossmError(f"{value}: {repo} has no {CONFIG_NAME}; it is not a model genossm can run") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
         why = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
         raise GenossmError(f"{value}: not in the Hugging Face cache and {why}; {how_to_fetch}") from None
+    except EntryNotFoundError:
+        raise GenossmError(f"{value}: {repo} has no {CONFIG_NAME}; it is not a model genossm can run") from None
     except HfHubHTTPError as err:
         raise GenossmError(f"{value}: the Hub refused the download ({err}); {how_to_fetch}") from None
     except OSError as err:
@@ -249,8 +250,25 @@ def load_state(model: BiMambaLM, weights: dict, source: Path) -> None:
     model.load_state_dict(weights, strict=True)
 
 
+def _naming_hf(func):
+    """Errors about a checkpoint fetched by ``hf:`` name it as the user wrote it, before the cached file."""
+    @functools.wraps(func)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return func(path, *args, **kwargs)
+        except GenossmError as err:
+            text = str(path)
+            if text.startswith(HF) and not str(err).startswith(text):
+                raise GenossmError(f"{text}: {err}") from None
+            raise
+
+    return wrapper
+
+
+@_naming_hf
 def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
-    """Load a model saved by :func:`save_pretrained` (a folder) or a Lightning ``.ckpt`` file; eval mode."""
+    """Load a model: a folder written by :func:`save_pretrained`, a Lightning ``.ckpt`` file, ``bundled:NAME``,
+    ``hf:ORG/NAME[@REVISION]`` or a local folder holding a Caduceus / PlantCaduceus checkpoint; eval mode."""
     path = model_path(path)
     if path.is_dir():
         foreign = _foreign_config(path)
@@ -281,6 +299,7 @@ def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
     return model.to(map_location).eval()
 
 
+@_naming_hf
 def load_extra(path: str | os.PathLike) -> dict:
     """The ``extra`` dict saved with a model (folder: config.json; .ckpt: hyper_parameters['extra']). For an
     imported checkpoint, what genossm knows about it: ``source`` (the ``hf:`` name and commit, or the folder),
