@@ -27,7 +27,8 @@ from genossm.config import build_trainer, prepare_run, renamed_keys, save_config
 from genossm.data.regions import (RegionDataset, assign_splits, check_split_classes, encode_labels, open_genome,
                                   read_regions, region_tokens)
 from genossm.errors import GenossmError
-from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, model_path, save_region_model
+from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, load_extra, model_path, save_region_model
+from genossm.models.hub import BUNDLED
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import class_weights, fit_linear, kmer_baseline
 from genossm.tasks.metrics import decision_threshold, metrics_by_split, output_scores
@@ -36,6 +37,18 @@ from genossm.tasks.plots import plot_curves
 from genossm.tasks.regions import RegionModel, embed_regions
 
 log = logging.getLogger("genossm.finetune")
+
+
+def backbone_source(pretrained) -> str | None:
+    """Where the backbone came from, as a user would name it again: the imported checkpoint's ``hf:`` name and
+    commit (or its folder), ``bundled:NAME``, or the model folder / checkpoint path; None for a random one."""
+    if not pretrained:
+        return None
+    text = str(pretrained)
+    source = load_extra(pretrained).get("source")
+    if source:
+        return str(source)
+    return text if text.startswith(BUNDLED) else str(Path(text).resolve())
 
 
 def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
@@ -92,7 +105,8 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     if not was_pretrained:
         log.warning("no pretrained=PATH: the backbone is randomly initialised (a baseline, not a pretrained model)")
     meta = {"task": labels.task, "classes": labels.classes, "pooling": cfg.pooling, "region_len": region_len,
-            "label_column": cfg.label_column, "source_regions": Path(regions.source).name}
+            "label_column": cfg.label_column, "source_regions": Path(regions.source).name,
+            "backbone": backbone_source(cfg.pretrained)}
     scores: dict[str, torch.Tensor] = {}
 
     def decision(method_scores: torch.Tensor) -> dict:

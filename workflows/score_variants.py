@@ -34,7 +34,7 @@ from genossm.data.variants import VariantReader
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained
 from genossm.models.heads import POOLINGS
-from genossm.models.hub import BUNDLED
+from genossm.models.hub import BUNDLED, HF
 from genossm.paths import conf_dir
 from genossm.tasks.callbacks import ShardWriter, VariantProgress
 from genossm.tasks.variant_outputs import Summary, is_table_path, is_vcf_path, write_scored_variants
@@ -49,7 +49,7 @@ RENAMED = {"mode": "scan", "batch_size": "alleles_per_batch"}
 def _model_label(pretrained) -> str:
     if pretrained is None:
         return "(a model passed from Python)"
-    if str(pretrained).startswith(BUNDLED):
+    if str(pretrained).startswith((BUNDLED, HF)):
         return str(pretrained)
     return str(Path(pretrained).resolve())
 

@@ -28,7 +28,8 @@ from genossm.tasks.plots import draw_heatmap
 log = logging.getLogger(__name__)
 
 LLR_DESCRIPTION = (
-    "genossm zero-shot log-likelihood ratio per ALT allele, natural log: log P(alt) - log P(ref) "
+    "genossm zero-shot log-likelihood ratio per ALT allele, natural log: log P(alt) - log P(ref), with P "
+    "normalised over the four bases A, C, G, T (a softmax over the model's A/C/G/T logits only) "
     "(SNV: at the masked position; indel/MNV: pseudo-log-likelihood difference of the alt and ref windows), "
     "averaged over both strands. Negative = alt less likely than ref under the model. Missing when the allele "
     "could not be scored (see GENOSSM_SKIP)"
