@@ -46,7 +46,8 @@ WORKFLOWS: dict[str, tuple[str, str]] = {
 }
 
 USAGE = """usage: genossm <workflow> [key=value ...] [hydra flags]
-       genossm models                # the bundled reference models (pretrained=bundled:NAME)
+       genossm models                # the bundled models and the Hub checkpoints genossm runs
+       genossm models check hf:ORG/NAME   # compare an imported checkpoint with its original code
 
 genossm {version}: genomic language models with bidirectional selective state-space models.
 
@@ -75,20 +76,57 @@ def usage() -> str:
 
 
 def models_table() -> str:
-    """The bundled reference models: each one's name, its one-line summary and where its model card is."""
+    """The bundled reference models (name, summary, model card) and the Hub checkpoints genossm runs (name,
+    parameters, training context, download size, licence, whether the Hugging Face cache holds them). A model
+    whose files are damaged is listed with the reason instead of its summary; the others are listed all the same."""
+    from genossm.errors import GenossmError
     from genossm.models import bundled_models, load_extra
-    from genossm.models.hub import BUNDLED
+    from genossm.models.caduceus import KNOWN_CHECKPOINTS
+    from genossm.models.hub import BUNDLED, HF
 
-    rows = [(f"{BUNDLED}{name}", load_extra(folder).get("summary", ""), str(folder / "README.md"))
-            for name, folder in bundled_models().items()]
-    if not rows:
-        return "no bundled models in this installation"
-    width = max(len(r[0]) for r in rows)
-    lines = ["bundled reference models (use as pretrained=NAME in any workflow, or genossm.models.from_pretrained(NAME)):"]
-    for name, summary, card in rows:
-        lines.append(f"  {name:<{width}}  {summary}")
-        lines.append(f"  {'':<{width}}  model card: {card}")
+    rows = []
+    for name, folder in bundled_models().items():
+        try:
+            summary = str(load_extra(folder).get("summary", ""))
+        except GenossmError as err:
+            summary = f"DAMAGED, cannot be used: {err}"
+        rows.append((f"{BUNDLED}{name}", summary, str(folder / "README.md")))
+    lines = []
+    if rows:
+        width = max(len(r[0]) for r in rows)
+        lines.append("bundled reference models (use as pretrained=NAME in any workflow, or "
+                     "genossm.models.from_pretrained(NAME)):")
+        for name, summary, card in rows:
+            lines.append(f"  {name:<{width}}  {summary}")
+            lines.append(f"  {'':<{width}}  model card: {card}")
+    else:
+        lines.append("no bundled models in this installation")
+    cached = hub_cache_state(KNOWN_CHECKPOINTS)
+    width = max(len(HF + r) for r in KNOWN_CHECKPOINTS)
+    lines += ["", "Hugging Face Hub checkpoints genossm runs (pretrained=hf:ORG/NAME; fetched on first use into the "
+                  "Hugging Face cache):",
+              f"  {'name':<{width}}  {'parameters':>11}  {'context':>7}  {'download':>8}  {'licence':<10}  cache"]
+    for repo, facts in KNOWN_CHECKPOINTS.items():
+        context = f"{round(facts['context'] / 1000)} kb" if facts["context"] >= 1000 else f"{facts['context']} bp"
+        lines.append(f"  {HF + repo:<{width}}  {facts['parameters']:>11,}  {context:>7}  {facts['download']:>8}  "
+                     f"{facts['licence']:<10}  {cached[repo]}")
+        lines.append(f"  {'':<{width}}  {facts['summary']}")
     return "\n".join(lines)
+
+
+def hub_cache_state(repos) -> dict[str, str]:
+    """'cached' when the Hugging Face cache holds a repository's config and weights, else 'not downloaded'."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return {repo: "huggingface_hub not installed" for repo in repos}
+    from genossm.models.hub import HF_WEIGHTS
+
+    def has(repo, name):
+        return isinstance(try_to_load_from_cache(repo, name), str)
+
+    return {repo: "cached" if has(repo, "config.json") and any(has(repo, w) for w in HF_WEIGHTS) else "not downloaded"
+            for repo in repos}
 
 
 def user_errors(func: Callable | None = None, *, renamed: dict[str, str] | None = None) -> Callable:
@@ -187,6 +225,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"genossm {__version__}")
         return
     if argv[0] == "models":
+        if argv[1:2] == ["check"]:  # compare an imported checkpoint with its original code
+            from genossm.models import check
+
+            try:
+                raise SystemExit(check.main(argv[2:]))
+            except GenossmError as err:
+                print(f"genossm: error: {err}", file=sys.stderr)
+                raise SystemExit(2) from None
         print(models_table())
         return
     name = argv[0].replace("_", "-")

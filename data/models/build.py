@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
 from genossm.models import from_pretrained, load_extra  # noqa: E402
-from genossm.models.hub import CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME  # noqa: E402
+from genossm.models.hub import CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME, write_checksum  # noqa: E402
 from genossm.vocab import vocab_dict  # noqa: E402
 
 # the bundled FASTA window every card reports and tests/models/test_bundled.py re-scores
@@ -78,6 +78,7 @@ def bundle(name: str, run: Path, genome: Path, summary_line: str) -> Path:
         },
     }
     (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_checksum(folder)
     return folder
 
 

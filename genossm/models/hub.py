@@ -29,8 +29,11 @@ Loading checks every tensor: its name and shape against the config, a floating-p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -49,8 +52,11 @@ CONFIG_NAME = "config.json"
 FORMAT = "genossm-model"
 FORMAT_VERSION = 1
 HEAD_FILE = "head.safetensors"
+log = logging.getLogger(__name__)
 BUNDLED = "bundled:"
 HF = "hf:"
+# beside the weights of a bundled model: their sha256, checked on every load (a damaged install is named, not run)
+CHECKSUM_NAME = WEIGHTS_NAME + ".sha256"
 # what hf: fetches from a Hub repository (the first weights file found is used)
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
@@ -175,6 +181,46 @@ def save_pretrained(model: BiMambaLM, folder: str | os.PathLike, extra: dict | N
     return folder
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksum(folder: str | os.PathLike) -> Path:
+    """Record the sha256 of ``folder/model.safetensors`` beside it (what the bundled models ship with)."""
+    folder = Path(folder)
+    with atomic_write(folder / CHECKSUM_NAME, "w") as handle:
+        handle.write(f"{_sha256(folder / WEIGHTS_NAME)}  {WEIGHTS_NAME}\n")
+    return folder / CHECKSUM_NAME
+
+
+def verify_checksum(folder: Path) -> None:
+    """When ``folder`` carries a checksum of its weights, the weights must match it."""
+    path = folder / CHECKSUM_NAME
+    if not path.is_file():
+        return
+    expected = path.read_text().split()[:1]
+    if not expected or _sha256(folder / WEIGHTS_NAME) != expected[0]:
+        raise GenossmError(f"{folder / WEIGHTS_NAME}: its sha256 differs from {path.name}; the file is damaged "
+                           "(reinstall genossm, or fetch the model again)")
+
+
+def usable_scan_backend(config: BiMambaConfig, device, source: str) -> BiMambaConfig:
+    """A saved ``scan_backend`` is a preference: where that backend cannot run (Triton without CUDA or Triton,
+    the CPU kernel on a GPU or without its compiled library), the model loads with ``auto`` and says so."""
+    from genossm.ops.selective_scan import _cpu_usable, _triton_usable
+
+    backend = config.scan_backend
+    probe = torch.empty(0, device=device)
+    if backend == "triton" and not _triton_usable(probe) or backend == "cpu" and not _cpu_usable(probe, config.d_state):
+        log.warning("%s: saved with scan_backend=%s, which cannot run here; using scan_backend=auto", source, backend)
+        return dataclasses.replace(config, scan_backend="auto")
+    return config
+
+
 def _read_json_file(path: Path) -> dict:
     if not path.is_file():
         raise GenossmError(f"{path}: not found; a saved model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -281,6 +327,7 @@ def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
         weights_path = path / WEIGHTS_NAME
         if not weights_path.is_file():
             raise GenossmError(f"{weights_path}: not found")
+        verify_checksum(path)
         try:
             weights = load_file(str(weights_path), device=str(map_location))
         except (SafetensorError, OSError, ValueError) as err:
@@ -294,7 +341,7 @@ def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
         source = path
     else:
         raise GenossmError(f"{path}: no such model folder or checkpoint file")
-    model = BiMambaLM(config)
+    model = BiMambaLM(usable_scan_backend(config, map_location, str(source)))
     load_state(model, weights, source)
     return model.to(map_location).eval()
 

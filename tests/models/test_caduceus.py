@@ -310,3 +310,37 @@ def test_parameter_counts_of_the_published_configs():
         assert count == caduceus.KNOWN_CHECKPOINTS[repo]["parameters"], repo
     # the published count of the Caduceus-Ph 131k file
     assert caduceus.KNOWN_CHECKPOINTS["kuleshov-group/caduceus-ph_seqlen-131k_d_model-256_n_layer-16"]["parameters"] == 7_725_312
+
+
+def test_models_check_compares_with_the_original(models):
+    """genossm models check's comparison, with the original code's stored logits standing in for the original."""
+    from genossm.models import check
+
+    model = models["caduceus_ph"]
+    ref = load_file(str(FIXTURES / "reference" / "caduceus_ph" / "reference_logits.safetensors"))
+    by_ids = {tuple(ref[f"input_ids.{s}"][0].tolist()): ref[f"logits.{s}"] for s in SEQUENCES}
+    sequences = [(s, genossm_tokens(s)) for s in SEQUENCES]
+    rows = check.compare(model, lambda ids: by_ids[tuple(ids[0].tolist())], sequences)
+    assert [r["sequence"] for r in rows] == SEQUENCES and max(r["max_abs_diff"] for r in rows) < TOL
+    # another checkpoint's logits: the check says so
+    wrong = load_file(str(FIXTURES / "reference" / "caduceus_ps" / "reference_logits.safetensors"))
+    rows = check.compare(model, lambda ids: wrong["logits.seq64"], [("seq64", genossm_tokens("seq64"))])
+    assert rows[0]["max_abs_diff"] > 0.1
+    # the sequences it draws: N runs, masks, and each one's reverse complement
+    drawn = check.check_sequences((100,))
+    assert [name for name, _ in drawn] == ["random_100", "random_100_rc"]
+    x, rc = drawn[0][1][0], drawn[1][1][0]
+    assert (x == MASK).sum() == 5 and (x == 4).sum() >= 10
+    assert torch.equal(rc, torch.from_numpy(COMPLEMENT[x.numpy()[::-1].copy()]))
+
+
+def test_models_check_without_transformers_says_what_to_install(monkeypatch, capsys):
+    import sys
+
+    from genossm import cli
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["models", "check", str(FIXTURES / "caduceus_ps"), "--device", "cpu"])
+    assert done.value.code == 2
+    assert "the check runs the original code: pip install transformers" in capsys.readouterr().err
