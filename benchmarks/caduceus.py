@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import multiprocessing as mp
-import os
 import sys
 import tempfile
 import time
@@ -61,8 +59,7 @@ def genossm_model(folder: Path | None):
 
     if folder is not None:
         return from_pretrained(folder)
-    vocab = caduceus.checkpoint_vocab(Path("."), 16)
-    ids = caduceus.token_ids(vocab, caduceus._complement_map(HUB_CONFIG, 16, "config"), "config")
+    ids = caduceus.token_ids(caduceus.published_vocab(16), caduceus.complement_map(HUB_CONFIG, 16, "config"), "config")
     torch.manual_seed(0)
     return BiMambaLM(caduceus.model_config(HUB_CONFIG, "config", token_ids=ids)).eval()
 

@@ -110,7 +110,7 @@ def _option(hf: dict, key: str, default, types, source: str):
     return value
 
 
-def _complement_map(hf: dict, vocab_size: int, source: str) -> list[int]:
+def complement_map(hf: dict, vocab_size: int, source: str) -> list[int]:
     """config.json's complement_map by key (its string keys are token ids), padded with identity."""
     raw = hf.get("complement_map")
     table = list(range(vocab_size))
@@ -194,12 +194,27 @@ def checkpoint_vocab(folder: Path, vocab_size: int) -> dict[str, int]:
         if vocab:
             return vocab
     slow = _read_json(folder / "tokenizer_config.json") or {}
-    if slow.get("tokenizer_class") == "CaduceusTokenizer" or (not slow and vocab_size == 16):
-        characters = slow.get("characters") or ["A", "C", "G", "T", "N"]
-        return {**{t: i for i, t in enumerate(_CADUCEUS_SPECIALS)}, **{c: i + 7 for i, c in enumerate(characters)}}
-    if vocab_size == 8:  # PlantCaduceus' vocabulary
+    if slow.get("tokenizer_class") == "CaduceusTokenizer":
+        return caduceus_vocab(slow.get("characters") or ("A", "C", "G", "T", "N"))
+    known = published_vocab(vocab_size) if not slow else None
+    if known is None:
+        raise GenossmError(f"{folder}: no tokenizer.json or CaduceusTokenizer tokenizer_config.json to read the "
+                           "token ids from")
+    return known
+
+
+def caduceus_vocab(characters=("A", "C", "G", "T", "N")) -> dict[str, int]:
+    """The original CaduceusTokenizer's ids: seven specials, then the characters from 7."""
+    return {**{t: i for i, t in enumerate(_CADUCEUS_SPECIALS)}, **{c: i + 7 for i, c in enumerate(characters)}}
+
+
+def published_vocab(vocab_size: int) -> dict[str, int] | None:
+    """The vocabulary of the published checkpoints of this size: 16 Caduceus, 8 PlantCaduceus; else None."""
+    if vocab_size == 16:
+        return caduceus_vocab()
+    if vocab_size == 8:
         return {"[PAD]": 0, "[MASK]": 1, "[UNK]": 2, "a": 3, "c": 4, "g": 5, "t": 6}
-    raise GenossmError(f"{folder}: no tokenizer.json or CaduceusTokenizer tokenizer_config.json to read the token ids from")
+    return None
 
 
 def token_ids(vocab: dict[str, int], complement_map: list[int], source: str) -> list[int]:
@@ -348,8 +363,8 @@ def load(folder: Path, hf_config: dict, map_location="cpu") -> BiMambaLM:
     weights, weights_path = read_weights(folder, map_location)
     vocab_size = _option(hf_config, "vocab_size", None, int, source)
     provisional = model_config(hf_config, source)  # sizes and the padded vocabulary, before the token map
-    complement_map = _complement_map(hf_config, provisional.vocab_size, source)
-    ids = token_ids(checkpoint_vocab(folder, vocab_size), complement_map, source)
+    comp = complement_map(hf_config, provisional.vocab_size, source)
+    ids = token_ids(checkpoint_vocab(folder, vocab_size), comp, source)
     cfg = model_config(hf_config, source, tied_head=head_is_tied(weights), token_ids=ids)
     model = BiMambaLM(cfg)
     load_state(model, convert_weights(weights, cfg, weights_path), weights_path)
