@@ -67,7 +67,7 @@ def _labels(labelled: LabelledVariants, cfg) -> tuple[np.ndarray, str, str]:
         raise GenossmError(f"{labelled.where(bad)}: label {values[bad]:g} (column {cfg.label}) is not 0 or 1, and "
                            "label_type=binary; use label_threshold= to make binary labels from a number")
     task = "binary" if label_type == "binary" or (label_type == "auto" and zero_one.all()) else "regression"
-    return values, task, f"{cfg.label}" + (" (1 = positive)" if task == "binary" else " (real-valued)")
+    return values, task, f"{cfg.label}, " + ("binary" if task == "binary" else "real-valued")
 
 
 def _check_groups(labelled: LabelledVariants, column: str, groups: np.ndarray, y: np.ndarray, task: str) -> None:

@@ -161,7 +161,7 @@ class LabelledVariants:
             if allow_missing:
                 return math.nan
             a = self.table.iloc[row]
-            raise GenossmError(f"{self.where(row)}: no {what} ({column} is {text or 'empty'!r}) for "
+            raise GenossmError(f"{self.where(row)}: no {what} ({column} is {repr(text) if text else 'empty'}) for "
                                f"{a.chrom}:{a.pos} {a.ref}>{a.alt}; every variant needs one")
         if low in TRUE:
             return 1.0
