@@ -193,17 +193,31 @@ def random_values(task: str, y, chrom) -> dict:
     return {"auroc": 0.5, "auprc": float(y.mean()) if len(y) else math.nan, "auprc_by_chrom": float(by_chrom)}
 
 
-def bootstrap_counts(units, n_boot: int, seed: int = 0) -> np.ndarray:
-    """(n_boot, n) resample weights: the distinct ``units`` (match groups, or one per variant) are drawn with
-    replacement, as many as there are, and each variant gets the number of times its unit was drawn."""
+BLOCK_ELEMENTS = 1 << 22  # resample weights held at once (rows x variants): bounded memory for any input
+
+
+def bootstrap_blocks(units, n_boot: int, seed: int = 0, block_elements: int = BLOCK_ELEMENTS):
+    """Resample weights in blocks of rows (each (rows, n), together ``n_boot`` rows): the distinct ``units``
+    (match groups, or one per variant) are drawn with replacement, as many as there are, and each variant gets
+    the number of times its unit was drawn. The draws come from one seeded stream in order, so the resamples
+    do not depend on the block size."""
     units = np.asarray(units)
     _, inverse = np.unique(units, return_inverse=True)
     n_units = int(inverse.max()) + 1 if len(inverse) else 0
     rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, max(n_units, 1), size=(int(n_boot), n_units))
-    offsets = np.arange(int(n_boot))[:, None] * n_units
-    counts = np.bincount((drawn + offsets).ravel(), minlength=int(n_boot) * n_units).reshape(int(n_boot), n_units)
-    return counts[:, inverse].astype(np.float64)
+    rows = max(1, int(block_elements) // max(len(units), 1))
+    for first in range(0, int(n_boot), rows):
+        n = min(rows, int(n_boot) - first)
+        drawn = rng.integers(0, max(n_units, 1), size=(n, n_units))
+        offsets = np.arange(n)[:, None] * n_units
+        counts = np.bincount((drawn + offsets).ravel(), minlength=n * n_units).reshape(n, n_units)
+        yield counts[:, inverse].astype(np.float64)
+
+
+def bootstrap_counts(units, n_boot: int, seed: int = 0) -> np.ndarray:
+    """All ``n_boot`` rows of :func:`bootstrap_blocks` as one (n_boot, n) array."""
+    blocks = list(bootstrap_blocks(units, n_boot, seed))
+    return np.concatenate(blocks) if blocks else np.zeros((0, len(np.asarray(units))))
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
@@ -229,16 +243,19 @@ def evaluate_predictors(task: str, y, predictors: dict[str, np.ndarray], chrom, 
     y = np.asarray(y, dtype=np.float64)
     chrom = np.asarray(chrom)
     units = np.arange(len(y)) if units is None else np.asarray(units)
-    counts = bootstrap_counts(units, n_boot, seed) if n_boot else None
     result: dict = {"n": int(len(y)), "n_units": int(len(np.unique(units))), "n_boot": int(n_boot)}
     if task == "binary":
         result["n_positive"] = int(y.sum())
     result["random"] = {k: _clean(v) for k, v in random_values(task, y, chrom).items()}
-    point, boot = {}, {}
-    for name, score in predictors.items():
-        point[name] = metric_values(task, y, np.asarray(score, dtype=np.float64), chrom)
-        boot[name] = (metric_values(task, y, np.asarray(score, dtype=np.float64), chrom, counts)
-                      if counts is not None else None)
+    scores = {name: np.asarray(score, dtype=np.float64) for name, score in predictors.items()}
+    point = {name: metric_values(task, y, score, chrom) for name, score in scores.items()}
+    parts: dict = {name: {metric: [] for metric in point[name]} for name in scores}
+    for counts in (bootstrap_blocks(units, n_boot, seed) if n_boot else ()):
+        for name, score in scores.items():  # every predictor in the same resamples: paired differences
+            for metric, values in metric_values(task, y, score, chrom, counts).items():
+                parts[name][metric].append(values)
+    boot = {name: ({metric: np.concatenate(v) for metric, v in by_metric.items()} if n_boot else None)
+            for name, by_metric in parts.items()}
     result["predictors"] = {}
     for name in predictors:
         row = {}

@@ -184,3 +184,10 @@ def test_verdict_says_whether_the_interval_clears_zero():
     not_all = vm.verdict(res, "model", ["noise", "close"], "auprc")
     assert "does NOT beat every baseline" in not_all and "not close" in not_all
     assert res["versus"]["close"]["auprc"]["low"] <= 0 <= res["versus"]["close"]["auprc"]["high"]
+
+
+def test_bootstrap_blocks_do_not_change_the_resamples():
+    groups = np.repeat(np.arange(37), 3)
+    whole = np.concatenate(list(vm.bootstrap_blocks(groups, 50, seed=3, block_elements=10**9)))
+    small = np.concatenate(list(vm.bootstrap_blocks(groups, 50, seed=3, block_elements=7 * len(groups))))
+    assert whole.shape == small.shape == (50, 111) and (whole == small).all()
