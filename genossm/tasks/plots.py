@@ -231,9 +231,11 @@ def plot_variant_evaluation(task: str, y, predictors: dict, metrics: dict, path:
             s, yy = score[order], y[order]
             ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]
             tp, fp = np.cumsum(yy)[ends], np.cumsum(1 - yy)[ends]
-            recall = np.r_[0.0, tp / max(tp[-1], 1)]
-            precision = np.r_[1.0, tp / np.maximum(tp + fp, 1)]
-            ax.plot(recall, precision, drawstyle="steps-post",
+            recall = tp / max(tp[-1], 1)
+            precision = tp / np.maximum(tp + fp, 1)
+            # precision P_k over the recall gained at threshold k: the area under the steps is the AUPRC
+            recall, precision = np.r_[0.0, recall], np.r_[precision[:1], precision]
+            ax.plot(recall, precision, drawstyle="steps-pre",
                     label=f"{name} (AUPRC {_interval_text(metrics.get(name, {}).get('auprc'))})")
         ax.axhline(float(y.mean()), color="grey", lw=0.8, ls="--", label=f"random ({y.mean():.3f})")
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
