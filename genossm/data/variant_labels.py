@@ -26,6 +26,7 @@ from genossm.data.variants import AlleleNumbering, VariantReader, VariantRecord
 from genossm.errors import GenossmError
 
 MISSING = ("", ".", "na", "nan", "none", "null")
+VALUE = "value:"  # the table's name of a requested column (a user's column may be called chrom or kind too)
 TRUE, FALSE = ("true", "yes"), ("false", "no")
 
 
@@ -55,8 +56,8 @@ def _column_key(name) -> str:
 
 class LabelledVariants:
     """The alleles of a VCF/BCF/TSV with the requested columns: :attr:`table` has ``line`` (where the record is,
-    for messages), ``record``, ``allele``, ``chrom``, ``pos``, ``ref``, ``alt``, ``kind`` and one column per
-    requested name holding the raw values (strings, numbers, booleans or None); :attr:`alleles` the same rows
+    for messages), ``record``, ``allele``, ``chrom``, ``pos``, ``ref``, ``alt``, ``kind`` and for each requested
+    name a column ``value:NAME`` holding the raw values (strings, numbers, booleans or None); :attr:`alleles` the same rows
     as :class:`~genossm.data.variants.Allele` objects (the units ``score-variants`` scores)."""
 
     def __init__(self, path: str | Path, columns: Sequence[str]):
@@ -85,10 +86,10 @@ class LabelledVariants:
                 row = {"line": rec.line if rec.line is not None else math.nan, "record": rec.index,
                        "allele": a.allele, "chrom": a.chrom, "pos": a.pos, "ref": a.ref, "alt": a.alt,
                        "kind": variant_kind(a.ref, a.alt)}
-                row.update({c: v[i] if i < len(v) else v[-1] for c, v in values.items()})
+                row.update({VALUE + c: v[i] if i < len(v) else v[-1] for c, v in values.items()})
                 rows.append(row)
         return pd.DataFrame(rows, columns=["line", "record", "allele", "chrom", "pos", "ref", "alt", "kind",
-                                           *self.columns])
+                                           *(VALUE + c for c in self.columns)])
 
     def _per_allele(self, value, n_alts: int, rec: VariantRecord, column: str) -> list:
         if isinstance(value, tuple):
@@ -143,7 +144,7 @@ class LabelledVariants:
         """``column`` as floats (true/false read as 1/0); a missing value is NaN where ``allow_missing``, else
         an error naming the line, as is a value that is not a number."""
         out = np.empty(len(self.table))
-        for i, v in enumerate(self.table[column].tolist()):
+        for i, v in enumerate(self.table[VALUE + column].tolist()):
             out[i] = self._number(v, i, column, what, allow_missing)
         return out
 
@@ -178,7 +179,7 @@ class LabelledVariants:
     def strings(self, column: str) -> np.ndarray:
         """``column`` as text, a missing value as ``"."``."""
         values = []
-        for v in self.table[column].tolist():
+        for v in self.table[VALUE + column].tolist():
             text = "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip()
             values.append(text if text else ".")
         return np.asarray(values, dtype=object)
