@@ -40,6 +40,7 @@ WORKFLOWS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain.py", "train a masked-LM on genomes (demo: tiny model, bundled genome, CPU)"),
     "evaluate": ("evaluate.py", "bits per base of a saved model on any FASTA, beside Markov baselines"),
     "score-variants": ("score_variants.py", "score a VCF/BCF/TSV of variants with a pretrained model"),
+    "evaluate-variants": ("evaluate_variants.py", "how well variant scores predict labels, beside baselines"),
     "finetune": ("finetune.py", "fine-tune or linear-probe a pretrained model on labelled regions"),
     "score-regions": ("score_regions.py", "apply a fine-tuned model to new regions"),
     "embed": ("embed.py", "write RC-invariant embeddings of regions or FASTA records"),
