@@ -8,6 +8,7 @@ the same metric) -> write ``evaluation.json``, ``evaluation.tsv`` and ``config.y
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import hydra
@@ -119,6 +120,10 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer.test(task, dataloaders=DataLoader(EvaluationPasses(windows, int(cfg.passes)), batch_size=None), verbose=False)
     values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     values = {k: values[k] for k in ("loss", "nll", "bpb", "bpb_se", "ppl", "acc", "n_bases", "n_windows") if k in values}
+    if not all(math.isfinite(values.get(k, 0.0)) for k in ("loss", "nll", "bpb")):
+        raise GenossmError(f"pretrained={cfg.pretrained}: the model's predictions are not finite numbers (bits per "
+                           f"base {values.get('bpb')}): its weights or outputs hold NaN or infinite values; nothing "
+                           "was written")
     seqs = windows.bases()
     result = {"pretrained": str(cfg.pretrained), "fasta": fasta, "regions": cfg.get("regions"),
               "contigs": contigs, "window_len": window_len, "n_windows": int(len(windows.tiles)),

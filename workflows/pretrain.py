@@ -27,7 +27,7 @@ from genossm.errors import GenossmError, atomic_write
 from genossm.models import from_pretrained, save_pretrained
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import baseline_report
-from genossm.tasks.callbacks import CheckpointOnSignal, MetricHistory, TokensPerSecond
+from genossm.tasks.callbacks import CheckpointOnSignal, MetricHistory, StopOnNonFinite, TokensPerSecond, non_finite
 from genossm.tasks.loggers import KeepMetricHistory
 from genossm.tasks.outputs import format_comparison
 from genossm.tasks.plots import plot_history
@@ -205,6 +205,7 @@ def train(cfg: DictConfig) -> dict:
         history = MetricHistory()
         callbacks.append(history)
     callbacks.append(KeepMetricHistory())  # metrics.csv keeps the rows before a resumed step
+    callbacks.insert(0, StopOnNonFinite())  # before the checkpoint callbacks see a step of NaN weights
     speed = next((c for c in callbacks if isinstance(c, TokensPerSecond)), None)
     # before anything is written or a logger opens the folder: what the run continues from, if it may
     ckpt_path = resume_path(cfg, out)
@@ -232,6 +233,10 @@ def train(cfg: DictConfig) -> dict:
         trainer.test(module, datamodule=dm, verbose=False)
     test = stage_metrics(trainer, "test")
     model = _full_model(trainer, module, to_plain(cfg.model))
+    bad = non_finite(model.state_dict())
+    if bad:
+        raise GenossmError(f"the trained weights ({', '.join(bad[:3])}) hold NaN or infinite values (task.lr="
+                           f"{cfg.task.get('lr')}): no model was exported")
     summary = {
         "output": str(out),
         "global_step": int(trainer.global_step),
