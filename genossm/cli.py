@@ -153,6 +153,33 @@ def _remove_failed_run(folder) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# workflows whose output= is Hydra's run folder: Hydra creates it before the workflow starts, so a place that
+# cannot hold it ended in Hydra's traceback
+RUN_FOLDER_WORKFLOWS = ("pretrain", "evaluate", "finetune")
+
+
+def check_run_folder(overrides: list[str]) -> None:
+    """Stop with one line when ``output=`` names a folder that cannot be created: a file in its way, or a
+    parent folder this user cannot write to."""
+    values = [a.split("=", 1)[1] for a in overrides if a.startswith("output=")]
+    if not values or not values[-1] or "${" in values[-1] or values[-1] in ("null", "~"):
+        return
+    folder = Path(values[-1]).absolute()
+    if folder.exists():
+        problem = None if folder.is_dir() else f"{folder} is a file, not a folder"
+    else:
+        parent = next((p for p in folder.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            problem = f"{parent} is a file, not a folder"
+        elif parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+            problem = f"{parent} is not writable"
+        else:
+            problem = None
+    if problem:
+        print(f"genossm: error: output={values[-1]}: cannot write the run folder there: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def workflow_path(name: str):
     from genossm.paths import workflows_dir
 
@@ -194,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"genossm: unknown workflow {argv[0]!r}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
         raise SystemExit(2)
+    if name in RUN_FOLDER_WORKFLOWS:
+        check_run_folder(argv[1:])
     path = workflow_path(name)
     sys.argv = [str(path), *argv[1:]]
     stop_on_sigterm()

@@ -20,7 +20,7 @@ from genossm.config import build_trainer, prepare_run, save_config, to_plain
 from genossm.data.datamodule import EvaluationPasses, fasta_value
 from genossm.data.genome import fasta_paths
 from genossm.data.windows import TiledWindows, open_tokens, read_bed, subtract_intervals
-from genossm.errors import GenossmError, atomic_write
+from genossm.errors import GenossmError, atomic_write, check_writable
 from genossm.models import from_pretrained, load_extra, model_path
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import baseline_report
@@ -96,6 +96,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.get("output") is None:
         raise GenossmError("output= is not set: give a folder for the results")
     out = Path(str(cfg.output)).absolute()
+    check_writable(out / "evaluation.json", f"output={cfg.output}")  # before the work, not after it
     prepare_run(cfg)
 
     # instantiate: the model, the windows, the task, the trainer
