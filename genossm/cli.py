@@ -31,7 +31,7 @@ from typing import Callable  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from genossm import __version__  # noqa: E402
-from genossm.config import check_sizes, renamed_keys  # noqa: E402
+from genossm.config import check_sizes, given_keys, renamed_keys  # noqa: E402
 from genossm.errors import GenossmError  # noqa: E402
 
 # name on the command line -> (file in workflows/, one-line summary)
@@ -104,7 +104,7 @@ def user_errors(func: Callable | None = None, *, renamed: dict[str, str] | None 
         fresh = _fresh_run_folder()
         try:
             if args and isinstance(args[0], DictConfig):
-                spelled = renamed_keys(args[0], renamed) if renamed else {}
+                spelled = renamed_keys(args[0], renamed, given_keys()) if renamed else {}
                 check_sizes(args[0], spelled)  # a bad size is named as the user spelled it
             return func(*args, **kwargs)
         except GenossmError as err:

@@ -111,11 +111,14 @@ def model_config(name: str, overrides: Iterable[str] = ()) -> dict:
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 
-def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> dict[str, str]:
+def renamed_keys(cfg: DictConfig, renames: dict[str, str], given: set[str] | None = None) -> dict[str, str]:
     """Old spellings still accepted for one release: a value set under an old dotted key moves to its new key,
     with a deprecation warning; the old key (kept in the YAML as null so that overrides of it still parse) is
     dropped from the composed config. Returns ``{new: old}`` for the keys given in their old spelling, so that
-    a message about the value can name the key as the user wrote it (:func:`check_sizes`)."""
+    a message about the value can name the key as the user wrote it (:func:`check_sizes`).
+
+    ``given``: the keys the user set (the command line's overrides, :func:`given_keys`); an old spelling and its
+    new key both given with different values is an error naming both (the old one used to win silently)."""
     import warnings
 
     from omegaconf import open_dict
@@ -123,6 +126,11 @@ def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> dict[str, str]:
     spelled = {}
     for old, new in renames.items():
         value = OmegaConf.select(cfg, old, default=None)
+        if value is not None and given and new in given:
+            current = OmegaConf.select(cfg, new, default=None)
+            if to_plain(current) != to_plain(value):
+                raise GenossmError(f"{old}={to_plain(value)!r} and {new}={to_plain(current)!r} are both given: {old} is "
+                                   f"the old spelling of {new}; give {new} only")
         parent, _, leaf = old.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if node is not None and leaf in node:
@@ -135,6 +143,20 @@ def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> dict[str, str]:
                 OmegaConf.update(cfg, new, value, force_add=True)
             spelled[new] = old
     return spelled
+
+
+def given_keys() -> set[str]:
+    """The config keys set on the command line of this Hydra run (``key=v``, ``+key=v``, ``++key=v``); empty
+    outside a Hydra run."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return set()
+        overrides = list(HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - no Hydra run: nothing known
+        return set()
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
 
 
 def save_config(cfg: DictConfig, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
