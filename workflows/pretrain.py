@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from genossm.cli import user_errors
 from genossm.config import build_trainer, instantiate, instantiate_all, prepare_run, renamed_keys, save_config, to_plain
 from genossm.data.datamodule import fasta_label, fasta_value
-from genossm.data.genome import fasta_paths
+from genossm.data.genome import fasta_paths, file_sha256
 from genossm.errors import GenossmError, atomic_write
 from genossm.models import from_pretrained, save_pretrained
 from genossm.paths import conf_dir
@@ -120,8 +120,8 @@ def _rank() -> int:
 
 
 # keys of a run that a resume may not change (its checkpoint's hyperparameters), as the user writes them
-_RUN_KEYS = {"train_window_len": "data.window_len", "fasta": "fasta", "held_out": "the held-out intervals "
-             "(data.val_*/test_* split settings)"}
+_RUN_KEYS = {"train_window_len": "data.window_len", "fasta": "fasta", "fasta_sha256": "the FASTA's content "
+             "(its SHA-256)", "held_out": "the held-out intervals (data.val_*/test_* split settings)"}
 _MAY_CHANGE = {"max_steps"}  # extending a run (trainer.max_steps) lengthens its schedule
 
 
@@ -149,6 +149,8 @@ def check_resume(ckpt_path: str, module) -> None:
         if key in ("model_config", "extra"):
             a, b = a or {}, b or {}
             for sub in sorted(set(a) | set(b)):
+                if key == "extra" and sub not in a:  # recorded since (a checkpoint of an earlier version)
+                    continue
                 if a.get(sub) != b.get(sub):
                     name = f"model.{sub}" if key == "model_config" else _RUN_KEYS.get(sub, sub)
                     differ.append(f"{name}: {_short(a.get(sub))} in the run, {_short(b.get(sub))} now")
@@ -188,7 +190,9 @@ def train(cfg: DictConfig) -> dict:
     # what the exported model and every checkpoint record: the training window, genome and held-out span
     held_out = [[c, int(s), int(e)] for split in ("val", "test") for c, s, e in dm.intervals(split)]
     absolute = [str(Path(f).absolute()) for f in fasta] if isinstance(fasta, list) else str(Path(fasta).absolute())
-    run_extra = {"train_window_len": int(dm.window_len), "fasta": absolute, "held_out": held_out}
+    digests = [file_sha256(f) for f in ([absolute] if isinstance(absolute, str) else absolute)]
+    run_extra = {"train_window_len": int(dm.window_len), "fasta": absolute, "held_out": held_out,
+                 "fasta_sha256": digests[0] if isinstance(absolute, str) else digests}
     module = instantiate(cfg.task, _convert_="all", model_config=to_plain(cfg.model), extra=run_extra)
     dm.check_window_fits()
     if cfg.get("pretrained"):

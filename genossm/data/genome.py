@@ -166,6 +166,15 @@ def cache_folder(fasta: str | os.PathLike, cache_dir: str | os.PathLike | None =
     return folder
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (what a model records of its training genome, ``fasta_sha256``)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def fingerprint(path: str | os.PathLike) -> dict:
     """What tells us a file is unchanged: its size and modification time (nanoseconds)."""
     st = os.stat(path)
