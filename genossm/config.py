@@ -189,8 +189,12 @@ def cpu_threads(requested: int | str | None = "auto", num_workers: int = 0, proc
             requested = int(requested)
         except ValueError:
             raise GenossmError(f"torch_threads must be auto, null or a number of threads, got {requested!r}") from None
-    if requested == "auto" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        requested = int(os.environ["OMP_NUM_THREADS"])  # the user's own choice for this shell
+    if requested == "auto" and os.environ.get("OMP_NUM_THREADS", "").strip():
+        text = os.environ["OMP_NUM_THREADS"].strip()
+        if not text.isdigit() or int(text) < 1:
+            raise GenossmError(f"OMP_NUM_THREADS={text!r} in the environment: expected a number of threads >= 1 "
+                               "(torch_threads=auto follows it); unset it or set torch_threads=N")
+        requested = int(text)  # the user's own choice for this shell
     if requested != "auto":
         if int(requested) < 1:
             raise GenossmError(f"torch_threads must be >= 1, got {requested}")
@@ -276,6 +280,22 @@ def check_trainer(trainer) -> None:
         )
 
 
+# the Trainer precisions genossm's models run in (float64 is not one: the scan kernels compute in float32)
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
+_PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+
+
+def check_precision(value, key: str = "precision") -> str:
+    """The Trainer precision ``value`` as Lightning spells it, or one message naming ``key`` and the choices."""
+    text = str(value).strip()
+    text = _PRECISION_ALIASES.get(text, text)
+    if text not in PRECISIONS:
+        raise GenossmError(f"{key}={value}: expected auto or one of {', '.join(PRECISIONS)}"
+                           + (" (genossm's scan kernels compute in float32; 64-bit is not supported)"
+                              if text.startswith("64") else ""))
+    return text
+
+
 def local_processes(trainer) -> int:
     """How many processes of this run share this machine's cores (CPU DDP ranks; 1 otherwise)."""
     trainer = trainer or {}
@@ -295,7 +315,10 @@ def build_trainer(cfg: DictConfig, callbacks: Iterable = (), loggers: Iterable =
     check_trainer(cfg.get("trainer"))
     precision = cfg.get("precision", "auto")
     if precision not in (None, "", "auto"):
+        check_precision(precision, "precision")
         overrides["precision"] = precision
+    elif (cfg.get("trainer") or {}).get("precision") is not None:
+        check_precision(cfg.trainer.precision, "trainer.precision")
     from genossm.tasks.checkpoint_io import AtomicCheckpointIO
 
     plugins = list(overrides.pop("plugins", None) or [])
@@ -420,5 +443,9 @@ def prepare_run(cfg: DictConfig, num_workers: int = 0) -> None:
     quiet_third_party()
     if cfg.get("trainer") is not None:
         check_trainer(cfg.trainer)
+    if cfg.get("precision") not in (None, "", "auto"):
+        check_precision(cfg.precision, "precision")
+    elif (cfg.get("trainer") or {}).get("precision") is not None:
+        check_precision(cfg.trainer.precision, "trainer.precision")
     L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     set_cpu_threads(cfg.get("torch_threads", "auto"), num_workers, local_processes(cfg.get("trainer")))

@@ -142,6 +142,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out = Path(str(cfg.output)).absolute()
     check_writable(out / "evaluation.json", f"output={cfg.output}")  # before the work, not after it
     prepare_run(cfg)
+    devices = device_arguments(cfg.get("device", "auto"))  # a device this machine lacks: before any work
 
     # instantiate: the model, the windows, the task, the trainer
     model = from_pretrained(cfg.pretrained)
@@ -159,7 +160,7 @@ def evaluate(cfg: DictConfig) -> dict:
         train_seqs, how = baseline_training_bases(cfg, extra, cache, scored_intervals(windows))
     task = MaskedLM(model_config=model.config.to_dict(), mask_prob=float(cfg.mask_prob), seed=int(cfg.seed), model=model)
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
-                            enable_model_summary=False, **device_arguments(cfg.get("device", "auto")))
+                            enable_model_summary=False, **devices)
 
     # run: the test loop over every pass of the windows
     trainer.test(task, dataloaders=DataLoader(EvaluationPasses(windows, int(cfg.passes)), batch_size=None), verbose=False)
@@ -194,11 +195,19 @@ def device_arguments(device: str) -> dict:
     """``device=auto|cpu|cuda|cuda:N`` as Trainer arguments (auto: a GPU when one is visible)."""
     import torch
 
+    device = str(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return {"accelerator": "cpu", "devices": 1}
-    index = device.split(":", 1)[1] if ":" in device else None
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise GenossmError(f"device={device}: expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise GenossmError(f"device={device}: no CUDA GPU is visible to this process; use device=cpu (or auto)")
+    if index and int(index) >= torch.cuda.device_count():
+        raise GenossmError(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    index = index or None
     return {"accelerator": "gpu", "devices": [int(index)] if index is not None else 1}
 
 

@@ -70,7 +70,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     if not cfg.regions:
         raise GenossmError("regions=PATH (a labelled BED/TSV/FASTA) is required")
     regions = read_regions(cfg.regions, label_column=cfg.label_column, need_labels=True)
-    genome = open_genome(cfg.fasta) if regions.has_coords else None
+    genome = open_genome(cfg.fasta, "finetune") if regions.has_coords else None
     labels = encode_labels(regions, cfg.label_type)
     sp = cfg.split
     splits = assign_splits(regions, sp.by, list(sp.fractions), cfg.seed, sp.val_contigs, sp.test_contigs)

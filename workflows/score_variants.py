@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
 from genossm.config import build_trainer, prepare_run
-from genossm.data.genome import Genome
+from genossm.data.genome import Genome, one_fasta
 from genossm.data.variant_windows import VariantBatches, saturation_records
 from genossm.data.variants import VariantReader
 from genossm.errors import GenossmError, check_writable
@@ -94,6 +94,7 @@ def score_variants(
         raise GenossmError(f"output={output}: name it .vcf, .vcf.gz, .bcf, .tsv, .tsv.gz or .parquet")
     if fasta is None:
         raise GenossmError("fasta= is required (the reference genome the variants are called against)")
+    fasta = one_fasta(fasta, "score-variants")
     check_output_paths(output, table=table, heatmap=heatmap, embeddings=embeddings, variants=variants, fasta=fasta,
                        saturation=mode == "saturation")
     genome = Genome(fasta, cache_dir=cache_dir)

@@ -617,11 +617,11 @@ def crossing_pairs(regions: RegionSet, splits: np.ndarray) -> list[tuple[int, in
     return out
 
 
-def open_genome(path):
-    """The genome reader shared by the workflows."""
-    from genossm.data.genome import Genome
+def open_genome(path, workflow: str = "this workflow"):
+    """The genome reader shared by the region workflows (one FASTA file)."""
+    from genossm.data.genome import Genome, one_fasta
 
-    return Genome(path)
+    return Genome(one_fasta(path, workflow))
 
 
 # --------------------------------------------------------------------------------------------- datasets
