@@ -20,6 +20,7 @@ passive_openmp_environment(os.environ)  # before anything imports torch
 
 import functools  # noqa: E402
 import importlib.util  # noqa: E402
+import re  # noqa: E402
 import runpy  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -153,6 +154,20 @@ def _remove_failed_run(folder) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# a region as a genome browser shows it, with thousands separators: 20:421,801-421,840
+_BROWSER_REGION = re.compile(r"^(?P<key>\+{0,2}(?:[\w.]+\.)?region)=(?P<value>[^\s:'\"\[\]{}=,]+:\d{1,3}(?:,\d{3})*"
+                             r"(?:-\d{1,3}(?:,\d{3})*)?)$")
+
+
+def quote_region(arg: str) -> str:
+    """``region=20:421,801-421,840`` passed on quoted (``region="20:421,801-421,840"``): Hydra reads a bare
+    comma as a sweep or list and stopped with "Ambiguous value"."""
+    match = _BROWSER_REGION.match(arg)
+    if match is None or "," not in match["value"]:
+        return arg
+    return f'{match["key"]}="{match["value"]}"'
+
+
 # workflows whose output= is Hydra's run folder: Hydra creates it before the workflow starts, so a place that
 # cannot hold it ended in Hydra's traceback
 RUN_FOLDER_WORKFLOWS = ("pretrain", "evaluate", "finetune")
@@ -221,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"genossm: unknown workflow {argv[0]!r}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
         raise SystemExit(2)
+    argv[1:] = [quote_region(a) for a in argv[1:]]
     if name in RUN_FOLDER_WORKFLOWS:
         check_run_folder(argv[1:])
     path = workflow_path(name)
