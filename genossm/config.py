@@ -394,6 +394,8 @@ SIZE_OPTIONS: dict[str, tuple[int, bool]] = {
     "d_conv": (1, False), "expand": (1, False), "every_n_steps": (1, False), "every_n_train_steps": (1, True),
     "k": (1, False), "alleles_per_batch": (1, False),
 }
+# size options that also take ``auto`` (a value chosen from the data: region_len, the longest region rounded up)
+AUTO_SIZE_OPTIONS = {"region_len"}
 
 
 def check_sizes(cfg: DictConfig, spelled: dict[str, str] | None = None) -> None:
@@ -421,6 +423,8 @@ def check_sizes(cfg: DictConfig, spelled: dict[str, str] | None = None) -> None:
             minimum, nullable = spec
             if value is None and nullable:
                 continue
+            if value == "auto" and str(key) in AUTO_SIZE_OPTIONS:
+                continue
             whole = isinstance(value, int) and not isinstance(value, bool)
             if isinstance(value, float) and value.is_integer():
                 whole = True
@@ -428,6 +432,7 @@ def check_sizes(cfg: DictConfig, spelled: dict[str, str] | None = None) -> None:
                 value, whole = int(value), True
             if not whole or int(value) < minimum:
                 expected = f"a whole number >= {minimum}" + (" (or null)" if nullable else "")
+                expected += ", or auto" if str(key) in AUTO_SIZE_OPTIONS else ""
                 raise GenossmError(f"{spelled.get(full, full)}={value!r}: expected {expected}")
 
     if cfg is not None:

@@ -24,6 +24,7 @@ from genossm.data.regions import (
     RegionDataset,
     SameLengthBatches,
     SequenceDataset,
+    auto_region_len,
     center_fit,
     open_genome,
     read_regions,
@@ -36,8 +37,11 @@ from genossm.tasks.outputs import input_columns, write_table
 from genossm.tasks.regions import RegionEmbedder
 
 
-def sequence_loader(seqs: list, batch_size: int, region_len: int | None) -> DataLoader:
-    """With ``region_len`` every sequence centred/padded to it; without, batches of one length each."""
+def sequence_loader(seqs: list, batch_size: int, region_len: int | str | None) -> DataLoader:
+    """With ``region_len`` every sequence centred/padded to it (``auto``: the longest, rounded up); without,
+    batches of one length each."""
+    if region_len == "auto":
+        region_len = auto_region_len(len(s) for s in seqs)
     if region_len:
         fitted = [center_fit(s, int(region_len)) for s in seqs]
         tokens = torch.from_numpy(np.stack([f[0] for f in fitted]).astype(np.int64))

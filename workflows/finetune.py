@@ -27,7 +27,7 @@ from genossm.config import build_trainer, prepare_run, renamed_keys, save_config
 from genossm.data.regions import (RegionDataset, assign_splits, check_split_classes, encode_labels, open_genome,
                                   read_regions, region_tokens)
 from genossm.errors import GenossmError
-from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, model_path, save_region_model
+from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, load_extra, model_path, save_region_model
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import class_weights, fit_linear, kmer_baseline
 from genossm.tasks.metrics import decision_threshold, metrics_by_split, output_scores
@@ -46,6 +46,15 @@ def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
     if model_config is None:
         raise GenossmError("no pretrained=PATH given and no model config to initialise one")
     return BiMambaLM(BiMambaConfig(**dict(model_config))), False
+
+
+def training_window(cfg: DictConfig) -> int | None:
+    """The cap on ``region_len=auto``: the window the pretrained model was trained on, when it records one."""
+    if cfg.region_len != "auto" or not cfg.pretrained:
+        return None
+    model_path(cfg.pretrained)  # the error names a missing model
+    window = load_extra(cfg.pretrained).get("train_window_len")
+    return int(window) if window else None
 
 
 # old spelling -> new, accepted for one release ("task" is pretraining's module; "mode" meant two things here)
@@ -78,7 +87,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
         if not (splits == needed).any():
             raise GenossmError(f"{regions.source}: the {needed} split is empty; change split.by or split.fractions")
     check_split_classes(regions, labels, splits)
-    tokens, valid = region_tokens(regions, genome, cfg.region_len)
+    tokens, valid = region_tokens(regions, genome, cfg.region_len, max_len=training_window(cfg))
     region_len = int(tokens.shape[1])
     n_classes = len(labels.classes) if labels.classes else 1
     train_rows = np.flatnonzero(splits == "train")
