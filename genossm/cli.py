@@ -20,6 +20,7 @@ passive_openmp_environment(os.environ)  # before anything imports torch
 
 import functools  # noqa: E402
 import importlib.util  # noqa: E402
+import re  # noqa: E402
 import runpy  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -31,7 +32,7 @@ from typing import Callable  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from genossm import __version__  # noqa: E402
-from genossm.config import check_sizes, renamed_keys  # noqa: E402
+from genossm.config import check_sizes, given_keys, renamed_keys  # noqa: E402
 from genossm.errors import GenossmError  # noqa: E402
 
 # name on the command line -> (file in workflows/, one-line summary)
@@ -40,6 +41,7 @@ WORKFLOWS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain.py", "train a masked-LM on genomes (demo: tiny model, bundled genome, CPU)"),
     "evaluate": ("evaluate.py", "bits per base of a saved model on any FASTA, beside Markov baselines"),
     "score-variants": ("score_variants.py", "score a VCF/BCF/TSV of variants with a pretrained model"),
+    "evaluate-variants": ("evaluate_variants.py", "how well variant scores predict labels, beside baselines"),
     "finetune": ("finetune.py", "fine-tune or linear-probe a pretrained model on labelled regions"),
     "score-regions": ("score_regions.py", "apply a fine-tuned model to new regions"),
     "embed": ("embed.py", "write RC-invariant embeddings of regions or FASTA records"),
@@ -142,7 +144,7 @@ def user_errors(func: Callable | None = None, *, renamed: dict[str, str] | None 
         fresh = _fresh_run_folder()
         try:
             if args and isinstance(args[0], DictConfig):
-                spelled = renamed_keys(args[0], renamed) if renamed else {}
+                spelled = renamed_keys(args[0], renamed, given_keys()) if renamed else {}
                 check_sizes(args[0], spelled)  # a bad size is named as the user spelled it
             return func(*args, **kwargs)
         except GenossmError as err:
@@ -189,6 +191,47 @@ def _remove_failed_run(folder) -> None:
                     logger.removeHandler(handler)
                     handler.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# a region as a genome browser shows it, with thousands separators: 20:421,801-421,840
+_BROWSER_REGION = re.compile(r"^(?P<key>\+{0,2}(?:[\w.]+\.)?region)=(?P<value>[^\s:'\"\[\]{}=,]+:\d{1,3}(?:,\d{3})*"
+                             r"(?:-\d{1,3}(?:,\d{3})*)?)$")
+
+
+def quote_region(arg: str) -> str:
+    """``region=20:421,801-421,840`` passed on quoted (``region="20:421,801-421,840"``): Hydra reads a bare
+    comma as a sweep or list and stopped with "Ambiguous value"."""
+    match = _BROWSER_REGION.match(arg)
+    if match is None or "," not in match["value"]:
+        return arg
+    return f'{match["key"]}="{match["value"]}"'
+
+
+# workflows whose output= is Hydra's run folder: Hydra creates it before the workflow starts, so a place that
+# cannot hold it ended in Hydra's traceback
+RUN_FOLDER_WORKFLOWS = ("pretrain", "evaluate", "finetune")
+
+
+def check_run_folder(overrides: list[str]) -> None:
+    """Stop with one line when ``output=`` names a folder that cannot be created: a file in its way, or a
+    parent folder this user cannot write to."""
+    values = [a.split("=", 1)[1] for a in overrides if a.startswith("output=")]
+    if not values or not values[-1] or "${" in values[-1] or values[-1] in ("null", "~"):
+        return
+    folder = Path(values[-1]).absolute()
+    if folder.exists():
+        problem = None if folder.is_dir() else f"{folder} is a file, not a folder"
+    else:
+        parent = next((p for p in folder.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            problem = f"{parent} is a file, not a folder"
+        elif parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+            problem = f"{parent} is not writable"
+        else:
+            problem = None
+    if problem:
+        print(f"genossm: error: output={values[-1]}: cannot write the run folder there: {problem}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def workflow_path(name: str):
@@ -240,6 +283,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"genossm: unknown workflow {argv[0]!r}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
         raise SystemExit(2)
+    argv[1:] = [quote_region(a) for a in argv[1:]]
+    if name in RUN_FOLDER_WORKFLOWS:
+        check_run_folder(argv[1:])
     path = workflow_path(name)
     sys.argv = [str(path), *argv[1:]]
     stop_on_sigterm()

@@ -111,11 +111,14 @@ def model_config(name: str, overrides: Iterable[str] = ()) -> dict:
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 
-def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> dict[str, str]:
+def renamed_keys(cfg: DictConfig, renames: dict[str, str], given: set[str] | None = None) -> dict[str, str]:
     """Old spellings still accepted for one release: a value set under an old dotted key moves to its new key,
     with a deprecation warning; the old key (kept in the YAML as null so that overrides of it still parse) is
     dropped from the composed config. Returns ``{new: old}`` for the keys given in their old spelling, so that
-    a message about the value can name the key as the user wrote it (:func:`check_sizes`)."""
+    a message about the value can name the key as the user wrote it (:func:`check_sizes`).
+
+    ``given``: the keys the user set (the command line's overrides, :func:`given_keys`); an old spelling and its
+    new key both given with different values is an error naming both (the old one used to win silently)."""
     import warnings
 
     from omegaconf import open_dict
@@ -123,6 +126,11 @@ def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> dict[str, str]:
     spelled = {}
     for old, new in renames.items():
         value = OmegaConf.select(cfg, old, default=None)
+        if value is not None and given and new in given:
+            current = OmegaConf.select(cfg, new, default=None)
+            if to_plain(current) != to_plain(value):
+                raise GenossmError(f"{old}={to_plain(value)!r} and {new}={to_plain(current)!r} are both given: {old} is "
+                                   f"the old spelling of {new}; give {new} only")
         parent, _, leaf = old.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if node is not None and leaf in node:
@@ -135,6 +143,20 @@ def renamed_keys(cfg: DictConfig, renames: dict[str, str]) -> dict[str, str]:
                 OmegaConf.update(cfg, new, value, force_add=True)
             spelled[new] = old
     return spelled
+
+
+def given_keys() -> set[str]:
+    """The config keys set on the command line of this Hydra run (``key=v``, ``+key=v``, ``++key=v``); empty
+    outside a Hydra run."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return set()
+        overrides = list(HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - no Hydra run: nothing known
+        return set()
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
 
 
 def save_config(cfg: DictConfig, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
@@ -167,8 +189,12 @@ def cpu_threads(requested: int | str | None = "auto", num_workers: int = 0, proc
             requested = int(requested)
         except ValueError:
             raise GenossmError(f"torch_threads must be auto, null or a number of threads, got {requested!r}") from None
-    if requested == "auto" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        requested = int(os.environ["OMP_NUM_THREADS"])  # the user's own choice for this shell
+    if requested == "auto" and os.environ.get("OMP_NUM_THREADS", "").strip():
+        text = os.environ["OMP_NUM_THREADS"].strip()
+        if not text.isdigit() or int(text) < 1:
+            raise GenossmError(f"OMP_NUM_THREADS={text!r} in the environment: expected a number of threads >= 1 "
+                               "(torch_threads=auto follows it); unset it or set torch_threads=N")
+        requested = int(text)  # the user's own choice for this shell
     if requested != "auto":
         if int(requested) < 1:
             raise GenossmError(f"torch_threads must be >= 1, got {requested}")
@@ -254,6 +280,22 @@ def check_trainer(trainer) -> None:
         )
 
 
+# the Trainer precisions genossm's models run in (float64 is not one: the scan kernels compute in float32)
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
+_PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+
+
+def check_precision(value, key: str = "precision") -> str:
+    """The Trainer precision ``value`` as Lightning spells it, or one message naming ``key`` and the choices."""
+    text = str(value).strip()
+    text = _PRECISION_ALIASES.get(text, text)
+    if text not in PRECISIONS:
+        raise GenossmError(f"{key}={value}: expected auto or one of {', '.join(PRECISIONS)}"
+                           + (" (genossm's scan kernels compute in float32; 64-bit is not supported)"
+                              if text.startswith("64") else ""))
+    return text
+
+
 def local_processes(trainer) -> int:
     """How many processes of this run share this machine's cores (CPU DDP ranks; 1 otherwise)."""
     trainer = trainer or {}
@@ -273,7 +315,10 @@ def build_trainer(cfg: DictConfig, callbacks: Iterable = (), loggers: Iterable =
     check_trainer(cfg.get("trainer"))
     precision = cfg.get("precision", "auto")
     if precision not in (None, "", "auto"):
+        check_precision(precision, "precision")
         overrides["precision"] = precision
+    elif (cfg.get("trainer") or {}).get("precision") is not None:
+        check_precision(cfg.trainer.precision, "trainer.precision")
     from genossm.tasks.checkpoint_io import AtomicCheckpointIO
 
     plugins = list(overrides.pop("plugins", None) or [])
@@ -349,6 +394,8 @@ SIZE_OPTIONS: dict[str, tuple[int, bool]] = {
     "d_conv": (1, False), "expand": (1, False), "every_n_steps": (1, False), "every_n_train_steps": (1, True),
     "k": (1, False), "alleles_per_batch": (1, False),
 }
+# size options that also take ``auto`` (a value chosen from the data: region_len, the longest region rounded up)
+AUTO_SIZE_OPTIONS = {"region_len"}
 
 
 def check_sizes(cfg: DictConfig, spelled: dict[str, str] | None = None) -> None:
@@ -376,6 +423,8 @@ def check_sizes(cfg: DictConfig, spelled: dict[str, str] | None = None) -> None:
             minimum, nullable = spec
             if value is None and nullable:
                 continue
+            if value == "auto" and str(key) in AUTO_SIZE_OPTIONS:
+                continue
             whole = isinstance(value, int) and not isinstance(value, bool)
             if isinstance(value, float) and value.is_integer():
                 whole = True
@@ -383,6 +432,7 @@ def check_sizes(cfg: DictConfig, spelled: dict[str, str] | None = None) -> None:
                 value, whole = int(value), True
             if not whole or int(value) < minimum:
                 expected = f"a whole number >= {minimum}" + (" (or null)" if nullable else "")
+                expected += ", or auto" if str(key) in AUTO_SIZE_OPTIONS else ""
                 raise GenossmError(f"{spelled.get(full, full)}={value!r}: expected {expected}")
 
     if cfg is not None:
@@ -398,5 +448,9 @@ def prepare_run(cfg: DictConfig, num_workers: int = 0) -> None:
     quiet_third_party()
     if cfg.get("trainer") is not None:
         check_trainer(cfg.trainer)
+    if cfg.get("precision") not in (None, "", "auto"):
+        check_precision(cfg.precision, "precision")
+    elif (cfg.get("trainer") or {}).get("precision") is not None:
+        check_precision(cfg.trainer.precision, "trainer.precision")
     L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     set_cpu_threads(cfg.get("torch_threads", "auto"), num_workers, local_processes(cfg.get("trainer")))

@@ -90,3 +90,16 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         if isinstance(err, OSError) and err.errno in _DISK_ERRORS:
             raise _disk_error(path, err) from None
         raise
+
+
+def check_writable(path: str | os.PathLike, label: str | None = None) -> None:
+    """Fail now, naming the output, when a file cannot be written at ``path`` (a read-only or missing-permission
+    folder, a file where a folder should be): before the work whose result it would hold, not after. Creates
+    the missing folders, as the writers would."""
+    path = Path(path)
+    try:
+        fd, tmp = _temp_beside(path, ".check")
+    except GenossmError as err:
+        raise GenossmError(f"{label}: {err}" if label else str(err)) from None
+    os.close(fd)
+    os.unlink(tmp)

@@ -94,6 +94,7 @@ def test_precision_reaches_the_trainer(tmp_path):
         ("pretrain", "data.batch_size=-2", "data.batch_size=-2: expected a whole number >= 1"),
         ("finetune", "train.batch_size=0", "train.batch_size=0: expected a whole number >= 1"),
         ("finetune", "region_len=1.5", "region_len=1.5: expected a whole number >= 1 (or null)"),
+        ("finetune", "region_len=longest", "region_len='longest': expected a whole number >= 1 (or null), or auto"),
         ("evaluate", "max_windows=0", "max_windows=0: expected a whole number >= 1 (or null)"),
         ("embed", "batch_size=-1", "batch_size=-1: expected a whole number >= 1"),
         ("score-regions", "batch_size=0", "batch_size=0: expected a whole number >= 1"),

@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
@@ -24,6 +24,7 @@ from genossm.data.regions import (
     RegionDataset,
     SameLengthBatches,
     SequenceDataset,
+    auto_region_len,
     center_fit,
     open_genome,
     read_regions,
@@ -36,8 +37,11 @@ from genossm.tasks.outputs import input_columns, write_table
 from genossm.tasks.regions import RegionEmbedder
 
 
-def sequence_loader(seqs: list, batch_size: int, region_len: int | None) -> DataLoader:
-    """With ``region_len`` every sequence centred/padded to it; without, batches of one length each."""
+def sequence_loader(seqs: list, batch_size: int, region_len: int | str | None) -> DataLoader:
+    """With ``region_len`` every sequence centred/padded to it (``auto``: the longest, rounded up); without,
+    batches of one length each."""
+    if region_len == "auto":
+        region_len = auto_region_len(len(s) for s in seqs)
     if region_len:
         fitted = [center_fit(s, int(region_len)) for s in seqs]
         tokens = torch.from_numpy(np.stack([f[0] for f in fitted]).astype(np.int64))
@@ -67,12 +71,14 @@ def embed(cfg: DictConfig) -> np.ndarray:
     if suffix not in (".npy", ".parquet"):
         raise GenossmError(f"output {output}: the suffix must be .npy or .parquet")
     model_path(cfg.pretrained)  # the error names a missing model
+    if OmegaConf.is_missing(cfg, "regions") or not cfg.regions:
+        raise GenossmError("regions=PATH is required: a BED/TSV of regions, or a FASTA of sequences")
     prepare_run(cfg)
 
     # instantiate: the model, the sequences, the trainer
     backbone = from_pretrained(cfg.pretrained)
     regions = read_regions(cfg.regions, label_column=None)
-    genome = open_genome(cfg.fasta) if regions.has_coords else None
+    genome = open_genome(cfg.fasta, "embed") if regions.has_coords else None
     seqs = region_sequences(regions, genome)
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                             enable_model_summary=False)

@@ -8,6 +8,7 @@ the same metric) -> write ``evaluation.json``, ``evaluation.tsv`` and ``config.y
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import hydra
@@ -17,9 +18,9 @@ from torch.utils.data import DataLoader
 from genossm.cli import user_errors
 from genossm.config import build_trainer, prepare_run, save_config, to_plain
 from genossm.data.datamodule import EvaluationPasses, fasta_value
-from genossm.data.genome import fasta_paths
+from genossm.data.genome import fasta_paths, file_sha256
 from genossm.data.windows import TiledWindows, open_tokens, read_bed, subtract_intervals
-from genossm.errors import GenossmError, atomic_write
+from genossm.errors import GenossmError, atomic_write, check_writable
 from genossm.models import from_pretrained, load_extra, model_path
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import baseline_report
@@ -27,41 +28,73 @@ from genossm.tasks.outputs import evaluation_rows, print_evaluation, write_evalu
 from genossm.tasks.pretrain import MaskedLM
 
 
-def baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tuple[list, str]:
-    """Bases the Markov baseline is fitted on, and a sentence saying which.
+def training_genome_here(model_extra: dict) -> tuple[str | list[str] | None, str]:
+    """The model's training genome when its files are here and are it, and a note saying how that was known.
+
+    A model records its training genome's path (a bundled model: the file name only, found in the working
+    folder) and, when it can, the files' SHA-256 (``fasta_sha256``): a file of that name or at that path with
+    other content (another genome, a replaced file) is not the training genome."""
+    recorded = model_extra.get("fasta")
+    if not recorded:
+        return None, ""
+    paths = [recorded] if isinstance(recorded, str) else list(recorded)
+    if not all(Path(p).is_file() for p in paths):
+        return None, f"; the model's training genome ({', '.join(Path(p).name for p in paths)}) is not here"
+    sha = model_extra.get("fasta_sha256")
+    if sha is None:
+        return fasta_value(recorded), " (not checked: the model records no SHA-256 of it)"
+    shas = [sha] if isinstance(sha, str) else list(sha)
+    if len(shas) != len(paths) or any(file_sha256(p) != s for p, s in zip(paths, shas)):
+        return None, (f"; {', '.join(str(Path(p).absolute()) for p in paths)} is not the model's training genome "
+                      "(its SHA-256 differs from the one the model records)")
+    return fasta_value(recorded), " (its SHA-256 checked)"
+
+
+def baseline_training_bases(cfg, model_extra: dict, eval_cache, scored) -> tuple[list, str]:
+    """Bases the Markov baseline is fitted on, and a sentence saying which; never the ``scored`` bases.
 
     1. ``baseline_fasta=PATH`` (or a list of paths) when given (all its contigs);
-    2. else the model's own training genome (recorded in the exported model), when its files exist here:
-       model and Markov then learned from the same genome and both face the new one;
-    3. else the evaluated genome outside the evaluated regions/contigs."""
+    2. else the model's own training genome (recorded in the exported model), when its files are here and
+       their SHA-256 is the recorded one: model and Markov then learned from the same genome and both face the
+       new one;
+    3. else the evaluated genome outside the scored windows (the default 256 windows are a small part of it)."""
     cap = cfg.baselines.get("max_train_bases")
+    note = ""
     if cfg.get("baseline_fasta"):
         fasta_paths(cfg.baseline_fasta)  # the error names a missing file
-    path = fasta_value(cfg.get("baseline_fasta") or model_extra.get("fasta") or "")
-    paths = [path] if isinstance(path, str) else path
-    if path and all(Path(p).exists() for p in paths):
+        path = fasta_value(cfg.baseline_fasta)
+    else:
+        path, note = training_genome_here(model_extra)
+    if path:
+        paths = [path] if isinstance(path, str) else path
         cache = open_tokens(path, cfg.get("cache_dir"))
-        how = ("given baseline_fasta" if cfg.get("baseline_fasta") else "the model's training genome") + f" {' + '.join(paths)}"
+        how = ("given baseline_fasta" if cfg.get("baseline_fasta") else "the model's training genome") + \
+            f" {' + '.join(paths)}{note}"
         ivs = [(n, 0, cache.lengths[n]) for n in cache.contig_names]
         # never fit the baseline on bases the model did not train on, nor on the bases being scored
         held = []
         if _file_names(paths) == _file_names(model_extra.get("fasta") or []):  # the model's training genome
             held += [(c, int(s), int(e)) for c, s, e in model_extra.get("held_out") or [] if c in cache.lengths]
         if _same_files(paths, eval_cache.paths):
-            held += list(eval_ivs)
+            held += list(scored)
         if held:
             ivs = subtract_intervals(ivs, held)
-            how += " outside the model's held-out span and the evaluated bases"
+            how += " outside the model's held-out span and the scored windows"
+        if not ivs:
+            raise GenossmError(f"baseline_fasta={cfg.baseline_fasta}: no bases left to fit the Markov baseline on "
+                               "(every base is scored or held out); give another baseline_fasta= or fewer "
+                               "max_windows=" if cfg.get("baseline_fasta") else
+                               "the model's training genome has no bases outside its held-out span and the scored "
+                               "windows; set baseline_fasta=PATH")
     else:
-        cache = eval_cache
         everything = [(n, 0, l) for n, l in eval_cache.all_lengths.items()]
-        ivs = subtract_intervals(everything, eval_ivs)
+        ivs = subtract_intervals(everything, scored)
         if not ivs:
             raise GenossmError(
-                "no bases to fit the Markov baseline on: the model's training genome is not available here and the "
-                "whole evaluated genome is being scored; set baseline_fasta=PATH (or baselines.enabled=false)")
+                f"no bases to fit the Markov baseline on: every base of {eval_cache.fasta} is scored{note}; set "
+                "baseline_fasta=PATH, fewer max_windows= (or baselines.enabled=false)")
         cache = open_tokens(eval_cache.paths, cfg.get("cache_dir"), contigs=sorted({c for c, _, _ in ivs}))
-        how = f"the rest of {eval_cache.fasta} (bases outside the evaluated regions)"
+        how = f"the rest of {eval_cache.fasta} (the bases outside the scored windows){note}"
     seqs, total = [], 0
     for contig, start, end in ivs:
         if cap is not None and total >= cap:
@@ -70,7 +103,19 @@ def baseline_training_bases(cfg, model_extra: dict, eval_cache, eval_ivs) -> tup
             end = min(end, start + cap - total)
         seqs.append(cache.tokens(contig, start, end)[0])
         total += end - start
+    if not any(len(s) for s in seqs):
+        raise GenossmError(f"no bases to fit the Markov baseline on ({how}); set baseline_fasta=PATH "
+                           "(or baselines.enabled=false)")
     return seqs, how
+
+
+def scored_intervals(windows: TiledWindows) -> list[tuple[str, int, int]]:
+    """The genome intervals the evaluation's windows cover."""
+    out = []
+    for k, start in windows.tiles:
+        contig, _, end = windows.intervals[int(k)]
+        out.append((contig, int(start), min(int(start) + windows.window_len, int(end))))
+    return out
 
 
 def _file_names(paths) -> list[str]:
@@ -95,7 +140,9 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.get("output") is None:
         raise GenossmError("output= is not set: give a folder for the results")
     out = Path(str(cfg.output)).absolute()
+    check_writable(out / "evaluation.json", f"output={cfg.output}")  # before the work, not after it
     prepare_run(cfg)
+    devices = device_arguments(cfg.get("device", "auto"))  # a device this machine lacks: before any work
 
     # instantiate: the model, the windows, the task, the trainer
     model = from_pretrained(cfg.pretrained)
@@ -110,15 +157,19 @@ def evaluate(cfg: DictConfig) -> dict:
     if len(windows.tiles) == 0:
         raise GenossmError(f"{cache.fasta}: no window to evaluate (all regions too short or mostly N)")
     if cfg.baselines.enabled:  # before the scoring: a baseline that cannot be fitted stops the run now
-        train_seqs, how = baseline_training_bases(cfg, extra, cache, ivs)
+        train_seqs, how = baseline_training_bases(cfg, extra, cache, scored_intervals(windows))
     task = MaskedLM(model_config=model.config.to_dict(), mask_prob=float(cfg.mask_prob), seed=int(cfg.seed), model=model)
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
-                            enable_model_summary=False, **device_arguments(cfg.get("device", "auto")))
+                            enable_model_summary=False, **devices)
 
     # run: the test loop over every pass of the windows
     trainer.test(task, dataloaders=DataLoader(EvaluationPasses(windows, int(cfg.passes)), batch_size=None), verbose=False)
     values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     values = {k: values[k] for k in ("loss", "nll", "bpb", "bpb_se", "ppl", "acc", "n_bases", "n_windows") if k in values}
+    if not all(math.isfinite(values.get(k, 0.0)) for k in ("loss", "nll", "bpb")):
+        raise GenossmError(f"pretrained={cfg.pretrained}: the model's predictions are not finite numbers (bits per "
+                           f"base {values.get('bpb')}): its weights or outputs hold NaN or infinite values; nothing "
+                           "was written")
     seqs = windows.bases()
     result = {"pretrained": str(cfg.pretrained), "fasta": fasta, "regions": cfg.get("regions"),
               "contigs": contigs, "window_len": window_len, "n_windows": int(len(windows.tiles)),
@@ -144,11 +195,19 @@ def device_arguments(device: str) -> dict:
     """``device=auto|cpu|cuda|cuda:N`` as Trainer arguments (auto: a GPU when one is visible)."""
     import torch
 
+    device = str(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return {"accelerator": "cpu", "devices": 1}
-    index = device.split(":", 1)[1] if ":" in device else None
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise GenossmError(f"device={device}: expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise GenossmError(f"device={device}: no CUDA GPU is visible to this process; use device=cpu (or auto)")
+    if index and int(index) >= torch.cuda.device_count():
+        raise GenossmError(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    index = index or None
     return {"accelerator": "gpu", "devices": [int(index)] if index is not None else 1}
 
 

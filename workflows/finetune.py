@@ -61,6 +61,15 @@ def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
     return BiMambaLM(BiMambaConfig(**dict(model_config))), False
 
 
+def training_window(cfg: DictConfig) -> int | None:
+    """The cap on ``region_len=auto``: the window the pretrained model was trained on, when it records one."""
+    if cfg.region_len != "auto" or not cfg.pretrained:
+        return None
+    model_path(cfg.pretrained)  # the error names a missing model
+    window = load_extra(cfg.pretrained).get("train_window_len")
+    return int(window) if window else None
+
+
 # old spelling -> new, accepted for one release ("task" is pretraining's module; "mode" meant two things here)
 RENAMED = {"task": "label_type", "mode": "method", "split.mode": "split.by"}
 
@@ -83,7 +92,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     if not cfg.regions:
         raise GenossmError("regions=PATH (a labelled BED/TSV/FASTA) is required")
     regions = read_regions(cfg.regions, label_column=cfg.label_column, need_labels=True)
-    genome = open_genome(cfg.fasta) if regions.has_coords else None
+    genome = open_genome(cfg.fasta, "finetune") if regions.has_coords else None
     labels = encode_labels(regions, cfg.label_type)
     sp = cfg.split
     splits = assign_splits(regions, sp.by, list(sp.fractions), cfg.seed, sp.val_contigs, sp.test_contigs)
@@ -91,7 +100,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
         if not (splits == needed).any():
             raise GenossmError(f"{regions.source}: the {needed} split is empty; change split.by or split.fractions")
     check_split_classes(regions, labels, splits)
-    tokens, valid = region_tokens(regions, genome, cfg.region_len)
+    tokens, valid = region_tokens(regions, genome, cfg.region_len, max_len=training_window(cfg))
     region_len = int(tokens.shape[1])
     n_classes = len(labels.classes) if labels.classes else 1
     train_rows = np.flatnonzero(splits == "train")

@@ -22,12 +22,12 @@ from omegaconf import DictConfig
 from genossm.cli import user_errors
 from genossm.config import build_trainer, instantiate, instantiate_all, prepare_run, renamed_keys, save_config, to_plain
 from genossm.data.datamodule import fasta_label, fasta_value
-from genossm.data.genome import fasta_paths
+from genossm.data.genome import fasta_paths, file_sha256
 from genossm.errors import GenossmError, atomic_write
 from genossm.models import from_pretrained, save_pretrained
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import baseline_report
-from genossm.tasks.callbacks import CheckpointOnSignal, MetricHistory, TokensPerSecond
+from genossm.tasks.callbacks import CheckpointOnSignal, MetricHistory, StopOnNonFinite, TokensPerSecond, non_finite
 from genossm.tasks.loggers import KeepMetricHistory
 from genossm.tasks.outputs import format_comparison
 from genossm.tasks.plots import plot_history
@@ -37,14 +37,137 @@ from genossm.tasks.pretrain import _full_model
 RENAMED = {"task.seq_len_warmup": "data.window_len_warmup"}  # old spelling -> new, accepted for one release
 
 
+# what a run leaves in its folder (besides config.yaml and Hydra's .hydra/, which a failed start also writes)
+RESULTS = ("checkpoints", "logs", "model", "summary.json", "training_curves.png", "config.yaml")
+RESTART = "restart"  # resume=restart: start over in a folder that holds a run, keeping its results aside
+
+
+def earlier_results(out: Path) -> list[str]:
+    """What an earlier run left in ``out``: checkpoints, the metric history, the exported model, the summary."""
+    found = []
+    if any((out / "checkpoints").glob("*.ckpt")):
+        found.append("checkpoints/")
+    if (out / "logs" / "metrics.csv").is_file():
+        found.append("logs/metrics.csv")
+    if (out / "model").is_dir() and any((out / "model").iterdir()):
+        found.append("model/")
+    if (out / "summary.json").is_file():
+        found.append("summary.json")
+    return found
+
+
+def move_aside(out: Path) -> Path:
+    """Move an earlier run's results into ``<out>/previous/<date_time>/`` (resume=restart)."""
+    import datetime
+
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    aside = out / "previous" / stamp
+    n = 0
+    while aside.exists():
+        n += 1
+        aside = out / "previous" / f"{stamp}_{n}"
+    aside.mkdir(parents=True)
+    for name in RESULTS:
+        if (out / name).exists():
+            (out / name).replace(aside / name)
+    return aside
+
+
 def resume_path(cfg: DictConfig, out: Path) -> str | None:
+    """The checkpoint to continue from (None: a new run). A folder holding an earlier run is never started
+    over without ``resume=restart`` (which keeps the earlier results aside), and never continued from another
+    run's checkpoint."""
     resume = cfg.get("resume", "auto")
+    earlier = earlier_results(out)
+    held = f"output={out} holds an earlier run ({', '.join(earlier)})"
+    restart = (f"resume={RESTART} starts over there, moving the earlier results to {out / 'previous'}/<date_time>/; "
+               "or choose another output=")
     if resume == "auto":
         last = out / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
-    if resume and not Path(str(resume)).exists():
+        if last.exists():
+            return str(last)
+        if earlier:
+            raise GenossmError(f"{held} but no checkpoints/last.ckpt to continue from: {restart}")
+        return None
+    if resume in (None, False, "", "false"):
+        if earlier:
+            raise GenossmError(f"resume=false: {held}; {restart}")
+        return None
+    if resume == RESTART:
+        if earlier and _rank() == 0:
+            aside = move_aside(out)
+            print(f"starting over: the earlier run's results were moved to {aside}")
+        return None
+    path = Path(str(resume))
+    if not path.exists():
         raise GenossmError(f"resume={resume}: checkpoint not found")
-    return str(resume) if resume else None
+    if path.is_dir():
+        raise GenossmError(f"resume={resume}: is a folder, not a training checkpoint (.ckpt); an exported model "
+                           "starts a new run with pretrained= instead")
+    if earlier and not path.resolve().is_relative_to((out / "checkpoints").resolve()):
+        raise GenossmError(f"resume={resume}: {held}; continuing another run's checkpoint there would replace its "
+                           "checkpoints and history: choose another output=")
+    return str(path)
+
+
+def _rank() -> int:
+    import os
+
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):  # set for every rank but the first process of a run
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+# keys of a run that a resume may not change (its checkpoint's hyperparameters), as the user writes them
+_RUN_KEYS = {"train_window_len": "data.window_len", "fasta": "fasta", "fasta_sha256": "the FASTA's content "
+             "(its SHA-256)", "held_out": "the held-out intervals (data.val_*/test_* split settings)"}
+_MAY_CHANGE = {"max_steps"}  # extending a run (trainer.max_steps) lengthens its schedule
+
+
+def _plain(value):
+    return json.loads(json.dumps(to_plain(value), default=str))
+
+
+def check_resume(ckpt_path: str, module) -> None:
+    """Stop, naming every differing key, when the checkpoint was trained with other settings than this run's
+    (a resumed run keeps the checkpoint's: its model, optimiser settings, window, genome and split)."""
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # noqa: BLE001 - truncated, not a checkpoint, another format: one message
+        raise GenossmError(f"resume={ckpt_path}: not a readable training checkpoint ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); the run folder was left as "
+                           "it was") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model_config" not in (ckpt.get("hyper_parameters") or {}):
+        raise GenossmError(f"resume={ckpt_path}: not a genossm pretrain checkpoint (no model config or weights in it)")
+    old, new = _plain(dict(ckpt["hyper_parameters"])), _plain(dict(module.hparams))
+    differ = []
+    for key in sorted(set(old) | set(new)):
+        if key in _MAY_CHANGE:
+            continue
+        a, b = old.get(key), new.get(key)
+        if key in ("model_config", "extra"):
+            a, b = a or {}, b or {}
+            for sub in sorted(set(a) | set(b)):
+                if key == "extra" and sub not in a:  # recorded since (a checkpoint of an earlier version)
+                    continue
+                if a.get(sub) != b.get(sub):
+                    name = f"model.{sub}" if key == "model_config" else _RUN_KEYS.get(sub, sub)
+                    differ.append(f"{name}: {_short(a.get(sub))} in the run, {_short(b.get(sub))} now")
+        elif a != b:
+            differ.append(f"{'seed' if key == 'seed' else 'task.' + key}: {_short(a)} in the run, {_short(b)} now")
+    if differ:
+        raise GenossmError(f"resume from {ckpt_path}: this run was trained with other settings; a resumed run "
+                           f"keeps its own, so these must match: {'; '.join(differ)}. Give the run's values (or "
+                           f"drop the overrides), or start a new run with another output= (resume={RESTART} "
+                           "starts over in this folder, keeping the earlier results aside)")
+    if old.get("max_steps") != new.get("max_steps"):
+        print(f"the learning-rate schedule now ends at step {new.get('max_steps')} (the run had {old.get('max_steps')})")
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def stage_metrics(trainer, stage: str) -> dict:
@@ -67,7 +190,9 @@ def train(cfg: DictConfig) -> dict:
     # what the exported model and every checkpoint record: the training window, genome and held-out span
     held_out = [[c, int(s), int(e)] for split in ("val", "test") for c, s, e in dm.intervals(split)]
     absolute = [str(Path(f).absolute()) for f in fasta] if isinstance(fasta, list) else str(Path(fasta).absolute())
-    run_extra = {"train_window_len": int(dm.window_len), "fasta": absolute, "held_out": held_out}
+    digests = [file_sha256(f) for f in ([absolute] if isinstance(absolute, str) else absolute)]
+    run_extra = {"train_window_len": int(dm.window_len), "fasta": absolute, "held_out": held_out,
+                 "fasta_sha256": digests[0] if isinstance(absolute, str) else digests}
     module = instantiate(cfg.task, _convert_="all", model_config=to_plain(cfg.model), extra=run_extra)
     dm.check_window_fits()
     if cfg.get("pretrained"):
@@ -84,7 +209,12 @@ def train(cfg: DictConfig) -> dict:
         history = MetricHistory()
         callbacks.append(history)
     callbacks.append(KeepMetricHistory())  # metrics.csv keeps the rows before a resumed step
+    callbacks.insert(0, StopOnNonFinite())  # before the checkpoint callbacks see a step of NaN weights
     speed = next((c for c in callbacks if isinstance(c, TokensPerSecond)), None)
+    # before anything is written or a logger opens the folder: what the run continues from, if it may
+    ckpt_path = resume_path(cfg, out)
+    if ckpt_path:
+        check_resume(ckpt_path, module)
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
     trainer = build_trainer(cfg, callbacks, instantiate_all(cfg.get("logger")))
@@ -93,7 +223,6 @@ def train(cfg: DictConfig) -> dict:
         save_config(cfg, out)
 
     # run: fit, then validate the final weights (every rank takes part: collectives under DDP/FSDP)
-    ckpt_path = resume_path(cfg, out)
     if ckpt_path and rank_zero:
         print(f"resuming from {ckpt_path}")
     t_fit = time.perf_counter()
@@ -108,6 +237,10 @@ def train(cfg: DictConfig) -> dict:
         trainer.test(module, datamodule=dm, verbose=False)
     test = stage_metrics(trainer, "test")
     model = _full_model(trainer, module, to_plain(cfg.model))
+    bad = non_finite(model.state_dict())
+    if bad:
+        raise GenossmError(f"the trained weights ({', '.join(bad[:3])}) hold NaN or infinite values (task.lr="
+                           f"{cfg.task.get('lr')}): no model was exported")
     summary = {
         "output": str(out),
         "global_step": int(trainer.global_step),

@@ -36,7 +36,7 @@ def score_regions(cfg: DictConfig):
     module = RegionModel(backbone, meta["task"], head.out_features, mode="head", pooling=meta["pooling"])
     module.head = head
     regions = read_regions(cfg.regions, label_column=None)
-    genome = open_genome(cfg.fasta) if regions.has_coords else None
+    genome = open_genome(cfg.fasta, "score-regions") if regions.has_coords else None
     tokens, valid = region_tokens(regions, genome, meta["region_len"])
     loader = DataLoader(RegionDataset(tokens, valid), batch_size=int(cfg.batch_size))
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,

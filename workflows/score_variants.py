@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
 from genossm.config import build_trainer, prepare_run
-from genossm.data.genome import Genome
+from genossm.data.genome import Genome, one_fasta
 from genossm.data.variant_windows import VariantBatches, saturation_records
 from genossm.data.variants import VariantReader
-from genossm.errors import GenossmError
+from genossm.errors import GenossmError, check_writable
 from genossm.models import from_pretrained
 from genossm.models.heads import POOLINGS
 from genossm.models.hub import BUNDLED, HF
@@ -94,6 +94,9 @@ def score_variants(
         raise GenossmError(f"output={output}: name it .vcf, .vcf.gz, .bcf, .tsv, .tsv.gz or .parquet")
     if fasta is None:
         raise GenossmError("fasta= is required (the reference genome the variants are called against)")
+    fasta = one_fasta(fasta, "score-variants")
+    check_output_paths(output, table=table, heatmap=heatmap, embeddings=embeddings, variants=variants, fasta=fasta,
+                       saturation=mode == "saturation")
     genome = Genome(fasta, cache_dir=cache_dir)
     notes: list[str] = []
     if mode == "saturation":
@@ -178,6 +181,49 @@ def score_variants(
         if pl_trainer.is_global_zero and parts.exists():
             shutil.rmtree(parts, ignore_errors=True)
     return summary
+
+
+HEATMAP_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def check_output_paths(output: Path, *, table, heatmap, embeddings, variants, fasta, saturation: bool) -> None:
+    """Before any work: every output goes to its own file in a folder that can be written, none over an input,
+    each in a format its name says (two keys naming one file lost one output, or replaced the input, with exit
+    status 0; an output folder that could not be written failed after all the scoring work)."""
+    from genossm.tasks.variant_outputs import table_path
+
+    table_file = table_path(output, table)
+    named = {f"output={output}": output}
+    if table and not is_vcf_path(output) and os.path.realpath(table) != os.path.realpath(output):
+        raise GenossmError(f"output={output} is the table itself: table={table} names a table beside a VCF output "
+                           "only; drop table= (or name output .vcf/.vcf.gz/.bcf)")
+    if table_file is not None and (table or Path(table_file) != output) and is_vcf_path(output):
+        named[f"table={table}" if table else f"the table beside output= ({table_file}; table= names another)"] = \
+            Path(table_file)
+    if saturation:
+        heat = Path(heatmap) if heatmap else Path(table_file).with_suffix(".png")
+        named[f"heatmap={heatmap}" if heatmap else f"the heatmap beside the table ({heat}; heatmap= names another)"] \
+            = heat
+    if embeddings is not None:
+        named[f"embeddings={embeddings}"] = Path(embeddings)
+    inputs = {"variants": variants, "fasta": fasta}
+    seen: dict[str, str] = {}
+    for label, path in named.items():
+        where = os.path.realpath(path)
+        if os.path.isdir(where):
+            raise GenossmError(f"{label}: is a folder; give a file name for the output")
+        for key, source in inputs.items():
+            if source is not None and not isinstance(source, (list, tuple)) and os.path.realpath(source) == where:
+                raise GenossmError(f"{label} is also {key}=: the output would replace the input; choose another name")
+        if where in seen:
+            raise GenossmError(f"{seen[where]} and {label} are the same file: one output would replace the other; "
+                               "give each its own name")
+        seen[where] = label
+    if saturation and heat.suffix.lower() not in HEATMAP_SUFFIXES:
+        raise GenossmError(f"heatmap={heat}: name it .png, .svg or .pdf (the heatmap is drawn in the format its name "
+                           "says)")
+    for label, path in named.items():
+        check_writable(path, label)
 
 
 def config_hash(model_cfg) -> str:

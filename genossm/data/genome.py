@@ -114,9 +114,11 @@ def fasta_paths(fasta, must_exist: bool = True) -> list[Path]:
     if not items:
         raise GenossmError("fasta=[] names no file: give a FASTA path or a list of them")
     paths = []
-    for item in items:
+    for n, item in enumerate(items, 1):
         if item is None or not isinstance(item, (str, os.PathLike)):
             raise GenossmError(f"fasta={items}: {item!r} is not a path")
+        if not str(item).strip():
+            raise GenossmError(f"fasta={[str(i) for i in items]}: entry {n} is empty (a stray comma?)")
         path = Path(item)
         if must_exist and not path.exists():
             raise GenossmError(f"{path}: FASTA file not found" + (f" (in fasta={[str(i) for i in items]})" if len(items) > 1 else ""))
@@ -124,6 +126,18 @@ def fasta_paths(fasta, must_exist: bool = True) -> list[Path]:
             raise GenossmError(f"{path}: listed twice in fasta={[str(i) for i in items]}")
         paths.append(path)
     return paths
+
+
+def one_fasta(fasta, workflow: str):
+    """The one FASTA file of a workflow that reads a single genome file: a path, or a list of one path; a list
+    of several is one message (it ended in a TypeError)."""
+    if fasta is not None and not isinstance(fasta, (str, os.PathLike)):
+        paths = fasta_paths(fasta)
+        if len(paths) != 1:
+            raise GenossmError(f"fasta={[str(p) for p in paths]}: {workflow} reads one FASTA file, not a list; "
+                               "give the one holding the contigs you need (or join the files into one)")
+        return str(paths[0])
+    return fasta
 
 
 # --------------------------------------------------------------------------------------------------
@@ -164,6 +178,15 @@ def cache_folder(fasta: str | os.PathLike, cache_dir: str | os.PathLike | None =
     folder = root / f"{fasta.name}-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (what a model records of its training genome, ``fasta_sha256``)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fingerprint(path: str | os.PathLike) -> dict:

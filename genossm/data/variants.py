@@ -48,6 +48,8 @@ REASONS: dict[str, str] = {
     # new reasons go at the end: the codes of the earlier ones are stored in score shards and must not move
     "allele_exceeds_window": "REF or ALT plus indel_flank bases on each side is longer than window_len: "
     "a larger window_len scores it (the run's summary gives the window needed)",
+    "non_finite_score": "the model's score is not a finite number (NaN or infinite): the model's weights or "
+    "outputs are not finite",
 }
 REASON_CODES: tuple[str, ...] = ("",) + tuple(REASONS)  # 0 = scored
 

@@ -92,6 +92,35 @@ class MetricHistory(Callback):
         self.val = [tuple(x) for x in state_dict.get("val", [])]
 
 
+def non_finite(tensors) -> list[str]:
+    """The names of the tensors of a ``{name: tensor}`` mapping that hold a NaN or an infinite value."""
+    return [name for name, t in tensors.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+class StopOnNonFinite(Callback):
+    """Stop training with one message when the loss or the weights stop being finite numbers (a learning rate
+    far too high): a model of NaN weights was trained to the end, exported, and scored every variant as NaN.
+    The loss is checked at every step, the weights before every checkpoint is written (a checkpoint of NaN
+    weights is never written: the earlier ones stay the run's latest)."""
+
+    def _stop(self, trainer, pl_module, what: str) -> None:
+        lr = getattr(getattr(pl_module, "hparams", {}), "get", lambda *_: None)("lr")
+        raise GenossmError(f"training stopped at step {trainer.global_step}: {what} not a finite number (NaN or "
+                           f"infinite)" + (f"; task.lr={lr} is likely too high" if lr is not None else "")
+                           + "; the checkpoints written before this step are kept, no model was exported")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+            self._stop(trainer, pl_module, f"the training loss is {float(loss.detach().float().mean())},")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        bad = non_finite(checkpoint.get("state_dict") or {})
+        if bad:
+            self._stop(trainer, pl_module, f"the weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) are")
+
+
 def _epoch_ends_here(trainer) -> bool:
     """True at the end of an epoch's last training batch (the epoch-end hooks and validation still to come)."""
     return bool(getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False))

@@ -117,21 +117,24 @@ def _pm(se) -> str:
 
 
 def markov_verdict(model: dict, base: dict) -> str:
-    """Whether the model beats the composition entropy and the best Markov model, with the margin in
-    standard errors (over windows): a margin under two standard errors is reported as within the noise."""
+    """Whether the model beats the composition entropy and, in its own clause, the best Markov model, with the
+    margin in standard errors (over windows): a margin under two standard errors is reported as within the
+    noise. (One clause for both read "does NOT beat the composition entropy and the best Markov model" when the
+    model beat the Markov model.)"""
     bpb = float(model["bpb"])
-    parts = ["beats" if bpb < base["composition_entropy"] else "does NOT beat", "the composition entropy"]
+    comp = float(base["composition_entropy"])
+    first = f"{'beats' if bpb < comp else 'does NOT beat'} the composition entropy ({bpb:.4f} vs {comp:.4f})"
     diff = base["best_markov"] - bpb
     ses = [x for x in (model.get("bpb_se"), base.get("best_markov_se")) if x is not None and x == x]
     se = math.sqrt(sum(x * x for x in ses)) if ses else float("nan")
     margin = f"by {diff:.4f} bits/base" + (f", {diff / se:.1f} standard errors" if se == se and se > 0 else "")
     if se == se and abs(diff) < 2 * se:
-        parts.append(f"; it is within the noise of the best Markov model ({margin})")
+        second = f"it is within the noise of the best Markov model ({margin})"
     elif diff > 0:
-        parts.append(f" and the best Markov model ({margin})")
+        second = f"it beats the best Markov model ({margin})"
     else:
-        parts.append(f"; it does NOT beat the best Markov model ({margin})")
-    return "the model " + " ".join(parts[:2]) + "".join(parts[2:])
+        second = f"it does NOT beat the best Markov model ({margin})"
+    return f"the model {first}; {second}"
 
 
 def format_comparison(model, base: dict, label: str = "validation") -> str:

@@ -198,3 +198,69 @@ def draw_heatmap(rows: list[tuple[int, str, str, float]], path: str | os.PathLik
             fig.savefig(tmp, dpi=100, format=fmt, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _interval_text(m: dict | None) -> str:
+    if not m or m.get("value") is None:
+        return "-"
+    text = f"{m['value']:.3f}"
+    if m.get("low") is not None:
+        text += f" [{m['low']:.3f}, {m['high']:.3f}]"
+    return text
+
+
+def plot_variant_evaluation(task: str, y, predictors: dict, metrics: dict, path: str | os.PathLike,
+                            title: str = "") -> Path:
+    """``genossm evaluate-variants``' plot, written atomically: binary labels, the precision-recall curve of every
+    predictor (a higher score called positive first) with the fraction of positives as the random line;
+    real-valued labels, one scatter panel per predictor against the label. The legend and panel titles carry
+    the metrics table's numbers with their 95 % intervals (``metrics``: the predictors' entry of
+    :func:`genossm.tasks.variant_metrics.evaluate_predictors`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y = np.asarray(y, dtype=np.float64)
+    path = Path(path)
+    if task == "binary":
+        fig, ax = plt.subplots(figsize=(6, 5.5))
+        for name, score in predictors.items():
+            score = np.asarray(score, dtype=np.float64)
+            order = np.argsort(-score, kind="mergesort")
+            s, yy = score[order], y[order]
+            ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]
+            tp, fp = np.cumsum(yy)[ends], np.cumsum(1 - yy)[ends]
+            recall = tp / max(tp[-1], 1)
+            precision = tp / np.maximum(tp + fp, 1)
+            # precision P_k over the recall gained at threshold k: the area under the steps is the AUPRC
+            recall, precision = np.r_[0.0, recall], np.r_[precision[:1], precision]
+            ax.plot(recall, precision, drawstyle="steps-pre",
+                    label=f"{name} (AUPRC {_interval_text(metrics.get(name, {}).get('auprc'))})")
+        ax.axhline(float(y.mean()), color="grey", lw=0.8, ls="--", label=f"random ({y.mean():.3f})")
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+        n_text = f"n = {len(y):,} variants, {int(y.sum()):,} positive; 95 % bootstrap intervals"
+        ax.set_title(f"{title}\n{n_text}" if title else n_text, fontsize=9)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, fontsize=8, frameon=False)
+        ax.grid(alpha=0.3)
+        suffix = ".png"
+    else:
+        n = max(len(predictors), 1)
+        cols = min(n, 3)
+        rows = (n + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
+        for ax, (name, score) in zip(axes.ravel(), predictors.items()):
+            ax.scatter(np.asarray(score, dtype=np.float64), y, s=8, alpha=0.6)
+            ax.set(xlabel=name, ylabel="label")
+            ax.set_title(f"Spearman {_interval_text(metrics.get(name, {}).get('spearman'))}", fontsize=8)
+            ax.grid(alpha=0.3)
+        for ax in axes.ravel()[len(predictors):]:
+            ax.set_axis_off()
+        if title:
+            fig.suptitle(f"{title}\nn = {len(y):,} variants; 95 % bootstrap intervals", fontsize=9)
+        fig.tight_layout()
+        suffix = ".png"
+    with atomic_path(path, suffix) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

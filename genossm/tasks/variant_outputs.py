@@ -8,6 +8,7 @@ import contextlib
 import gzip
 import io
 import logging
+import math
 import os
 import sys
 from collections import Counter
@@ -437,7 +438,12 @@ def write_scored_variants(parts, output, table, reader, records, heatmap, embedd
         for a in numbering(rec):
             s = next(scores)
             reason = REASON_CODES[int(s["reason"])] or None
-            out.append(ScoredAllele(a, float(s["llr"]), float(s["emb_dist"]), reason))
+            llr, emb_dist = float(s["llr"]), float(s["emb_dist"])
+            if reason is None and not math.isfinite(llr):  # never written, nor counted, as a score
+                reason, llr, emb_dist = "non_finite_score", math.nan, math.nan
+            if not math.isfinite(emb_dist):
+                emb_dist = math.nan
+            out.append(ScoredAllele(a, llr, emb_dist, reason))
             summary.alleles += 1
             if reason:
                 summary.skipped[reason] += 1

@@ -14,6 +14,7 @@ from genossm.data import tokenizer as tok
 from genossm.data.genome import Genome
 from genossm.data.regions import (
     assign_splits,
+    auto_region_len,
     center_fit,
     crossing_pairs,
     encode_labels,
@@ -75,6 +76,21 @@ def test_bed_coordinates_and_strand_match_pyfaidx_and_biopython(tmp_path, fasta)
             left = (101 - n) // 2
             assert valid[i].nonzero()[0].item() == left
             assert (tokens[i][~valid[i]] == tok.PAD).all()
+
+
+def test_region_len_auto_is_the_longest_region_rounded_up_to_8_within_the_window(tmp_path):
+    assert [auto_region_len([n]) for n in (1, 8, 81, 200, 201)] == [8, 8, 88, 200, 208]
+    assert auto_region_len([81, 30, 64]) == 88
+    assert auto_region_len([81], max_len=64) == 64 and auto_region_len([81], max_len=84) == 84
+    assert auto_region_len([81], max_len=2048) == 88
+    fa = write(tmp_path / "g.fa", [">c", "ACGT" * 100])
+    bed = write(tmp_path / "r.bed", ["c\t0\t81\t1", "c\t100\t130\t0"])
+    regions = read_regions(bed, need_labels=True)
+    tokens, valid = region_tokens(regions, Genome(fa), "auto")
+    assert tokens.shape == (2, 88) and valid.sum(1).tolist() == [81, 30]
+    assert region_tokens(regions, Genome(fa), "auto", max_len=40)[0].shape == (2, 40)
+    assert region_tokens(regions, Genome(fa), None)[0].shape == (2, 81)  # null: the longest, as it is
+    assert region_tokens(regions, Genome(fa), 200, max_len=40)[0].shape == (2, 200)  # a number wins
 
 
 def test_center_fit_crops_and_pads_symmetrically():

@@ -92,3 +92,57 @@ def test_the_report_says_what_it_is_doing(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert messages[0].startswith("Markov baselines: fitting orders 0-2 on 1,200 training bases")
     assert messages[-1].startswith("Markov baselines done in")
+
+
+def _lp(model: MarkovBaseline, context: str, base: str) -> float:
+    """log P(base | context) in nats from the model's counts, by hand (add-one smoothing)."""
+    k = len(context)
+    row = 0
+    for b in context:
+        row = row * 4 + "ACGT".index(b)
+    counts = model.counts[k][row] + model.pseudocount
+    return math.log(counts["ACGT".index(base)] / counts.sum())
+
+
+def _rc(seq: str) -> str:
+    return seq[::-1].translate(str.maketrans("ACGT", "TGCA"))
+
+
+def test_markov_variant_llr_of_an_snv_by_hand():
+    """Order 1: an SNV changes P(allele | base before) and P(base after | allele), on each strand."""
+    from genossm.tasks.baselines.markov import variant_llr
+
+    model = MarkovBaseline(max_order=1).fit([encode("ACGTTGCAACGGATCCATGCAAGT" * 3)])
+    left, ref, alt, right = "C", "G", "T", "A"
+    forward = (_lp(model, left, alt) + _lp(model, alt, right)) - (_lp(model, left, ref) + _lp(model, ref, right))
+    # reverse strand: RC(A) RC(G) RC(C) = T C G; the allele's complement follows T, is followed by G
+    reverse = (_lp(model, "T", _rc(alt)) + _lp(model, _rc(alt), "G")) - (_lp(model, "T", _rc(ref)) + _lp(model, _rc(ref), "G"))
+    got = variant_llr(model, 1, encode(left), encode(ref), encode(alt), encode(right))
+    assert got == pytest.approx((forward + reverse) / 2, abs=1e-12)
+
+
+def test_markov_variant_llr_of_an_insertion_by_hand():
+    """Order 0: the alt's extra bases each add log P(base) + log 4; the shared base cancels."""
+    from genossm.tasks.baselines.markov import variant_llr
+
+    model = MarkovBaseline(max_order=0).fit([encode("AAAACCGT" * 5)])
+    p = {b: _lp(model, "", b) for b in "ACGT"}
+    forward = (p["A"] + p["C"] + p["G"] + 3 * math.log(4)) - (p["A"] + math.log(4))
+    reverse = (p["T"] + p["G"] + p["C"] + 3 * math.log(4)) - (p["T"] + math.log(4))
+    got = variant_llr(model, 0, encode(""), encode("A"), encode("ACG"), encode(""))
+    assert got == pytest.approx((forward + reverse) / 2, abs=1e-12)
+    # the deletion back is exactly its negative
+    assert variant_llr(model, 0, encode(""), encode("ACG"), encode("A"), encode("")) == pytest.approx(-got, abs=1e-12)
+
+
+def test_markov_order_for_variants_is_chosen_on_the_reference_alone():
+    from genossm.tasks.baselines.markov import fit_chosen_order
+
+    rng = np.random.default_rng(0)
+    periodic = np.tile(rng.integers(0, 4, 7), 3000)  # period 7: a few bases of context predict the next
+    model, order = fit_chosen_order([periodic], max_order=8)
+    assert order >= 1
+    assert order == baseline_report([periodic], [periodic[:100]], max_order=8)["train_order"]  # the same rule
+    assert model.counts[0].sum() == len(periodic)  # refitted on every base after the choice
+    random_bases = rng.integers(0, 4, 20000)
+    assert fit_chosen_order([random_bases], max_order=6)[1] <= 1  # nothing to learn: a low order wins

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -73,3 +74,26 @@ def test_training_curve_labels(tmp_path, figures, causal):
     assert "best Markov, k=5 (validation)" in labels
     # the legend sits below the panel, outside the curves
     assert bpb_ax.get_legend().get_bbox_to_anchor().y1 < bpb_ax.get_window_extent().y0 + 1
+
+
+
+def test_variant_evaluation_plots(tmp_path, figures):
+    """The legend carries each predictor's AUPRC and interval from the metrics table ("-" without one); the
+    area under each drawn precision-recall step curve is that AUPRC."""
+    from genossm.tasks.plots import plot_variant_evaluation
+    from genossm.tasks.variant_metrics import average_precision
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(40) < 0.3).astype(float)
+    preds = {"-genossm_llr": np.round(rng.normal(size=40) + y, 1), "indel_length": rng.integers(1, 5, 40).astype(float)}
+    metrics = {"-genossm_llr": {"auprc": {"value": 0.5, "low": 0.3, "high": 0.7}}}
+    pr = plot_variant_evaluation("binary", y, preds, metrics, tmp_path / "pr.png", title="t")
+    title, legend = texts(figures[0])
+    assert "n = 40 variants, " in title
+    assert legend == ["-genossm_llr (AUPRC 0.500 [0.300, 0.700])", "indel_length (AUPRC -)", f"random ({y.mean():.3f})"]
+    for line, score in zip(figures[0].axes[0].get_lines(), preds.values()):
+        recall, precision = line.get_xdata(), line.get_ydata()
+        assert np.sum(np.diff(recall) * precision[1:]) == pytest.approx(average_precision(y, score))
+    scatter = plot_variant_evaluation("regression", rng.normal(size=40), preds, {}, tmp_path / "scatter.png")
+    assert pr.read_bytes()[:4] == scatter.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pr.png", "scatter.png"]  # no temporary file left

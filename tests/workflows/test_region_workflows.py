@@ -108,6 +108,51 @@ def test_embed_npy_and_parquet_in_input_order(tiny_model, tmp_path, monkeypatch)
     np.testing.assert_allclose(np.load(tmp_path / "rc.npy")[0], emb[1], rtol=1e-4, atol=1e-5)
 
 
+def short_regions(path, n=80, length=81):
+    """A headerless BED of ``n`` non-overlapping ``length``-bp regions of the bundled genome, labels 1, 0, 1, ..."""
+    path.write_text("".join(f"NC_000932.1\t{1500 * i}\t{1500 * i + length}\t{(i + 1) % 2}\n" for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize("override, expected", [(None, 88), ("region_len=200", 200), ("region_len=null", 81)])
+def test_finetune_region_len_follows_the_regions_unless_given(tiny_model, tmp_path, monkeypatch, override, expected):
+    """Without region_len, 81-bp regions are padded to 88 (the longest, rounded up to a multiple of 8), not to
+    200; a given region_len is used as it is. The model records the length, and score-regions uses it."""
+    from genossm.models import load_extra
+
+    bed = short_regions(tmp_path / "short.bed")
+    out = tmp_path / "run"
+    run(["finetune", f"pretrained={tiny_model}", f"regions={bed}", f"output={out}", "trainer.fast_dev_run=true",
+         "trainer.enable_progress_bar=false", "train.batch_size=16", "probe=false", "kmer.enabled=false"]
+        + ([override] if override else []), monkeypatch, tmp_path)
+    assert json.loads((out / "metrics.json").read_text())["region_len"] == expected
+    assert load_extra(out / "model")["region_head"]["region_len"] == expected
+    run(["score-regions", f"pretrained={out / 'model'}", f"regions={bed}", "output=scores.tsv"], monkeypatch, tmp_path)
+    scores = pd.read_csv(tmp_path / "scores.tsv", sep="\t")
+    pred = pd.read_csv(out / "predictions.tsv", sep="\t")
+    np.testing.assert_allclose(scores["score"], pred["score_finetune"], rtol=1e-4, atol=1e-5)
+
+
+def test_finetune_region_len_auto_stops_at_the_models_training_window(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = BiMambaLM(BiMambaConfig(d_model=8, n_layers=1, d_state=4, d_conv=4, expand=2))
+    windowed = save_pretrained(model, tmp_path / "windowed", extra={"train_window_len": 64})
+    out = tmp_path / "run"
+    run(["finetune", f"pretrained={windowed}", f"regions={short_regions(tmp_path / 'short.bed')}", f"output={out}",
+         "method=probe", "kmer.enabled=false"], monkeypatch, tmp_path)
+    assert json.loads((out / "metrics.json").read_text())["region_len"] == 64
+
+
+def test_embed_region_len_auto_pads_to_the_longest_rounded_up():
+    from genossm.cli import load_workflow
+
+    sequence_loader = load_workflow("embed").sequence_loader
+
+    seqs = [np.zeros(n, dtype=np.uint8) for n in (81, 30, 50)]
+    batch = next(iter(sequence_loader(seqs, 8, "auto")))
+    assert batch["tokens"].shape == (3, 88)
+
+
 def test_bad_regions_give_one_clean_error(tiny_model, tmp_path, monkeypatch, capsys):
     bed = tmp_path / "bad.bed"
     bed.write_text("NC_000932.1\t100\t300\t1\nNC_000932.1\t500\t400\t0\n")

@@ -115,3 +115,39 @@ def test_finetune_with_the_old_keys_writes_the_same_outputs(tmp_path, monkeypatc
     assert json.loads((tmp_path / "new" / "metrics.json").read_text())["mode"] == "probe"
     assert (tmp_path / "old" / "config.yaml").read_text() == (tmp_path / "new" / "config.yaml").read_text().replace(
         str(tmp_path / "new"), str(tmp_path / "old"))
+
+
+BOTH_SPELLINGS = [
+    ("pretrain", "task.seq_len_warmup={start_len: 64, growth: 2}", "data.window_len_warmup={start_len: 32, growth: 2}",
+     "task.seq_len_warmup", "data.window_len_warmup"),
+    ("finetune", "task=regression", "label_type=binary", "task", "label_type"),
+    ("finetune", "mode=probe", "method=head", "mode", "method"),
+    ("finetune", "split.mode=contig", "split.by=random", "split.mode", "split.by"),
+    ("score-variants", "mode=saturation", "scan=variants", "mode", "scan"),
+    ("score-variants", "batch_size=8", "alleles_per_batch=0", "batch_size", "alleles_per_batch"),
+]
+
+
+@pytest.mark.parametrize("workflow, old, new, old_key, new_key", BOTH_SPELLINGS)
+@pytest.mark.parametrize("order", ["old first", "new first"])
+def test_an_old_spelling_and_its_new_key_that_differ_are_refused(workflow, old, new, old_key, new_key, order,
+                                                                 tmp_path, monkeypatch, capsys):
+    """The old spelling silently won: task=regression label_type=binary trained a regression."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    pair = [old, new] if order == "old first" else [new, old]
+    with pytest.raises(SystemExit) as stop:
+        cli.main([workflow, *pair, f"output={tmp_path / 'out'}"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    assert err.startswith("genossm: error:") and "Traceback" not in err
+    assert f"{old_key}=" in err and f"{new_key}=" in err and "both given" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_old_spelling_and_its_new_key_that_agree_are_accepted():
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="finetune", overrides=["task=regression", "label_type=regression"])
+    with pytest.warns(FutureWarning, match="task is deprecated"):
+        renamed_keys(cfg, load_workflow("finetune").RENAMED, given={"task", "label_type"})
+    assert cfg.label_type == "regression" and "task" not in cfg

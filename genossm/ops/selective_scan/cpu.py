@@ -10,8 +10,11 @@ block's states into a small work buffer and runs the adjoint recurrence back thr
 
 The C file is compiled once per machine and source version with the system C compiler (``cc``, or
 ``$CC``) into ``~/.cache/genossm/kernels`` (``GENOSSM_KERNEL_CACHE`` to choose another folder) and loaded
-with ctypes: no build step at install time, no dependency. ``available()`` says whether that worked;
-without a compiler, or with ``GENOSSM_CPU_KERNEL=0``, ``backend="auto"`` uses the chunked backend instead.
+with ctypes: no build step at install time, no dependency. The build records the library's size and SHA-256
+beside it, and a library is loaded only from a folder of this user that no one else can write to, after those
+are checked: a file cut short or replaced is compiled again. ``available()`` says whether that worked;
+without a compiler, or with ``GENOSSM_CPU_KERNEL=0`` (or ``false``, ``no``, ``off``), ``backend="auto"`` uses
+the chunked backend instead.
 Threads: one call per torch thread (``torch.get_num_threads()``) on disjoint channel ranges, from a small
 pool of Python threads (ctypes releases the GIL); the calls do not spin while they wait.
 
@@ -77,18 +80,121 @@ def _cpu_signature() -> str:
     return platform.processor() + platform.machine()
 
 
-def _cache_dir() -> Path:
-    env = os.environ.get("GENOSSM_KERNEL_CACHE")
-    base = Path(env) if env else Path.home() / ".cache" / "genossm" / "kernels"
+_SYMBOLS = ("ssm_fwd", "ssm_bwd", "conv_silu", "transpose_2d")
+_OFF = ("0", "false", "no", "off")
+_ON = ("", "1", "true", "yes", "on")
+
+
+def _private(folder: Path) -> str | None:
+    """Why ``folder`` may not hold code this process loads (None when it may): it must be a real folder (not
+    a link) owned by this user that no other user can write to, so nobody else can plant or swap a library."""
     try:
-        base.mkdir(parents=True, exist_ok=True)
-        if os.access(base, os.W_OK):
-            return base
+        st = os.lstat(folder)
+    except OSError as err:
+        return err.strerror or str(err)
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a folder"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"owned by another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:  # this user's own folder, opened to others (a umask of 002): closed again
+        try:
+            os.chmod(folder, stat.S_IMODE(st.st_mode) & ~0o022)
+        except OSError:
+            return "writable by other users"
+    return None
+
+
+def _cache_dir() -> Path:
+    """The folder the compiled kernel is kept in: ``$GENOSSM_KERNEL_CACHE`` or ``~/.cache/genossm/kernels``
+    when this user owns it and no one else can write to it; else ``<tmp>/genossm-kernels-<uid>`` on the same
+    terms (made private by this process); else a fresh private temporary folder (compiled again by each run).
+    A folder another user controls is never read."""
+    env = os.environ.get("GENOSSM_KERNEL_CACHE")
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    candidates = [Path(env) if env else Path.home() / ".cache" / "genossm" / "kernels",
+                  Path(tempfile.gettempdir()) / f"genossm-kernels-{uid}"]
+    reasons = []
+    for folder in candidates:
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
+        except OSError as err:
+            reasons.append(f"{folder}: {err.strerror or err}")
+            continue
+        why = _private(folder)
+        if why is None and os.access(folder, os.W_OK):
+            return folder
+        reasons.append(f"{folder}: {why or 'not writable'}")
+    private = Path(tempfile.mkdtemp(prefix="genossm-kernels-"))
+    warnings.warn(f"genossm: no private kernel cache ({'; '.join(reasons)}); compiling the CPU kernel into "
+                  f"{private} for this run only", RuntimeWarning, stacklevel=4)
+    return private
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _stamp(target: Path) -> Path:
+    """The file beside a compiled library recording its size and SHA-256, written by the build."""
+    return target.with_name(target.name + ".sha256")
+
+
+def _verified(target: Path) -> str | None:
+    """Why the compiled library at ``target`` must not be loaded (None when it may): it must be a regular file
+    of this user that no one else can write, whose size and SHA-256 are those its build recorded beside it (a
+    file cut short by a crash or a full disk, or replaced, is compiled again instead of crashing the process)."""
+    import stat
+
+    try:
+        st = os.lstat(target)
+        recorded = _stamp(target).read_text().split()
     except OSError:
-        pass
-    fallback = Path(tempfile.gettempdir()) / f"genossm-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
+        return "missing or without its recorded checksum"
+    if not stat.S_ISREG(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()) or st.st_mode & 0o022:
+        return "not a private regular file"
+    if len(recorded) != 2 or recorded[1] != str(st.st_size):
+        return f"its size ({st.st_size} bytes) is not the one recorded"
+    if recorded[0] != _digest(target):
+        return "its content is not the one recorded"
+    return None
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _compile(cc: list[str], target: Path) -> None:
+    """Compile into a temporary file, sync it to disk, record its size and SHA-256, then rename it into place
+    (atomic: processes building at once each write their own file; a crash leaves no partial library)."""
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        proc = subprocess.run([*cc, *_FLAGS, str(_SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cc)} failed: {proc.stderr.strip()[-500:]}")
+        os.chmod(tmp, 0o700)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        data = tmp.read_bytes()
+        _write_synced(_stamp(target), f"{hashlib.sha256(data).hexdigest()} {len(data)}\n".encode())
+        os.replace(tmp, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _build() -> ctypes.CDLL:
@@ -98,14 +204,19 @@ def _build() -> ctypes.CDLL:
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join([*cc, *_FLAGS]).encode() + _cpu_signature().encode()).hexdigest()[:16]
     target = _cache_dir() / f"genossm_scan_{key}.so"
-    if not target.exists():
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        proc = subprocess.run([*cc, *_FLAGS, str(_SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"{' '.join(cc)} failed: {proc.stderr.strip()[-500:]}")
-        os.replace(tmp, target)  # atomic: processes building at once each write their own file
+    why = _verified(target)
+    if why is not None:
+        if target.exists() or target.is_symlink():
+            warnings.warn(f"genossm: the cached CPU kernel {target} is {why}; compiling it again", RuntimeWarning,
+                          stacklevel=4)
+        _compile(cc, target)
+        why = _verified(target)
+        if why is not None:
+            raise RuntimeError(f"the compiled kernel {target} did not verify: {why}")
     lib = ctypes.CDLL(str(target))
+    missing = [name for name in _SYMBOLS if not hasattr(lib, name)]
+    if missing:
+        raise RuntimeError(f"{target} lacks the kernel's functions ({', '.join(missing)}); delete it to rebuild")
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.ssm_fwd.restype = lib.ssm_bwd.restype = ctypes.c_int
     lib.ssm_fwd.argtypes = ([i64] * 5 + [ptr, i64, i64] * 4 + [ptr, ptr, i64, i64, ctypes.c_int, ptr, ptr, i64,
@@ -124,14 +235,19 @@ def _library():
     if _lib is None and _lib_error is None:
         with _lock:
             if _lib is None and _lib_error is None:
-                if os.environ.get("GENOSSM_CPU_KERNEL", "1") == "0":
-                    _lib_error = "switched off by GENOSSM_CPU_KERNEL=0"
+                switch = os.environ.get("GENOSSM_CPU_KERNEL", "1").strip().lower()
+                if switch in _OFF:
+                    _lib_error = f"switched off by GENOSSM_CPU_KERNEL={os.environ['GENOSSM_CPU_KERNEL']}"
                 else:
+                    if switch not in _ON:
+                        warnings.warn(f"genossm: GENOSSM_CPU_KERNEL={os.environ['GENOSSM_CPU_KERNEL']!r} is not one "
+                                      "of 1/true/yes/on or 0/false/no/off; the CPU kernel stays on",
+                                      RuntimeWarning, stacklevel=3)
                     try:
                         _lib = _build()
                     except (OSError, RuntimeError) as err:
                         _lib_error = str(err)
-                        warnings.warn(f"genossm: the fused CPU selective scan could not be compiled ({err}); "
+                        warnings.warn(f"genossm: the fused CPU selective scan could not be compiled or loaded ({err}); "
                                       "using the slower chunked scan", RuntimeWarning, stacklevel=3)
     return _lib
 

@@ -189,3 +189,99 @@ def baseline_report(train_seqs: Sequence, eval_seqs: Sequence, max_order: int = 
         "n_windows": len(eval_seqs),
         "n_train_bases": int(sum(int((s < NUM_BASES).sum()) for s in train_seqs)),
     }
+
+
+def fit_chosen_order(train_seqs: Sequence, max_order: int = 8, pseudocount: float = 1.0) -> tuple[MarkovBaseline, int]:
+    """The Markov model fitted on ``train_seqs`` and its order, chosen on the training bases alone (fitted on
+    their first 90 %, the order with the fewest bits per base on the last 10 %), as ``baseline_report``'s
+    ``train_order``: never on what it is then used to score."""
+    train_seqs = [_as_ids(s) for s in train_seqs]
+    head, tail = _split_tail(train_seqs, 0.1)
+    tail_bits, tail_n = MarkovBaseline(max_order=max_order, pseudocount=pseudocount).fit(head).total_bits(tail)
+    order = min(tail_bits, key=lambda k: tail_bits[k]) if tail_n else 0
+    return MarkovBaseline(max_order=max_order, pseudocount=pseudocount).fit(train_seqs), order
+
+
+def variant_llr(model: MarkovBaseline, order: int, left, ref, alt, right) -> float:
+    """The order-``order`` Markov log-likelihood ratio of one allele, natural log, alt minus ref (negative: alt
+    less likely), on the same footing as genossm's own indel score (:mod:`genossm.tasks.variants`).
+
+    ``left`` and ``right`` are the ``order`` reference bases before and after REF (token ids, fewer at a contig
+    end). The chain reads each base from the ``order`` bases before it, so replacing REF by ALT changes the
+    probability of the allele's own bases and of the ``order`` bases after it, and of nothing else: the score
+    is ``sum (log P(base | context) + log 4)`` over ALT and the right flank in the alt sequence, minus the
+    same over REF and the right flank in the ref sequence (the ``+ log 4`` per base: a base no better than
+    chance counts 0, so an insertion is not penalised only for its length). It is averaged over the forward
+    strand and the reverse complement (where the context comes from the other side)."""
+    from genossm.data.tokenizer import reverse_complement
+
+    parts = [np.asarray(p, dtype=np.int64) for p in (left, ref, alt, right)]
+    left, ref, alt, right = parts
+    ref_seq = np.concatenate([left, ref, right])
+    alt_seq = np.concatenate([left, alt, right])
+    extra = (len(alt) - len(ref)) * math.log(4.0)
+    values = []
+    for r, a in ((ref_seq, alt_seq), (reverse_complement(ref_seq), reverse_complement(alt_seq))):
+        bits_ref = model.total_bits([r], orders=[order])[0][order]
+        bits_alt = model.total_bits([a], orders=[order])[0][order]
+        # the flanks are scored in both sequences from the same context where the allele does not reach them:
+        # those terms cancel, so the difference of the whole sequences is the difference over the changed span
+        values.append(-(bits_alt - bits_ref) * LN2 + extra)
+    return float(np.mean(values))
+
+
+def reference_bases(genome, first_contigs: Sequence[str] = (), max_bases: int | None = None,
+                    chunk: int = 1 << 20) -> tuple[list[np.ndarray], int]:
+    """The A/C/G/T runs of a :class:`~genossm.data.genome.Genome` as token-id arrays, ``first_contigs`` first
+    (names or aliases; the rest in file order), at most ``max_bases`` bases: what a Markov model of the reference
+    is fitted on. N runs are left out (a bundled slice can be mostly N)."""
+    order = []
+    for name in list(first_contigs) + list(genome.contig_names):
+        try:
+            contig = genome.resolve(name)
+        except Exception:  # noqa: BLE001 - a contig the FASTA lacks contributes nothing
+            continue
+        if contig not in order:
+            order.append(contig)
+    seqs, total = [], 0
+    for contig in order:
+        length = genome.all_lengths[contig]
+        for start in range(0, length, chunk):
+            ids = genome.fetch_tokens(contig, start, min(length, start + chunk))[0].astype(np.int64)
+            is_base = ids < NUM_BASES
+            if not is_base.any():
+                continue
+            edges = np.flatnonzero(np.diff(np.r_[0, is_base.astype(np.int8), 0]))
+            for s, e in zip(edges[::2], edges[1::2]):
+                if max_bases is not None and total >= max_bases:
+                    return seqs, total
+                if max_bases is not None:
+                    e = min(e, s + max_bases - total)
+                if e - s >= 2:
+                    seqs.append(ids[s:e])
+                    total += e - s
+    return seqs, total
+
+
+def markov_variant_scores(model: MarkovBaseline, order: int, genome, alleles) -> tuple[np.ndarray, dict]:
+    """:func:`variant_llr` of every allele (:class:`~genossm.data.variants.Allele`) against ``genome``; NaN
+    where the allele cannot be scored, with the reasons counted (those of ``score-variants``)."""
+    import copy
+    from collections import Counter
+
+    from genossm.data.tokenizer import encode
+    from genossm.data.variants import check_alleles
+
+    checked = check_alleles([copy.copy(a) for a in alleles], genome)
+    out = np.full(len(checked), np.nan)
+    reasons: Counter = Counter()
+    for i, a in enumerate(checked):
+        if a.reason is not None:
+            reasons[a.reason] += 1
+            continue
+        length = genome.all_lengths[a.contig]
+        end = a.start + len(a.ref)
+        left = encode(genome.fetch(a.contig, max(0, a.start - order), a.start).upper())
+        right = encode(genome.fetch(a.contig, end, min(length, end + order)).upper())
+        out[i] = variant_llr(model, order, left, encode(a.ref), encode(a.alt), right)
+    return out, dict(reasons)
