@@ -23,7 +23,7 @@ from torch.utils.data import get_worker_info
 
 from genossm.data import windows
 from genossm.data.datamodule import GenomeDataModule
-from genossm.data.windows import TokenCache
+from genossm.data.token_cache import TokenCache
 
 DEFAULT_FASTA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "genomes" / "human_chr20_GRCh37.fa.gz"
 

@@ -163,7 +163,7 @@ def build(genbank: Path, window: int, seed: int, split: str = "heldout", negativ
     group_ids = {r: k for k, r in enumerate(dict.fromkeys(roots))}
     groups = np.array([group_ids[r] for r in roots])
 
-    from genossm.data.regions import SPLITS, fill_splits
+    from genossm.data.intervals import SPLITS, fill_splits
 
     if split == "random":
         assigned = fill_splits(np.bincount(groups), fractions, np.random.default_rng(seed + 1))

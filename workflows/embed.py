@@ -20,16 +20,8 @@ from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
 from genossm.config import build_trainer, prepare_run
-from genossm.data.regions import (
-    RegionDataset,
-    SameLengthBatches,
-    SequenceDataset,
-    auto_region_len,
-    center_fit,
-    open_genome,
-    read_regions,
-    region_sequences,
-)
+from genossm.data.regions import auto_region_len, center_fit, open_genome, read_regions, region_sequences
+from genossm.data.windows import RegionDataset, SameLengthBatches, SequenceDataset
 from genossm.errors import GenossmError, atomic_write
 from genossm.models import from_pretrained, model_path
 from genossm.paths import conf_dir

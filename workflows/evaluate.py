@@ -17,9 +17,11 @@ from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
 from genossm.config import build_trainer, prepare_run, save_config, to_plain
-from genossm.data.datamodule import EvaluationPasses, fasta_value
+from genossm.data.datamodule import EvaluationPasses
 from genossm.data.genome import fasta_paths, file_sha256
-from genossm.data.windows import TiledWindows, open_tokens, read_bed, subtract_intervals
+from genossm.data.intervals import read_bed, subtract_intervals
+from genossm.data.token_cache import fasta_value, open_tokens
+from genossm.data.windows import TiledWindows
 from genossm.errors import GenossmError, atomic_write, check_writable
 from genossm.models import from_pretrained, load_extra, model_path
 from genossm.paths import conf_dir

@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
 from genossm.config import build_trainer, prepare_run, renamed_keys, save_config
-from genossm.data.regions import (RegionDataset, assign_splits, check_split_classes, encode_labels, open_genome,
-                                  read_regions, region_tokens)
+from genossm.data.intervals import assign_splits
+from genossm.data.regions import open_genome, read_regions, region_tokens
+from genossm.data.windows import RegionDataset
 from genossm.errors import GenossmError
 from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, load_extra, model_path, save_region_model
 from genossm.models.hub import BUNDLED
@@ -34,6 +35,7 @@ from genossm.tasks.baselines import class_weights, fit_linear, kmer_baseline
 from genossm.tasks.metrics import decision_threshold, metrics_by_split, output_scores
 from genossm.tasks.outputs import format_metrics, input_columns, score_columns, write_json, write_table
 from genossm.tasks.plots import plot_curves
+from genossm.tasks.region_labels import check_split_classes, encode_labels
 from genossm.tasks.regions import RegionModel, embed_regions
 
 log = logging.getLogger("genossm.finetune")

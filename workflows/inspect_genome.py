@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from genossm.cli import user_errors
 from genossm.data import tokenizer as tk
-from genossm.data.windows import TokenCache, open_tokens
+from genossm.data.token_cache import TokenCache, open_tokens
 from genossm.tasks.outputs import write_table
 from genossm.paths import conf_dir
 

@@ -21,8 +21,8 @@ from omegaconf import DictConfig
 
 from genossm.cli import user_errors
 from genossm.config import build_trainer, instantiate, instantiate_all, prepare_run, renamed_keys, save_config, to_plain
-from genossm.data.datamodule import fasta_label, fasta_value
 from genossm.data.genome import fasta_paths, file_sha256
+from genossm.data.token_cache import fasta_label, fasta_value
 from genossm.errors import GenossmError, atomic_write
 from genossm.models import from_pretrained, save_pretrained
 from genossm.paths import conf_dir

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 
 from genossm.cli import user_errors
 from genossm.config import build_trainer, prepare_run
-from genossm.data.regions import RegionDataset, open_genome, read_regions, region_tokens
+from genossm.data.regions import open_genome, read_regions, region_tokens
+from genossm.data.windows import RegionDataset
 from genossm.errors import GenossmError
 from genossm.models import load_region_model
 from genossm.paths import conf_dir

@@ -27,17 +27,9 @@ import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
 from genossm.data.genome import fasta_paths
-from genossm.data.windows import (
-    Interval,
-    MultiTokenCache,
-    RandomWindows,
-    SplitSpec,
-    TiledWindows,
-    TokenCache,
-    make_splits,
-    open_tokens,
-    unpack_batch,
-)
+from genossm.data.intervals import Interval, SplitSpec, make_splits
+from genossm.data.token_cache import MultiTokenCache, TokenCache, fasta_label, open_tokens
+from genossm.data.windows import RandomWindows, TiledWindows, unpack_batch
 from genossm.errors import GenossmError
 
 log = logging.getLogger(__name__)
@@ -342,20 +334,3 @@ class GenomeDataModule(L.LightningDataModule):
                 f"{fasta_label(self.fasta)} ({longest:,} bases): every window would be mostly padding; choose "
                 f"data.window_len <= {longest:,}"
             )
-
-
-def fasta_value(fasta):
-    """``fasta`` as JSON/YAML wants it: one path string, or a list of them for a genome in several files."""
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(fasta):
-        fasta = OmegaConf.to_container(fasta, resolve=True)
-    return [str(f) for f in fasta] if isinstance(fasta, (list, tuple)) else str(fasta)
-
-
-def fasta_label(fasta) -> str:
-    """A short name for titles and messages: the file name, or the file names joined by ``+``."""
-    from pathlib import Path
-
-    value = fasta_value(fasta)
-    return " + ".join(Path(f).name for f in value) if isinstance(value, list) else Path(value).name

@@ -37,12 +37,12 @@ import numpy as np
 import pyfaidx
 
 from genossm.data import tokenizer
+from genossm.data.cache_folder import cache_folder, fingerprint, writable_folder
 from genossm.data.compressed import has_bgzf_eof, open_decompressed, read_head, sniff_compression
 from genossm.errors import GenossmError, atomic_write
 
 log = logging.getLogger(__name__)
 
-CACHE_FOLDER = ".genossm-cache"
 # str.translate table that deletes every letter: what is left of a sequence are its non-base characters
 _DROP_LETTERS = {c: None for c in range(0x41, 0x7B) if chr(c).isalpha()}
 
@@ -141,43 +141,7 @@ def one_fasta(fasta, workflow: str):
 
 
 # --------------------------------------------------------------------------------------------------
-# cache folder and file fingerprints
-
-
-def _writable(folder: Path) -> bool:
-    # the mode bits too: as root os.access says yes even for a folder marked read-only
-    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK) and bool(folder.stat().st_mode & 0o222)
-
-
-# where a wheel installs the bundled data (data/ of the repository): caches of those files go to the user
-# cache folder rather than into site-packages
-INSTALLED_DATA = Path(__file__).resolve().parent.parent / "_data"
-
-
-def user_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genossm"
-
-
-def cache_folder(fasta: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The folder holding everything genossm derives from one FASTA (decompressed copy, index, token cache).
-
-    ``cache_dir`` if given; otherwise ``.genossm-cache/`` beside the FASTA when that folder is writable
-    (and is not the bundled data inside an installed package), else the user cache folder (``$XDG_CACHE_HOME/genossm`` or ``~/.cache/genossm``). Inside it, one
-    sub-folder per FASTA, named after the file and a hash of its absolute path.
-    """
-    fasta = Path(fasta).resolve()
-    if cache_dir is not None:
-        root = Path(cache_dir)
-    elif fasta.is_relative_to(INSTALLED_DATA):
-        root = user_cache_dir()
-    elif _writable(fasta.parent) or _writable(fasta.parent / CACHE_FOLDER):
-        root = fasta.parent / CACHE_FOLDER
-    else:
-        root = user_cache_dir()
-    digest = hashlib.sha1(str(fasta).encode()).hexdigest()[:10]
-    folder = root / f"{fasta.name}-{digest}"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+# file identity
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -187,12 +151,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def fingerprint(path: str | os.PathLike) -> dict:
-    """What tells us a file is unchanged: its size and modification time (nanoseconds)."""
-    st = os.stat(path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -403,7 +361,7 @@ class Genome:
         needed = [fai, gzi] if self.format == "bgzip" else [fai]
         # a missing index goes to the cache folder when the user named one (nothing is written beside their
         # FASTA then) or when the FASTA's folder is read-only; an existing index beside the FASTA is used
-        in_cache = not all(p.exists() for p in needed) and (self.cache_dir is not None or not _writable(fasta.parent))
+        in_cache = not all(p.exists() for p in needed) and (self.cache_dir is not None or not writable_folder(fasta.parent))
         if self.format == "gzip":
             in_cache = True  # the decompressed copy lives in our cache folder anyway
         kwargs = {}

@@ -1,4 +1,4 @@
-"""Labelled (or unlabelled) regions: reading BED/TSV/FASTA inputs, labels, fixed-length tokens, leak-free splits.
+"""Labelled (or unlabelled) regions: reading BED/TSV/FASTA inputs, and their sequences as fixed-length tokens.
 
 Inputs
 ------
@@ -21,13 +21,8 @@ Regions on strand ``-`` are reverse complemented; every region is centred and cr
 from __future__ import annotations
 
 import logging
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
-
-from torch.utils.data import Dataset, Sampler
 
 import numpy as np
 import pandas as pd
@@ -35,10 +30,10 @@ import torch
 
 from genossm.data import tokenizer as tok
 from genossm.data.compressed import open_decompressed
+from genossm.data.intervals import SPLITS, read_bed_lines
 from genossm.errors import GenossmError
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
-SPLITS = ("train", "val", "test")
 _ALIASES = {
     "chrom": ("chrom", "chr", "chromosome", "contig", "seqname", "seqid", "#chrom"),
     "start": ("start", "chromstart"),
@@ -109,26 +104,6 @@ def _parses(text: str, kind=float) -> bool:
         return True
     except ValueError:
         return False
-
-
-def read_bed_lines(path, spaces: bool = False) -> list[tuple[int, list[str], bool]]:
-    """``(line number, fields, is_comment)`` of each line of a BED or TSV file (plain or gzip), in file order.
-
-    Blank lines and ``track``/``browser`` lines are left out; ``#`` lines are kept with ``is_comment`` True, as
-    the last one before the data may name the columns. Fields are separated by tabs; with ``spaces`` a line
-    without a tab is split at runs of white space instead (the split BEDs of
-    :func:`genossm.data.windows.read_bed` take either, region files need tabs). Checking the fields is the
-    caller's: the two readers word their messages their own way.
-    """
-    out = []
-    with open_decompressed(path, text=True) as handle:
-        for lineno, raw in enumerate(handle, 1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip() or line.startswith(("track", "browser")):
-                continue
-            fields = line.split() if spaces and "\t" not in line else line.split("\t")
-            out.append((lineno, fields, line.startswith("#")))
-    return out
 
 
 def read_regions(path, label_column: str | None = "label", need_labels: bool = False) -> RegionSet:
@@ -419,284 +394,8 @@ def region_tokens(regions: RegionSet, genome=None, region_len: int | str | None 
     return torch.from_numpy(tokens.astype(np.int64)), torch.from_numpy(valid)
 
 
-# --------------------------------------------------------------------------------------------- labels
-
-
-@dataclass
-class Labels:
-    """Encoded labels: ``task`` in binary/multiclass/regression, ``y`` float (binary, regression) or long."""
-
-    task: str
-    y: torch.Tensor
-    classes: list[str] | None = None
-
-    @property
-    def n_outputs(self) -> int:
-        return len(self.classes) if self.task == "multiclass" else 1
-
-
-def _class_sort_key(value: str):
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)
-
-
-def encode_labels(regions: RegionSet, task: str = "auto", classes: Sequence[str] | None = None) -> Labels:
-    """Turn the raw label column into targets.
-
-    ``auto``: labels all 0/1 -> binary; other numbers -> regression; text -> binary with two classes,
-    else multiclass. ``classes`` (from a saved model) fixes the class order.
-    """
-    if not regions.has_labels:
-        raise GenossmError(f"{regions.source}: no label column")
-    fixed_classes = classes is not None  # labels to score with a trained model's classes: no training checks
-    raw = [str(v).strip() for v in regions.table["label"]]
-    numeric = []
-    for value in raw:
-        try:
-            numeric.append(float(value))
-        except ValueError:
-            numeric.append(None)
-    if task == "auto":
-        n_numeric = sum(v is not None for v in numeric)
-        if n_numeric == len(numeric):
-            task = "binary" if set(numeric) <= {0.0, 1.0} else "regression"
-        elif n_numeric >= len(numeric) / 2:
-            i = next(i for i, v in enumerate(numeric) if v is None)
-            raise GenossmError(
-                f"{regions.where(i)}: label {raw[i]!r} is not a number while {n_numeric} of the {len(raw)} labels are; "
-                "fix that line (or set task=multiclass if the labels really are class names)"
-            )
-        else:
-            task = "binary" if len(set(raw)) == 2 else "multiclass"
-    if task == "regression":
-        for i, v in enumerate(numeric):
-            if v is None or not math.isfinite(v):
-                raise GenossmError(f"{regions.where(i)}: label {raw[i]!r} is not a number (task is regression)")
-        return Labels("regression", torch.tensor(numeric, dtype=torch.float32))
-    if task not in ("binary", "multiclass"):
-        raise GenossmError(f"task must be auto, binary, multiclass or regression, got {task!r}")
-    if classes is None:
-        if task == "binary" and all(v is not None for v in numeric) and set(numeric) <= {0.0, 1.0}:
-            classes = ["0", "1"]
-            raw = [str(int(v)) for v in numeric]
-        else:
-            classes = sorted(set(raw), key=_class_sort_key)
-    else:
-        classes = [str(c) for c in classes]
-        if task == "binary" and classes == ["0", "1"]:
-            raw = [str(int(v)) if v is not None and v in (0.0, 1.0) else r for v, r in zip(numeric, raw)]
-    index = {c: k for k, c in enumerate(classes)}
-    present = sorted(set(raw), key=_class_sort_key)
-    if not fixed_classes and len(present) < 2:
-        raise GenossmError(
-            f"{regions.source}: every region has the label {present[0]!r}; a classifier needs at least two classes"
-        )
-    if not fixed_classes and task == "multiclass" and len(present) > len(raw) / 2:
-        raise GenossmError(
-            f"{regions.source}: {len(present)} classes for {len(raw)} regions (more than half as many classes as "
-            f"regions): the label column ({regions.label_note or 'label'}) looks like names, not labels; name the "
-            "label column with label_column=NAME"
-        )
-    if task == "binary" and len(classes) != 2:
-        raise GenossmError(f"{regions.source}: binary task needs exactly 2 label values, found {len(classes)}: {classes[:10]}")
-    y = np.empty(len(raw), dtype=np.int64)
-    for i, value in enumerate(raw):
-        if value not in index:
-            raise GenossmError(f"{regions.where(i)}: label {value!r} is not one of the classes {classes}")
-        y[i] = index[value]
-    y_t = torch.from_numpy(y)
-    return Labels(task, y_t.float() if task == "binary" else y_t, list(classes))
-
-
-def check_split_classes(regions: RegionSet, labels: Labels, splits: np.ndarray) -> None:
-    """Every non-empty split of a classification task must hold at least two classes: training on one class
-    learns nothing, and MCC, AUROC and balanced accuracy are undefined on a split with one class."""
-    if labels.task == "regression":
-        return
-    y = labels.y.long().numpy()
-    for split in SPLITS:
-        rows = np.flatnonzero(splits == split)
-        present = sorted({labels.classes[k] for k in y[rows]}, key=_class_sort_key) if len(rows) else []
-        if len(rows) and len(present) < 2:
-            raise GenossmError(
-                f"{regions.source}: the {split} split ({len(rows)} regions) holds only the class {present[0]!r}; "
-                "a classifier and its metrics need two classes in every split: change split.by or split.fractions, "
-                "or give the file a split column"
-            )
-
-
-# --------------------------------------------------------------------------------------------- splits
-
-
-def overlap_groups(chrom: Sequence[str], start: Sequence[int], end: Sequence[int]) -> np.ndarray:
-    """Group id per interval: intervals that overlap, directly or through a chain, share a group.
-
-    A sweep over the intervals sorted by (contig, start): a new group begins where an interval starts
-    at or after the furthest end seen so far on that contig. Groups are numbered in sorted order.
-    """
-    chrom = np.asarray(chrom, dtype=object)
-    start = np.asarray(start, dtype=np.int64)
-    end = np.asarray(end, dtype=np.int64)
-    order = sorted(range(len(start)), key=lambda i: (chrom[i], start[i]))
-    groups = np.empty(len(start), dtype=np.int64)
-    group, reach, current = -1, None, None
-    for i in order:
-        if chrom[i] != current or start[i] >= reach:
-            group += 1
-            current, reach = chrom[i], end[i]
-        else:
-            reach = max(reach, end[i])
-        groups[i] = group
-    return groups
-
-
-def fill_splits(sizes: np.ndarray, fractions: Sequence[float], rng: np.random.Generator) -> np.ndarray:
-    """Assign groups (with ``sizes`` members) to splits 0/1/2 so the member counts follow ``fractions``."""
-    fractions = np.asarray(fractions, dtype=float)
-    if fractions.shape != (3,) or (fractions < 0).any() or fractions.sum() <= 0:
-        raise GenossmError(f"split fractions must be three non-negative numbers (train, val, test), got {list(fractions)}")
-    fractions = fractions / fractions.sum()
-    total = sizes.sum()
-    target = fractions * total
-    counts = np.zeros(3)
-    out = np.empty(len(sizes), dtype=np.int64)
-    for g in rng.permutation(len(sizes)):
-        deficit = np.where(fractions > 0, (target - counts) / np.maximum(target, 1e-9), -np.inf)
-        k = int(np.argmax(deficit))
-        out[g] = k
-        counts[k] += sizes[g]
-    return out
-
-
-def assign_splits(
-    regions: RegionSet,
-    mode: str = "auto",
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-    val_contigs: Sequence[str] | None = None,
-    test_contigs: Sequence[str] | None = None,
-) -> np.ndarray:
-    """'train'/'val'/'test' per region, without leakage.
-
-    * ``column``: the file's ``split`` column.
-    * ``contig``: whole contigs per split (``val_contigs``/``test_contigs``, or chosen to match ``fractions``).
-    * ``random``: random, but overlapping regions (and identical sequences) always land in the same split.
-    * ``auto``: ``column`` when the file has one, else ``random``.
-    """
-    t = regions.table
-    if mode == "auto":
-        mode = "column" if regions.has_split else "random"
-    if mode == "column":
-        if not regions.has_split:
-            raise GenossmError(f"{regions.source}: split.by=column but the file has no 'split' column")
-        return t["split"].to_numpy(dtype=object).astype(str)
-    rng = np.random.default_rng(seed)
-    if mode == "contig":
-        if not regions.has_coords:
-            raise GenossmError(f"{regions.source}: split.by=contig needs coordinates (chrom start end)")
-        contigs = list(dict.fromkeys(t["chrom"]))
-        split_of = {c: "train" for c in contigs}
-        if val_contigs or test_contigs:
-            for names, split in ((val_contigs or [], "val"), (test_contigs or [], "test")):
-                for name in names:
-                    if name not in split_of:
-                        raise GenossmError(f"{regions.source}: split contig {name!r} has no regions (contigs: {contigs})")
-                    split_of[name] = split
-        else:
-            if len(contigs) < 3:
-                raise GenossmError(
-                    f"{regions.source}: split.by=contig needs at least 3 contigs, found {len(contigs)}; use split.by=random"
-                )
-            sizes = np.array([(t["chrom"] == c).sum() for c in contigs])
-            assigned = fill_splits(sizes, fractions, rng)
-            split_of = {c: SPLITS[k] for c, k in zip(contigs, assigned)}
-        return np.array([split_of[c] for c in t["chrom"]], dtype=object).astype(str)
-    if mode != "random":
-        raise GenossmError(f"split.by must be auto, column, contig or random, got {mode!r}")
-    if regions.has_coords:
-        groups = overlap_groups(t["chrom"], t["start"], t["end"])
-    else:  # identical sequences (either strand) are one group
-        keys = {}
-        groups = np.empty(len(t), dtype=np.int64)
-        for i, seq in enumerate(t["sequence"]):
-            ids = tok.encode(seq)
-            key = min(ids.tobytes(), tok.reverse_complement(ids).tobytes())
-            groups[i] = keys.setdefault(key, len(keys))
-    sizes = np.bincount(groups)
-    assigned = fill_splits(sizes, fractions, rng)
-    return np.array([SPLITS[k] for k in assigned[groups]], dtype=object).astype(str)
-
-
-def crossing_pairs(regions: RegionSet, splits: np.ndarray) -> list[tuple[int, int]]:
-    """Pairs of overlapping regions that sit in different splits (empty when the split is leak-free)."""
-    t = regions.table
-    out = []
-    order = np.lexsort((t["start"].to_numpy(), t["chrom"].to_numpy().astype(str)))
-    active: list[int] = []
-    for i in order:
-        active = [j for j in active if t["chrom"].iat[j] == t["chrom"].iat[i] and t["end"].iat[j] > t["start"].iat[i]]
-        out.extend((j, i) for j in active if splits[j] != splits[i])
-        active.append(i)
-    return out
-
-
 def open_genome(path, workflow: str = "this workflow"):
     """The genome reader shared by the region workflows (one FASTA file)."""
     from genossm.data.genome import Genome, one_fasta
 
     return Genome(one_fasta(path, workflow))
-
-
-# --------------------------------------------------------------------------------------------- datasets
-
-
-class RegionDataset(Dataset):
-    """Rows of fixed-length region tokens (with ``y`` when labelled); each item names its input ``row``."""
-
-    def __init__(self, tokens: torch.Tensor, valid: torch.Tensor, y: torch.Tensor | None = None,
-                 rows: np.ndarray | None = None):
-        rows = np.arange(len(tokens)) if rows is None else np.asarray(rows)
-        self.tokens, self.valid, self.rows = tokens[rows], valid[rows], torch.from_numpy(rows)
-        self.y = None if y is None else y[rows]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        item = {"tokens": self.tokens[i], "valid": self.valid[i], "row": self.rows[i]}
-        if self.y is not None:
-            item["y"] = self.y[i]
-        return item
-
-
-class SequenceDataset(Dataset):
-    """Whole sequences of any length (no padding: :class:`SameLengthBatches` batches equal lengths only)."""
-
-    def __init__(self, seqs: Sequence[np.ndarray]):
-        self.seqs = seqs
-
-    def __len__(self) -> int:
-        return len(self.seqs)
-
-    def __getitem__(self, i):
-        tokens = torch.from_numpy(np.asarray(self.seqs[i]).astype(np.int64))
-        return {"tokens": tokens, "valid": torch.ones_like(tokens, dtype=torch.bool), "row": torch.tensor(i)}
-
-
-class SameLengthBatches(Sampler):
-    """Row batches of at most ``batch_size`` sequences of one length each, lengths in order of first appearance,
-    so no padding ever enters a bidirectional scan."""
-
-    def __init__(self, seqs: Sequence[np.ndarray], batch_size: int):
-        by_length: dict[int, list[int]] = {}
-        for i, s in enumerate(seqs):
-            by_length.setdefault(len(s), []).append(i)
-        self.batches = [rows[i : i + batch_size] for rows in by_length.values() for i in range(0, len(rows), batch_size)]
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)

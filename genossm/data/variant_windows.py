@@ -18,6 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from genossm.data import tokenizer
 from genossm.data.variants import REASON_CODES, Allele, AlleleNumbering, VariantRecord, check_alleles, parse_region
+from genossm.data.windows import rank_and_world
 from genossm.errors import GenossmError
 
 MAX_SATURATION = 10_000
@@ -265,12 +266,6 @@ def saturation_records(genome, region: str) -> Iterator[VariantRecord]:
         yield VariantRecord(index=i, line=None, chrom=contig, pos=start + i + 1, id=None, ref=ref, alts=alts)
 
 
-def _rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 class VariantBatches(IterableDataset):
     """Streams the input once, in order, and yields prepared batches of ``batch_size`` alleles.
 
@@ -302,7 +297,7 @@ class VariantBatches(IterableDataset):
     def __iter__(self):
         from genossm.data.genome import Genome
 
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         shards, shard = world * workers, rank * workers + worker

@@ -12,7 +12,7 @@ import torch
 from Bio import SeqIO
 
 from genossm.data.datamodule import GenomeDataModule
-from genossm.data.windows import MultiTokenCache, TokenCache, open_tokens
+from genossm.data.token_cache import MultiTokenCache, TokenCache, open_tokens
 from genossm.errors import GenossmError
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -147,7 +147,7 @@ def test_a_process_waits_while_another_builds_the_cache(tmp_path):
     """DDP ranks open the same genome at once: the cache folder is locked while one of them builds."""
     import threading
 
-    from genossm.data.windows import _cache_lock
+    from genossm.data.token_cache import _cache_lock
 
     results = []
     with _cache_lock(PLAIN, tmp_path):

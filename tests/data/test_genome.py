@@ -13,7 +13,8 @@ import pytest
 from Bio import SeqIO
 
 from genossm.data import tokenizer as tk
-from genossm.data.genome import Genome, canonical_contig, cache_folder
+from genossm.data.cache_folder import cache_folder
+from genossm.data.genome import Genome, canonical_contig
 from genossm.errors import GenossmError
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -136,7 +137,7 @@ def test_read_only_folder_gets_its_index_in_the_cache(tmp_path):
 
 
 def test_bundled_data_of_an_installed_package_is_cached_in_the_user_folder(tmp_path, monkeypatch):
-    from genossm.data import genome as genome_module
+    from genossm.data import cache_folder as cache_folder_module
 
     installed = tmp_path / "site-packages" / "genossm" / "_data"
     installed.mkdir(parents=True)
@@ -144,7 +145,7 @@ def test_bundled_data_of_an_installed_package_is_cached_in_the_user_folder(tmp_p
     beside = tmp_path / "beside"
     beside.mkdir()
     shutil.copy(DATA / "multi_contig.fa", beside / "g.fa")
-    monkeypatch.setattr(genome_module, "INSTALLED_DATA", installed)
+    monkeypatch.setattr(cache_folder_module, "INSTALLED_DATA", installed)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     assert cache_folder(installed / "g.fa").parent == tmp_path / "user-cache" / "genossm"
     assert cache_folder(beside / "g.fa").parent == beside / ".genossm-cache"

@@ -12,18 +12,10 @@ from Bio.Seq import reverse_complement as bio_rc
 
 from genossm.data import tokenizer as tok
 from genossm.data.genome import Genome
-from genossm.data.regions import (
-    assign_splits,
-    auto_region_len,
-    center_fit,
-    crossing_pairs,
-    encode_labels,
-    overlap_groups,
-    read_regions,
-    region_sequences,
-    region_tokens,
-)
+from genossm.data.intervals import assign_splits, crossing_pairs, overlap_groups
+from genossm.data.regions import auto_region_len, center_fit, read_regions, region_sequences, region_tokens
 from genossm.errors import GenossmError
+from genossm.tasks.region_labels import encode_labels
 
 
 @pytest.fixture
@@ -316,7 +308,7 @@ def test_more_classes_than_half_the_regions_is_refused(tmp_path):
 
 
 def test_a_split_with_one_class_is_refused(tmp_path):
-    from genossm.data.regions import check_split_classes
+    from genossm.tasks.region_labels import check_split_classes
 
     tsv = write(tmp_path / "s.tsv", ["chrom\tstart\tend\tlabel\tsplit"]
                 + [f"1\t{10 * i}\t{10 * i + 5}\t{i % 2}\ttrain" for i in range(6)]

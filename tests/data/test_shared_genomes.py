@@ -12,7 +12,7 @@ from Bio import SeqIO
 
 from genossm.data import tokenizer as tk
 from genossm.data.genome import Genome
-from genossm.data.windows import TokenCache
+from genossm.data.token_cache import TokenCache
 
 pytestmark = pytest.mark.shared_data
 

@@ -12,16 +12,9 @@ from torch.utils.data import DataLoader
 
 from genossm.data import tokenizer as tk
 from genossm.data.genome import Genome
-from genossm.data.windows import (
-    RandomWindows,
-    SplitSpec,
-    TiledWindows,
-    TokenCache,
-    make_splits,
-    merge_intervals,
-    subtract_intervals,
-    unpack_batch,
-)
+from genossm.data.intervals import SplitSpec, make_splits, merge_intervals, subtract_intervals
+from genossm.data.token_cache import TokenCache
+from genossm.data.windows import RandomWindows, TiledWindows, unpack_batch
 from genossm.errors import GenossmError
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -55,7 +48,7 @@ def test_cache_equals_the_genome(name, tmp_path):
 def test_cache_is_reused_then_rebuilt_when_the_fasta_changes(tmp_path, caplog):
     path = tmp_path / "g.fa"
     path.write_text(">a\nACGTACGTAC\nGT\n>b\nnnnnACGT\n")
-    with caplog.at_level(logging.INFO, logger="genossm.data.windows"):
+    with caplog.at_level(logging.INFO, logger="genossm.data.token_cache"):
         first = TokenCache.open(path, cache_dir=tmp_path / "c")
         files = {p: p.stat().st_mtime_ns for p in first.folder.glob("*.u8")}
         again = TokenCache.open(path, cache_dir=tmp_path / "c")
@@ -65,7 +58,7 @@ def test_cache_is_reused_then_rebuilt_when_the_fasta_changes(tmp_path, caplog):
     path.write_text(">a\nTTTTTTTTTT\nGG\n>b\nACGTnnnn\n")  # same size: only the time tells
     os.utime(path, ns=(0, path.stat().st_mtime_ns + 10**9))
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="genossm.data.windows"):
+    with caplog.at_level(logging.INFO, logger="genossm.data.token_cache"):
         rebuilt = TokenCache.open(path, cache_dir=tmp_path / "c")
     assert any("changed since" in r.message for r in caplog.records)
     assert tk.decode(*rebuilt.tokens("a", 0, 12)) == "TTTTTTTTTTGG"
