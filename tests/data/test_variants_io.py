@@ -23,6 +23,8 @@ from genossm.data.variants import (
 from genossm.errors import GenossmError
 from genossm.tasks.variant_outputs import TableOutput, VcfOutput
 
+from helpers import save_tiny_model
+
 INDELS = "variants_chr20_indels_1000g.vcf.gz"  # plain gzip, as distributed
 MULTI = "variants_chr20_multiallelic.vcf"
 SLICE = "variants_chr20_slice.fa.gz"
@@ -239,13 +241,7 @@ def test_index_listing_contigs_the_header_lacks_is_refused(tmp_path):
 
 
 def test_foreign_index_through_the_command(tmp_path, bundled_data):
-    import torch
-
-    from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
-
-    torch.manual_seed(0)
-    model = save_pretrained(BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2)),
-                            tmp_path / "model", extra={"train_window_len": 32})
+    model = save_tiny_model(tmp_path / "model")
     old = _indexed_vcf(tmp_path / "old.vcf.gz", range(1_000_000, 1_010_100, 100))
     new = _indexed_vcf(tmp_path / "calls.vcf.gz", range(3_000_000, 3_010_100, 100), index=False)
     shutil.copy(str(old) + ".tbi", str(new) + ".tbi")

@@ -17,6 +17,8 @@ from genossm.models import from_pretrained, load_extra
 from genossm.paths import conf_dir
 from genossm.cli import load_workflow
 
+from helpers import compose_pretrain
+
 run_pretraining = load_workflow("pretrain").train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,11 +31,6 @@ TINY = [
     "trainer=cpu", "trainer.enable_progress_bar=false", "data.num_workers=0", "baselines.max_order=3",
     "logger=csv",
 ]
-
-
-def compose_pretrain(overrides):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="pretrain", overrides=list(overrides))
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
