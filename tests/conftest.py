@@ -54,3 +54,11 @@ def tiny_model(tmp_path_factory) -> Path:
     from helpers import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("pretrained") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def scoring_models(tmp_path_factory) -> dict:
+    """Models to score variants with (trained window 32), by name: "rc", "plain", "causal"."""
+    from helpers import save_scoring_models
+
+    return save_scoring_models(tmp_path_factory.mktemp("models"))

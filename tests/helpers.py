@@ -51,3 +51,24 @@ def compose_config(name: str, overrides=()):
 
 def compose_pretrain(overrides):
     return compose_config("pretrain", overrides)
+
+
+def save_scoring_models(root, train_window_len: int = 32) -> dict[str, Path]:
+    """Three two-layer models of the ``tiny`` size saved under ``root``, by name: ``rc`` (RC-equivariant),
+    ``plain`` (not), ``causal`` (one direction only)."""
+    from genossm.config import model_config
+    from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+
+    def tiny(**overrides):
+        cfg = model_config("tiny")
+        cfg.update(d_model=16, n_layers=2, **overrides)
+        torch.manual_seed(0)
+        return BiMambaLM(BiMambaConfig(**cfg)).eval()
+
+    root = Path(root)
+    out = {}
+    for name, kw in {"rc": {}, "plain": {"rc_equivariant": False},
+                     "causal": {"rc_equivariant": False, "bidirectional": False}}.items():
+        save_pretrained(tiny(**kw), root / name, extra={"train_window_len": train_window_len})
+        out[name] = root / name
+    return out
