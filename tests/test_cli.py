@@ -97,8 +97,14 @@ def test_output_below_a_file_is_one_clean_error(tmp_path):
 
 
 def test_configs_and_data_are_found():
-    assert (conf_dir() / "pretrain.yaml").is_file()
-    assert any(data_dir().iterdir())
+    from omegaconf import OmegaConf
+
+    # the pretrain root config with its demo defaults, and the demo genome it points to
+    defaults = OmegaConf.to_container(OmegaConf.load(conf_dir() / "pretrain.yaml").defaults)
+    assert {"data": "demo"} in defaults and {"model": "tiny"} in defaults and {"experiment": "demo"} in defaults
+    assert "${bundled:athaliana_chloroplast.fa}" in (conf_dir() / "data" / "demo.yaml").read_text()
+    assert (data_dir() / "athaliana_chloroplast.fa").read_text()[:13] == ">NC_000932.1 "
+    assert (data_dir() / "athaliana_chloroplast.fa.fai").read_text().split("\t")[:2] == ["NC_000932.1", "154478"]
 
 
 def test_console_script_runs_from_any_directory(tmp_path):
