@@ -25,6 +25,7 @@ from genossm.data.regions import (
 )
 from genossm.errors import GenossmError
 
+from helpers import run_cli
 
 @pytest.fixture
 def fasta(tmp_path):
@@ -328,13 +329,10 @@ def test_a_split_with_one_class_is_refused(tmp_path):
 
 
 def test_single_class_through_the_command(tmp_path, monkeypatch, capsys):
-    from genossm import cli
-
     bed = _bed(tmp_path, ["1"] * 10)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
     with pytest.raises(SystemExit) as exc:
-        cli.main(["finetune", f"regions={bed}", f"fasta={bundled_genome()}", f"output={tmp_path / 'run'}"])
+        run_cli(["finetune", f"regions={bed}", f"fasta={bundled_genome()}", f"output={tmp_path / 'run'}"],
+                monkeypatch, tmp_path)
     assert exc.value.code == 2
     assert "every region has the label '1'" in capsys.readouterr().err
 

@@ -1,13 +1,11 @@
 """Renamed config keys: the old spelling still works for one release, with a deprecation message."""
 
 import json
-import sys
 import warnings
 
 import pytest
 from hydra import compose, initialize_config_dir
 
-from genossm import cli
 from genossm.cli import load_workflow
 from genossm.config import renamed_keys
 from genossm.paths import conf_dir
@@ -119,11 +117,9 @@ BOTH_SPELLINGS = [
 def test_an_old_spelling_and_its_new_key_that_differ_are_refused(workflow, old, new, old_key, new_key, order,
                                                                  tmp_path, monkeypatch, capsys):
     """The old spelling silently won: task=regression label_type=binary trained a regression."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
     pair = [old, new] if order == "old first" else [new, old]
     with pytest.raises(SystemExit) as stop:
-        cli.main([workflow, *pair, f"output={tmp_path / 'out'}"])
+        run_cli([workflow, *pair, f"output={tmp_path / 'out'}"], monkeypatch, tmp_path)
     err = capsys.readouterr().err
     assert stop.value.code == 2, err
     assert err.startswith("genossm: error:") and "Traceback" not in err
