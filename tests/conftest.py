@@ -46,3 +46,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A saved random-weight one-layer model (trained window 32), shared by a module's tests."""
+    from helpers import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("pretrained") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def scoring_models(tmp_path_factory) -> dict:
+    """Models to score variants with (trained window 32), by name: "rc", "plain", "causal"."""
+    from helpers import save_scoring_models
+
+    return save_scoring_models(tmp_path_factory.mktemp("models"))

@@ -14,6 +14,7 @@ from genossm import cli
 from genossm.errors import GenossmError, atomic_path, atomic_write
 from genossm.paths import conf_dir, data_dir, workflows_dir
 
+from helpers import save_tiny_model
 
 def test_help_lists_every_workflow(capsys):
     cli.main(["--help"])
@@ -96,8 +97,14 @@ def test_output_below_a_file_is_one_clean_error(tmp_path):
 
 
 def test_configs_and_data_are_found():
-    assert (conf_dir() / "pretrain.yaml").is_file()
-    assert any(data_dir().iterdir())
+    from omegaconf import OmegaConf
+
+    # the pretrain root config with its demo defaults, and the demo genome it points to
+    defaults = OmegaConf.to_container(OmegaConf.load(conf_dir() / "pretrain.yaml").defaults)
+    assert {"data": "demo"} in defaults and {"model": "tiny"} in defaults and {"experiment": "demo"} in defaults
+    assert "${bundled:athaliana_chloroplast.fa}" in (conf_dir() / "data" / "demo.yaml").read_text()
+    assert (data_dir() / "athaliana_chloroplast.fa").read_text()[:13] == ">NC_000932.1 "
+    assert (data_dir() / "athaliana_chloroplast.fa.fai").read_text().split("\t")[:2] == ["NC_000932.1", "154478"]
 
 
 def test_console_script_runs_from_any_directory(tmp_path):
@@ -116,13 +123,7 @@ def test_console_script_runs_from_any_directory(tmp_path):
 
 
 def test_a_run_prints_genossm_lines_not_third_party_noise(tmp_path):
-    import torch
-
-    from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
-
-    torch.manual_seed(0)
-    model = save_pretrained(BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2)),
-                            tmp_path / "model", extra={"train_window_len": 32})
+    model = save_tiny_model(tmp_path / "model")
     done = subprocess.run(
         [sys.executable, "-m", "genossm.cli", "score-variants", f"pretrained={model}",
          f"fasta={data_dir() / 'variants_chr20_slice.fa.gz'}", f"variants={data_dir() / 'variants_chr20_multiallelic.vcf'}",

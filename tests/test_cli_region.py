@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from genossm import cli
 from genossm.cli import quote_region
-from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+
+from helpers import run_cli, save_tiny_model
 
 SLICE = Path(__file__).resolve().parents[1] / "data" / "variants_chr20_slice.fa.gz"
 
@@ -24,13 +22,9 @@ def test_browser_regions_are_passed_on_quoted():
 
 
 def test_saturation_scan_of_a_browser_region(tmp_path, monkeypatch):
-    torch.manual_seed(0)
-    model = save_pretrained(BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2)),
-                            tmp_path / "m", extra={"train_window_len": 32})
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli.main(["score-variants", f"pretrained={model}", f"fasta={SLICE}", "scan=saturation",
-              "region=20:421,801-421,810", f"output={tmp_path / 'sat.tsv'}", "progress=false", "emb_dist=false"])
+    model = save_tiny_model(tmp_path / "m")
+    run_cli(["score-variants", f"pretrained={model}", f"fasta={SLICE}", "scan=saturation",
+             "region=20:421,801-421,810", f"output={tmp_path / 'sat.tsv'}", "progress=false", "emb_dist=false"],
+            monkeypatch, tmp_path)
     table = pd.read_csv(tmp_path / "sat.tsv", sep="\t")
     assert len(table) == 30 and table["pos"].min() == 421801 and table["pos"].max() == 421810

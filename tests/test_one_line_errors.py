@@ -4,36 +4,25 @@ OMP_NUM_THREADS."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from genossm import cli
 from genossm.config import cpu_threads
 from genossm.data.genome import fasta_paths
 from genossm.errors import GenossmError
-from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+
+from helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CHLORO = REPO / "data" / "athaliana_chloroplast.fa"
 MULTI = REPO / "data" / "multi_contig.fa"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2))
-    return save_pretrained(model, tmp_path_factory.mktemp("pretrained") / "tiny", extra={"train_window_len": 32})
-
-
 def one_line(argv, monkeypatch, tmp_path, capsys) -> str:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with pytest.raises(SystemExit) as stop:
-        cli.main(argv)
+        run_cli(argv, monkeypatch, tmp_path)
     err = capsys.readouterr().err
     assert stop.value.code == 2, err
     assert err.startswith("genossm: error:") and "Traceback" not in err and err.count("\n") == 1, err

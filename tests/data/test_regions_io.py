@@ -17,6 +17,7 @@ from genossm.data.regions import auto_region_len, center_fit, read_regions, regi
 from genossm.errors import GenossmError
 from genossm.tasks.region_labels import encode_labels
 
+from helpers import run_cli
 
 @pytest.fixture
 def fasta(tmp_path):
@@ -320,13 +321,10 @@ def test_a_split_with_one_class_is_refused(tmp_path):
 
 
 def test_single_class_through_the_command(tmp_path, monkeypatch, capsys):
-    from genossm import cli
-
     bed = _bed(tmp_path, ["1"] * 10)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
     with pytest.raises(SystemExit) as exc:
-        cli.main(["finetune", f"regions={bed}", f"fasta={bundled_genome()}", f"output={tmp_path / 'run'}"])
+        run_cli(["finetune", f"regions={bed}", f"fasta={bundled_genome()}", f"output={tmp_path / 'run'}"],
+                monkeypatch, tmp_path)
     assert exc.value.code == 2
     assert "every region has the label '1'" in capsys.readouterr().err
 

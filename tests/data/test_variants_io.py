@@ -1,4 +1,4 @@
-"""Variant input/output: VCF/BCF/TSV reading against pysam itself, checks against the FASTA, writers."""
+"""Variant input: VCF/BCF/TSV reading against pysam itself, checks against the FASTA, indexes."""
 
 import gzip
 import os
@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 
-import pandas as pd
 import pysam
 import pytest
 
@@ -21,7 +20,8 @@ from genossm.data.variants import (
     sniff,
 )
 from genossm.errors import GenossmError
-from genossm.tasks.variant_outputs import TableOutput, VcfOutput
+
+from helpers import save_tiny_model
 
 INDELS = "variants_chr20_indels_1000g.vcf.gz"  # plain gzip, as distributed
 MULTI = "variants_chr20_multiallelic.vcf"
@@ -158,49 +158,6 @@ def test_checks_against_the_fasta(tmp_path, bundled_data):
     assert a.contig == "20" and a.chrom == "chr20"
 
 
-def test_vcf_output_keeps_records_and_reads_back(tmp_path, bundled_data):
-    reader = VariantReader(bundled_data / MULTI)
-    out = tmp_path / "scored.vcf.gz"
-    with VcfOutput(out, reader.header) as vcf:
-        for rec, prec, line in reader.records_with_text():
-            vcf.write(line, [-1.5, float("nan")], [0.25, float("nan")], [None, "ref_mismatch"])
-    assert not list(tmp_path.glob(".*tmp*"))  # renamed into place, no temp file left
-    with pysam.VariantFile(str(out)) as vf:
-        assert "GENOSSM_LLR" in vf.header.info and vf.header.info["GENOSSM_LLR"].number == "A"
-        assert "Negative = alt less likely than ref" in vf.header.info["GENOSSM_LLR"].description
-        assert "36722" in list(vf.header.samples)
-        (rec,) = list(vf)
-    assert rec.info["GENOSSM_LLR"] == (-1.5, None)
-    assert rec.info["GENOSSM_EMB_DIST"] == (0.25, None)
-    assert rec.info["GENOSSM_SKIP"] == (".", "ref_mismatch")
-    assert rec.info["RU"] == "G" and rec.samples["36722"]["GT"] == (0, 1)
-
-
-@pytest.mark.parametrize("name", ["t.tsv", "t.tsv.gz", "t.parquet"])
-def test_table_output_roundtrip(tmp_path, name):
-    path = tmp_path / name
-    with TableOutput(path) as tab:
-        tab.add({"record": 0, "chrom": "20", "pos": 5, "id": "", "ref": "A", "alt": "C", "allele": 1, "kind": "snv",
-                 "llr": -0.5, "emb_dist": 0.1, "reason": ""})
-        tab.add({"record": 1, "chrom": "7", "pos": 9, "id": "x", "ref": "A", "alt": "C", "allele": 1, "kind": "snv",
-                 "llr": float("nan"), "emb_dist": float("nan"), "reason": "contig_absent"})
-    df = pd.read_parquet(path) if name.endswith("parquet") else pd.read_csv(path, sep="\t", keep_default_na=False)
-    assert list(df["chrom"].astype(str)) == ["20", "7"] and list(df["pos"]) == [5, 9]
-    assert float(df["llr"][0]) == -0.5
-    assert df["llr"][1] in ("", None) or pd.isna(df["llr"][1])
-    assert list(df["reason"].fillna("")) == ["", "contig_absent"]
-
-
-def test_table_output_is_atomic(tmp_path):
-    path = tmp_path / "t.tsv"
-    with pytest.raises(RuntimeError):
-        with TableOutput(path) as tab:
-            tab.add({"record": 0, "chrom": "20", "pos": 5, "id": "", "ref": "A", "alt": "C", "allele": 1,
-                     "kind": "snv", "llr": 0.0, "emb_dist": 0.0, "reason": ""})
-            raise RuntimeError("crash half-way")
-    assert list(tmp_path.iterdir()) == []
-
-
 # -- an index that belongs to another version of the file ---------------------------------------------------
 
 def _indexed_vcf(path, positions, contigs=("20",), index=True):
@@ -239,13 +196,7 @@ def test_index_listing_contigs_the_header_lacks_is_refused(tmp_path):
 
 
 def test_foreign_index_through_the_command(tmp_path, bundled_data):
-    import torch
-
-    from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
-
-    torch.manual_seed(0)
-    model = save_pretrained(BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2)),
-                            tmp_path / "model", extra={"train_window_len": 32})
+    model = save_tiny_model(tmp_path / "model")
     old = _indexed_vcf(tmp_path / "old.vcf.gz", range(1_000_000, 1_010_100, 100))
     new = _indexed_vcf(tmp_path / "calls.vcf.gz", range(3_000_000, 3_010_100, 100), index=False)
     shutil.copy(str(old) + ".tbi", str(new) + ".tbi")

@@ -19,7 +19,13 @@ def scan_bench(monkeypatch):
 def test_scan_job(scan_bench, backend):
     cache = {}
     for mode in ("fwd", "fwd+bwd"):
-        assert scan_bench.job_scan(cache, "genossm", (1, 16, 4, 64), mode, backend=backend)["seconds"] > 0
+        result = scan_bench.job_scan(cache, "genossm", (1, 16, 4, 64), mode, backend=backend)
+        assert set(result) == {"seconds"} and 0 < result["seconds"] < 60
+        assert cache[("genossm", backend, mode)] is True  # warmed up before the timed call
+    # the job scanned inputs of the size asked for (batch, dim, state, length), and left no gradients behind
+    x = cache[("inputs", (1, 16, 4, 64))]
+    assert x["u"].shape == x["delta"].shape == (1, 16, 64) and x["A"].shape == (16, 4) and x["B"].shape == (1, 4, 64)
+    assert all(t.grad is None for t in x.values())
 
 
 def test_side_by_side_quick(scan_bench, capsys):

@@ -1,5 +1,6 @@
 """The chunked scan against the reference: values and every input gradient, all options, both directions."""
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -11,70 +12,11 @@ from genossm.ops.selective_scan import selective_scan
 from genossm.ops.selective_scan.chunked import _needs_clamp, _tree_scan, auto_block_len, selective_scan_chunked
 from genossm.ops.selective_scan.reference import selective_scan_ref
 
-NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+import scan_cases
+from scan_cases import BF16_TOL, NAMES, hot_inputs, make, run
 
-
-def make(batch=2, dim=4, state=3, length=20, groups=None, dtype=torch.float32, z=True, bias=True,
-         initial_state=False, delta_scale=1.0, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=gen) * scale).to(dtype)
-
-    bc = (batch, state, length) if groups is None else (batch, groups, state, length)
-    x = dict(
-        u=rnd(batch, dim, length),
-        delta=(torch.rand(batch, dim, length, generator=gen) * delta_scale).to(dtype),
-        A=-torch.rand(dim, state, generator=gen) * 2 - 0.1,
-        B=rnd(*bc),
-        C=rnd(*bc),
-        D=torch.randn(dim, generator=gen),
-        z=rnd(batch, dim, length) if z else None,
-        delta_bias=torch.randn(dim, generator=gen) * 0.5 if bias else None,
-        initial_state=torch.randn(batch, dim, state, generator=gen) if initial_state else None,
-    )
-    for v in x.values():
-        if v is not None:
-            v.requires_grad_(True)
-    return x
-
-
-def run(fn, x, softplus, reverse, **kw):
-    return fn(
-        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], softplus, True,
-        reverse=reverse, initial_state=x["initial_state"], **kw,
-    )
-
-
-def grads(x, out, last, g_out, g_last):
-    names = [n for n in NAMES if x[n] is not None]
-    loss = (out.float() * g_out).sum() + (last * g_last).sum()
-    return dict(zip(names, torch.autograd.grad(loss, [x[n] for n in names])))
-
-
-def assert_close(actual, expected, tol, what):
-    # relative to the largest magnitude: gradients span orders of magnitude between entries
-    err = (actual.float() - expected.float()).abs().max().item()
-    scale = expected.float().abs().max().item() + 1e-6
-    assert err <= tol * scale, f"{what}: max error {err:.3g} vs scale {scale:.3g}"
-
-
-def compare(x, softplus=True, reverse=False, tol=2e-5, scan=selective_scan_chunked, **kw):
-    """``scan`` (a backend) against the reference: values, last state, every input gradient."""
-    out_r, last_r = run(selective_scan_ref, x, softplus, reverse)
-    out_c, last_c = run(scan, x, softplus, reverse, **kw)
-    assert out_c.dtype == x["u"].dtype and out_c.shape == out_r.shape
-    assert last_c.dtype == torch.float32 and last_c.shape == last_r.shape
-    assert_close(out_c, out_r, tol, "out")
-    assert_close(last_c, last_r, tol, "last state")
-    gen = torch.Generator().manual_seed(1)
-    g_out = torch.randn(out_r.shape, generator=gen)
-    g_last = torch.randn(last_r.shape, generator=gen)
-    gr = grads(x, out_r, last_r, g_out, g_last)
-    gc = grads(x, out_c, last_c, g_out, g_last)
-    for name in gr:
-        assert gc[name].dtype == gr[name].dtype and gc[name].shape == gr[name].shape, name
-        assert_close(gc[name], gr[name], tol * 5, f"grad {name}")
+compare = functools.partial(scan_cases.compare, scan=selective_scan_chunked)
+compare64 = functools.partial(scan_cases.compare64, scan=selective_scan_chunked)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -116,56 +58,9 @@ def test_auto_block_len():
 def test_bfloat16(reverse):
     x = make(length=45, groups=2, initial_state=True, dtype=torch.bfloat16)
     # same bf16 inputs, both compute in fp32: differences come from rounding the results to bf16
-    compare(x, reverse=reverse, tol=1.6e-2, block_len=16)
+    compare(x, reverse=reverse, tol=BF16_TOL, block_len=16)
     out = run(selective_scan_chunked, x, True, reverse)[0]
     assert out.dtype == torch.bfloat16 and x["u"].dtype == torch.bfloat16
-
-
-def scan64(x, softplus, reverse):
-    """The recurrence of reference.py in float64 (the reference computes in float32), with autograd."""
-    v = {n: (t.detach().double().requires_grad_(True) if t is not None else None) for n, t in x.items()}
-    dt = v["delta"] + (v["delta_bias"][None, :, None] if v["delta_bias"] is not None else 0)
-    dt = F.softplus(dt) if softplus else dt
-    batch, dim, length = v["u"].shape
-    Bx, Cx = (t.unsqueeze(1) if t.dim() == 3 else t.repeat_interleave(dim // t.shape[1], 1) for t in (v["B"], v["C"]))
-    h = v["initial_state"] if v["initial_state"] is not None else v["u"].new_zeros(batch, dim, v["A"].shape[1])
-    ys = [None] * length
-    for t in range(length - 1, -1, -1) if reverse else range(length):
-        h = torch.exp(dt[..., t, None] * v["A"]) * h + (dt[..., t] * v["u"][..., t])[..., None] * Bx[..., t]
-        ys[t] = (h * Cx[..., t]).sum(-1)
-    out = torch.stack(ys, -1) + v["D"][None, :, None] * v["u"]
-    if v["z"] is not None:
-        out = out * F.silu(v["z"])
-    return v, out, h
-
-
-def compare64(x, softplus=True, reverse=False, tol=2e-5, scan=selective_scan_chunked, **kw):
-    """``scan`` (float32) against the float64 recurrence: values, last state, every gradient; all finite."""
-    v, out_r, last_r = scan64(x, softplus, reverse)
-    out_c, last_c = run(scan, x, softplus, reverse, **kw)
-    assert torch.isfinite(out_c).all() and torch.isfinite(last_c).all()
-    assert_close(out_c, out_r, tol, "out")
-    assert_close(last_c, last_r, tol, "last state")
-    gen = torch.Generator().manual_seed(1)
-    g_out = torch.randn(out_c.shape, generator=gen)
-    g_last = torch.randn(last_c.shape, generator=gen)
-    gc = grads(x, out_c, last_c, g_out, g_last)
-    names = list(gc)
-    gr = torch.autograd.grad((out_r * g_out.double()).sum() + (last_r * g_last.double()).sum(), [v[n] for n in names])
-    for name, expected in zip(names, gr):
-        assert torch.isfinite(gc[name]).all(), name
-        assert_close(gc[name], expected, tol * 5, f"grad {name}")
-
-
-def hot_inputs(dim=8, length=40, hot_every=1, seed=0, **kw):
-    """Inputs whose channels d % hot_every == 0 decay by e^-50..e^-1600 per position (Δ ≈ 3..100, A ≈ -16)."""
-    x = make(dim=dim, length=length, initial_state=True, bias=True, seed=seed, **kw)
-    gen = torch.Generator().manual_seed(seed + 7)
-    with torch.no_grad():
-        hot = torch.arange(dim) % hot_every == 0
-        x["A"][hot] = -16 + torch.rand(int(hot.sum()), x["A"].shape[1], generator=gen)
-        x["delta_bias"][hot] = torch.linspace(3.0, 100.0, int(hot.sum()))  # softplus(bias + [0, 1)) ≈ bias
-    return x
 
 
 @pytest.mark.parametrize("reverse", [False, True])

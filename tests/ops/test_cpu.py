@@ -11,14 +11,14 @@ from genossm.ops.selective_scan import cpu
 from genossm.ops.selective_scan.cpu import selective_scan_cpu, ssm_scan_pm
 from genossm.ops.selective_scan.reference import selective_scan_ref
 
-import test_chunked as chunked_cases
-from test_chunked import assert_close, hot_inputs, make, run
+import scan_cases
+from scan_cases import BF16_TOL, assert_close, hot_inputs, make, run
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"C kernel unavailable: {cpu.unavailable_reason()}")
 
 
-compare = functools.partial(chunked_cases.compare, scan=selective_scan_cpu)
-compare64 = functools.partial(chunked_cases.compare64, scan=selective_scan_cpu)
+compare = functools.partial(scan_cases.compare, scan=selective_scan_cpu)
+compare64 = functools.partial(scan_cases.compare64, scan=selective_scan_cpu)
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
@@ -52,7 +52,7 @@ def test_grouped_B_C(dim, groups, reverse, threads):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_bfloat16(reverse):
     x = make(length=45, groups=2, initial_state=True, dtype=torch.bfloat16)
-    compare(x, reverse=reverse, tol=1.6e-2)  # the tolerance of the chunked backend's bf16 test
+    compare(x, reverse=reverse, tol=BF16_TOL)  # the tolerance of the chunked backend's bf16 test
     assert run(selective_scan_cpu, x, True, reverse)[0].dtype == torch.bfloat16
 
 

@@ -6,6 +6,7 @@ first and reloads the kernel module if something imported it earlier. The interp
 scans are Python loops), so shapes here are tiny; the ``gpu`` tests repeat the checks at real sizes.
 """
 
+import functools
 import importlib
 import os
 
@@ -28,54 +29,19 @@ tri = importlib.import_module("genossm.ops.selective_scan.triton")
 if not CUDA and not tri.interpreting():
     tri = importlib.reload(tri)
 
+import scan_cases  # noqa: E402
+from scan_cases import NAMES, TRAINED, assert_close  # noqa: E402
+
 DEVICE = "cuda" if CUDA else "cpu"
-NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 
 
-def make_inputs(batch=2, dim=4, state=4, length=21, groups=None, dtype=torch.float32, z=True, D=True,
-                bias=True, initial_state=False, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=gen) * scale).to(DEVICE)
-
-    bc_shape = (batch, state, length) if groups is None else (batch, groups, state, length)
-    x = dict(
-        u=rnd(batch, dim, length).to(dtype),
-        # positive Δ without softplus, around zero with it, like a trained model's projections
-        delta=(torch.rand(batch, dim, length, generator=gen) * 0.6 + 0.05).to(DEVICE).to(dtype),
-        A=-(torch.rand(dim, state, generator=gen) * 1.5 + 0.3).to(DEVICE),
-        B=rnd(*bc_shape).to(dtype),
-        C=rnd(*bc_shape).to(dtype),
-        D=rnd(dim) if D else None,
-        z=rnd(batch, dim, length).to(dtype) if z else None,
-        delta_bias=rnd(dim, scale=0.3) if bias else None,
-        initial_state=rnd(batch, dim, state) if initial_state else None,
-    )
-    for v in x.values():
-        if v is not None:
-            v.requires_grad_(True)
-    return x
+def make_inputs(batch=2, dim=4, state=4, length=21, **kw):
+    """The shared cases' inputs, spread like a trained model's, on the device the kernels run on."""
+    return scan_cases.make(batch, dim, state, length, spread=TRAINED, device=DEVICE, **kw)
 
 
-def run(fn, x, softplus, reverse, last, cotangents=None, **kw):
-    """Output (and last state) plus the gradient of every given input for fixed random cotangents."""
-    res = fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], softplus, last,
-             reverse=reverse, initial_state=x["initial_state"], **kw)
-    outs = res if isinstance(res, tuple) else (res,)
-    if cotangents is None:
-        gen = torch.Generator().manual_seed(123)
-        cotangents = [torch.randn(o.shape, generator=gen).to(DEVICE) for o in outs]
-    loss = sum((o.float() * c).sum() for o, c in zip(outs, cotangents))
-    names = [k for k in NAMES if x[k] is not None]
-    grads = torch.autograd.grad(loss, [x[k] for k in names])
-    return [o.detach() for o in outs], dict(zip(names, grads)), cotangents
-
-
-def close(actual, expected, tol, what=""):
-    scale = max(1.0, expected.float().abs().max().item())
-    err = (actual.float() - expected.float()).abs().max().item()
-    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol} x {scale:.3g}"
+run = functools.partial(scan_cases.run_with_grads, device=DEVICE)
+close = functools.partial(assert_close, floor=1.0, eps=0.0)  # relative above one, absolute below
 
 
 def compare(x, softplus, reverse, last, tol, **kw):

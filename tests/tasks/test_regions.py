@@ -5,24 +5,24 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from genossm.data import tokenizer as tok
-from genossm.models import BiMambaConfig, BiMambaLM
+from genossm.models import BiMambaLM
 from genossm.cli import load_workflow
 from genossm.models import load_region_model, save_region_model
 from genossm.tasks.baselines import fit_linear, kmer_baseline, kmer_features
 from genossm.tasks.metrics import compute_metrics
 from genossm.tasks.regions import RegionModel, embed_regions, rc_invariant_embed
 
+from helpers import tiny_lm
+
 embed_variable = load_workflow("embed").embed_sequences
 
 
 def tiny(rc_equivariant: bool = True, seed: int = 0) -> BiMambaLM:
-    torch.manual_seed(seed)
-    return BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2, rc_equivariant=rc_equivariant))
+    return tiny_lm(seed, rc_equivariant=rc_equivariant)
 
 
 def test_kmer_features_equal_naive_counts():

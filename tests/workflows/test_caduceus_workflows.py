@@ -20,6 +20,8 @@ from genossm import cli
 from genossm.models import load_extra
 from genossm.paths import conf_dir
 
+from helpers import run_cli
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "caduceus"
 SLICE = "variants_chr20_slice.fa.gz"
 INDELS = "variants_chr20_indels_1000g.vcf.gz"
@@ -28,17 +30,10 @@ PS, PH = FIXTURES / "caduceus_ps", FIXTURES / "caduceus_ph"
 SATURATION = "region=20:421801-421810"
 
 
-def run(argv, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli.main(argv)
-
-
 def saturation(model: Path, strands: str, tmp_path, monkeypatch, bundled_data) -> pd.DataFrame:
     out = tmp_path / f"{model.name}_{strands}.tsv"
-    run(["score-variants", f"pretrained={model}", f"fasta={bundled_data / SLICE}", "scan=saturation", SATURATION,
-         "window_len=64", f"strands={strands}", f"output={out}", "progress=false"], monkeypatch, tmp_path)
+    run_cli(["score-variants", f"pretrained={model}", f"fasta={bundled_data / SLICE}", "scan=saturation", SATURATION,
+             "window_len=64", f"strands={strands}", f"output={out}", "progress=false"], monkeypatch, tmp_path)
     return pd.read_csv(out, sep="\t")
 
 
@@ -67,8 +62,8 @@ def test_score_variants_vcf_with_indels(bundled_data, tmp_path, monkeypatch):
     vcf = tmp_path / "two.vcf"
     vcf.write_text("\n".join(lines[: first + 2]) + "\n")
     out = tmp_path / "scored.vcf.gz"
-    run(["score-variants", f"pretrained={FIXTURES / 'plantcaduceus_bin'}", f"fasta={bundled_data / SLICE}",
-         f"variants={vcf}", "window_len=64", f"output={out}", "progress=false"], monkeypatch, tmp_path)
+    run_cli(["score-variants", f"pretrained={FIXTURES / 'plantcaduceus_bin'}", f"fasta={bundled_data / SLICE}",
+             f"variants={vcf}", "window_len=64", f"output={out}", "progress=false"], monkeypatch, tmp_path)
     with pysam.VariantFile(str(out)) as vf:
         records = list(vf)
         header = str(vf.header)
@@ -97,15 +92,15 @@ def test_evaluate_embed_finetune_score_regions(bundled_data, tmp_path, monkeypat
     from Bio.Seq import reverse_complement
 
     fa.write_text(f">a\n{seqs[0]}\n>b\n{seqs[1]}\n>b_rc\n{reverse_complement(seqs[1])}\n")
-    run(["embed", f"pretrained={FIXTURES / 'plantcaduceus'}", f"regions={fa}", "output=e.npy"], monkeypatch, tmp_path)
+    run_cli(["embed", f"pretrained={FIXTURES / 'plantcaduceus'}", f"regions={fa}", "output=e.npy"], monkeypatch, tmp_path)
     emb = np.load(tmp_path / "e.npy")
     assert emb.shape == (3, 24)  # PlantCaduceus' d_model
     np.testing.assert_allclose(emb[1], emb[2], rtol=1e-4, atol=1e-5)
 
     # finetune: the backbone fine-tunes under genossm's head; the saved model records where it came from
     run_dir = tmp_path / "ft"
-    run(["finetune", f"pretrained={PS}", f"output={run_dir}", "trainer.fast_dev_run=true",
-         "trainer.enable_progress_bar=false", "train.batch_size=16"], monkeypatch, tmp_path)
+    run_cli(["finetune", f"pretrained={PS}", f"output={run_dir}", "trainer.fast_dev_run=true",
+             "trainer.enable_progress_bar=false", "train.batch_size=16"], monkeypatch, tmp_path)
     head = load_extra(run_dir / "model")["region_head"]
     assert head["backbone"] == str(PS.resolve())
     saved = json.loads((run_dir / "model" / "config.json").read_text())["model_config"]
@@ -115,8 +110,8 @@ def test_evaluate_embed_finetune_score_regions(bundled_data, tmp_path, monkeypat
     task = pd.read_csv(bundled_data / "chloroplast_promoters.tsv", sep="\t").iloc[[3, 0]]
     regions = tmp_path / "new.bed"
     task[["chrom", "start", "end", "name"]].to_csv(regions, sep="\t", header=False, index=False)
-    run(["score-regions", f"pretrained={run_dir / 'model'}", f"regions={regions}", "output=scores.tsv"],
-        monkeypatch, tmp_path)
+    run_cli(["score-regions", f"pretrained={run_dir / 'model'}", f"regions={regions}", "output=scores.tsv"],
+            monkeypatch, tmp_path)
     scores = pd.read_csv(tmp_path / "scores.tsv", sep="\t")
     assert scores["name"].tolist() == task["name"].tolist() and scores["score"].between(0, 1).all()
 

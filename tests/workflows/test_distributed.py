@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained
-from genossm.paths import conf_dir
 from genossm.config import instantiate
 from genossm.cli import load_workflow
+
+from helpers import compose_pretrain, save_tiny_model
 
 run_pretraining = load_workflow("pretrain").train
 
@@ -83,11 +83,6 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert from_pretrained(run / "model").config.d_model == 16
 
 
-def compose_pretrain(overrides):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="pretrain", overrides=list(overrides))
-
-
 def test_fsdp_and_gpu_trainers_on_cpu_fail_clearly(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: these configs are valid here")
@@ -129,11 +124,7 @@ def test_score_variants_on_two_cpu_processes_matches_one(tmp_path, bundled_data)
     exactly the bytes one process writes."""
     import shutil
 
-    from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
-
-    torch.manual_seed(0)
-    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2, rc_equivariant=False))
-    pretrained = save_pretrained(model, tmp_path / "model", extra={"train_window_len": 32})
+    pretrained = save_tiny_model(tmp_path / "model", rc_equivariant=False)
     script = Path(sys.executable).with_name("genossm")
     command = [str(script)] if script.exists() else [shutil.which("genossm") or "genossm"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

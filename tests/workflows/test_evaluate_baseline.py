@@ -18,6 +18,8 @@ from genossm.models import BiMambaLM, save_pretrained
 from genossm.paths import conf_dir
 from genossm.tasks.outputs import markov_verdict
 
+from helpers import run_cli
+
 REPO = Path(__file__).resolve().parents[2]
 MULTI = REPO / "data" / "multi_contig.fa"
 CHLORO = REPO / "data" / "athaliana_chloroplast.fa"
@@ -107,10 +109,6 @@ def test_the_verdict_gives_each_comparison_its_own_clause():
 @pytest.mark.slow
 def test_bundled_model_on_a_new_genome_with_defaults(tmp_path, monkeypatch, capsys):
     """genossm evaluate pretrained=bundled:bacteria fasta=GENOME stopped with "no bases to fit the Markov baseline"."""
-    import sys
-
-    from genossm import cli
-
     import pysam
 
     genome = tmp_path / "new_genome.fa"  # 464 kb: more than the 256 windows of 1,024 bases scored by default
@@ -119,10 +117,7 @@ def test_bundled_model_on_a_new_genome_with_defaults(tmp_path, monkeypatch, caps
             with pysam.FastaFile(str(path)) as fa:
                 for name in fa.references:
                     out.write(f">{path.name.split('.')[0]}_{name}\n{fa.fetch(name)}\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli.main(["evaluate", "pretrained=bundled:bacteria", f"fasta={genome}", f"output={tmp_path / 'out'}",
-              "torch_threads=1"])
+    run_cli(["evaluate", "pretrained=bundled:bacteria", f"fasta={genome}", f"output={tmp_path / 'out'}",
+             "torch_threads=1"], monkeypatch, tmp_path)
     out = capsys.readouterr().out
     assert "the bases outside the scored windows" in out and "best Markov model" in out

@@ -4,41 +4,28 @@ scipy's on the same variants, and every broken input stops with one line naming 
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pyfaidx
 import pytest
-import torch
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from genossm import cli
-from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
-from tests.conftest import DATA
+from helpers import DATA, run_cli, save_tiny_model
 
 FASTA = "multi_contig.fa"  # chr20, ecoli_k12, saureus_n315: three chromosomes
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2, rc_equivariant=True))
-    return save_pretrained(model, tmp_path_factory.mktemp("pretrained") / "tiny", extra={"train_window_len": 64})
-
-
-def run(argv, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli.main(argv)
+    return save_tiny_model(tmp_path_factory.mktemp("pretrained") / "tiny", rc_equivariant=True, train_window_len=64)
 
 
 def fails(argv, monkeypatch, tmp_path, capsys) -> str:
     """The one error line of a run that must stop with exit status 2."""
     with pytest.raises(SystemExit) as exc:
-        run(argv, monkeypatch, tmp_path)
+        run_cli(argv, monkeypatch, tmp_path)
     assert exc.value.code == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("genossm: error:")]
     assert len(err) == 1, err
@@ -84,9 +71,9 @@ def labelled(tmp_path_factory):
 def test_binary_metrics_are_sklearns_on_the_written_scores(labelled, bundled_data, tmp_path, monkeypatch, capsys):
     labels, scored, table = labelled
     out = tmp_path / "run"
-    run(["evaluate-variants", f"variants={labels}", f"scored={scored}", f"fasta={bundled_data / FASTA}",
-         "match_group=match_group", "scores=[cadd]", "stratify=[consequence]", "bootstrap=200", f"output={out}"],
-        monkeypatch, tmp_path)
+    run_cli(["evaluate-variants", f"variants={labels}", f"scored={scored}", f"fasta={bundled_data / FASTA}",
+             "match_group=match_group", "scores=[cadd]", "stratify=[consequence]", "bootstrap=200", f"output={out}"],
+            monkeypatch, tmp_path)
     printed = capsys.readouterr().out
     metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
     scores = pd.read_csv(out / "scores.tsv", sep="\t")
@@ -125,8 +112,8 @@ def test_binary_metrics_are_sklearns_on_the_written_scores(labelled, bundled_dat
 def test_real_valued_labels_direction_and_both_signs(labelled, bundled_data, tmp_path, monkeypatch, capsys):
     labels, scored, _ = labelled
     out = tmp_path / "run"
-    run(["evaluate-variants", f"variants={labels}", f"scored={scored}", f"fasta={bundled_data / FASTA}",
-         "label=effect", "scores=[-cadd]", "direction=benign", "bootstrap=100", f"output={out}"], monkeypatch, tmp_path)
+    run_cli(["evaluate-variants", f"variants={labels}", f"scored={scored}", f"fasta={bundled_data / FASTA}",
+             "label=effect", "scores=[-cadd]", "direction=benign", "bootstrap=100", f"output={out}"], monkeypatch, tmp_path)
     metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
     scores = pd.read_csv(out / "scores.tsv", sep="\t")
     overall = metrics[metrics["stratum"] == "all"].set_index(["predictor", "metric"])
@@ -139,8 +126,8 @@ def test_real_valued_labels_direction_and_both_signs(labelled, bundled_data, tmp
     assert (out / "scatter.png").exists()
     capsys.readouterr()
     out2 = tmp_path / "both"
-    run(["evaluate-variants", f"variants={labels}", f"scored={scored}", f"fasta={bundled_data / FASTA}",
-         "direction=both", "bootstrap=0", f"output={out2}"], monkeypatch, tmp_path)
+    run_cli(["evaluate-variants", f"variants={labels}", f"scored={scored}", f"fasta={bundled_data / FASTA}",
+             "direction=both", "bootstrap=0", f"output={out2}"], monkeypatch, tmp_path)
     both = pd.read_csv(out2 / "metrics.tsv", sep="\t")
     auroc = both[(both["stratum"] == "all") & (both["metric"] == "auroc")].set_index("predictor")["value"]
     assert auroc["genossm_llr"] == pytest.approx(1 - auroc["-genossm_llr"], abs=1e-6)
@@ -150,9 +137,9 @@ def test_real_valued_labels_direction_and_both_signs(labelled, bundled_data, tmp
 
 def test_scores_the_variants_now_with_a_model(tiny_model, bundled_data, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    run(["evaluate-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / 'variants_chr20_slice.fa.gz'}",
-         f"variants={bundled_data / 'variants_chr20_indels_1000g.vcf.gz'}", "label=AF", "label_threshold=0.05",
-         "positive=below", "progress=false", "bootstrap=100", f"output={out}"], monkeypatch, tmp_path)
+    run_cli(["evaluate-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / 'variants_chr20_slice.fa.gz'}",
+             f"variants={bundled_data / 'variants_chr20_indels_1000g.vcf.gz'}", "label=AF", "label_threshold=0.05",
+             "positive=below", "progress=false", "bootstrap=100", f"output={out}"], monkeypatch, tmp_path)
     printed = capsys.readouterr().out
     scored = pd.read_csv(out / "scored.tsv", sep="\t")
     scores = pd.read_csv(out / "scores.tsv", sep="\t")

@@ -3,7 +3,6 @@ score-variants gives a NaN score a skip reason instead of counting it as scored,
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,11 +11,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from genossm import cli
 from genossm.cli import load_workflow
 from genossm.errors import GenossmError
-from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
 from genossm.paths import conf_dir
+
+from helpers import run_cli, save_tiny_model, tiny_lm
 
 REPO = Path(__file__).resolve().parents[2]
 CHLORO = REPO / "data" / "athaliana_chloroplast.fa"
@@ -45,18 +44,10 @@ def test_a_diverging_run_stops_and_exports_nothing(tmp_path):
 @pytest.fixture
 def nan_model(tmp_path):
     """Finite weights whose outputs overflow: every score is NaN (a NaN-weight model gives the same)."""
-    torch.manual_seed(0)
-    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2))
+    model = tiny_lm()
     with torch.no_grad():
         model.layers[0].mixer.out_proj.weight.fill_(3e38)
-    return save_pretrained(model, tmp_path / "nan_model", extra={"train_window_len": 32})
-
-
-def run(argv, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli.main(argv)
+    return save_tiny_model(tmp_path / "nan_model", model=model)
 
 
 def test_a_nan_score_is_skipped_with_a_reason(nan_model, tmp_path, monkeypatch, capsys):
@@ -67,8 +58,8 @@ def test_a_nan_score_is_skipped_with_a_reason(nan_model, tmp_path, monkeypatch, 
                    + "".join(f"20\t{p}\tv{p}\t{b}\t{'A' if b != 'A' else 'C'}\t.\t.\t.\n"
                              for p, b in zip((422000, 422010), bases)))
     out = tmp_path / "out.vcf"
-    run(["score-variants", f"pretrained={nan_model}", f"fasta={SLICE}", f"variants={vcf}", f"output={out}",
-         f"table={tmp_path / 'out.tsv'}", "progress=false"], monkeypatch, tmp_path)
+    run_cli(["score-variants", f"pretrained={nan_model}", f"fasta={SLICE}", f"variants={vcf}", f"output={out}",
+             f"table={tmp_path / 'out.tsv'}", "progress=false"], monkeypatch, tmp_path)
     printed = capsys.readouterr().out
     assert "0 scored" in printed and "not scored, non_finite_score: 2" in printed
     with pysam.VariantFile(str(out)) as vf:
@@ -81,8 +72,8 @@ def test_a_nan_score_is_skipped_with_a_reason(nan_model, tmp_path, monkeypatch, 
 
 def test_evaluate_refuses_to_report_nan(nan_model, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
-        run(["evaluate", f"pretrained={nan_model}", f"fasta={CHLORO}", f"output={tmp_path / 'eval'}",
-             "max_windows=2", "window_len=64", "baselines.enabled=false"], monkeypatch, tmp_path)
+        run_cli(["evaluate", f"pretrained={nan_model}", f"fasta={CHLORO}", f"output={tmp_path / 'eval'}",
+                 "max_windows=2", "window_len=64", "baselines.enabled=false"], monkeypatch, tmp_path)
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "genossm: error:" in err and "not finite numbers" in err

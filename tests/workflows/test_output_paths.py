@@ -3,23 +3,13 @@ work, naming both keys (one output was lost, or the input replaced, with exit st
 
 from __future__ import annotations
 
-import sys
 
 import pysam
 import pytest
-import torch
 
-from genossm import cli
-from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+from helpers import run_cli
 
 SLICE = "variants_chr20_slice.fa.gz"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2))
-    return save_pretrained(model, tmp_path_factory.mktemp("pretrained") / "tiny", extra={"train_window_len": 32})
 
 
 @pytest.fixture
@@ -33,11 +23,8 @@ def vcf(tmp_path, bundled_data):
 
 
 def refused(argv, monkeypatch, tmp_path, capsys) -> str:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with pytest.raises(SystemExit) as stop:
-        cli.main(argv)
+        run_cli(argv, monkeypatch, tmp_path)
     err = capsys.readouterr().err
     assert stop.value.code == 2, err
     assert err.startswith("genossm: error:") and "Traceback" not in err

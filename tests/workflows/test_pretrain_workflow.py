@@ -11,11 +11,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
 
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained, load_extra
 from genossm.paths import conf_dir
 from genossm.cli import load_workflow
+
+from helpers import compose_pretrain
 
 run_pretraining = load_workflow("pretrain").train
 
@@ -29,11 +32,6 @@ TINY = [
     "trainer=cpu", "trainer.enable_progress_bar=false", "data.num_workers=0", "baselines.max_order=3",
     "logger=csv",
 ]
-
-
-def compose_pretrain(overrides):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="pretrain", overrides=list(overrides))
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,7 +51,12 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path, capsys):
     run = tmp_path / "run"
     assert summary["global_step"] == 1
     assert 0.0 < summary["val"]["bpb"] < 4.0
-    assert (run / "config.yaml").exists() and (run / "training_curves.png").stat().st_size > 1000
+    saved = (run / "config.yaml").read_text()
+    config = OmegaConf.create(saved)  # the composed config, resolved, beside the outputs
+    assert "${" not in saved and config.output == str(run) and config.model.d_model == 16
+    assert config.data.window_len == 256 and config.trainer.fast_dev_run is True
+    assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "training_curves.png").stat().st_size > 1000
     model = from_pretrained(run / "model")
     assert model.config.d_model == 16
     assert load_extra(run / "model")["train_window_len"] == 256

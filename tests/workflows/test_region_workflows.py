@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from genossm import cli
 from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
 
+from helpers import run_cli, save_tiny_model
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2, rc_equivariant=True))
-    return save_pretrained(model, tmp_path_factory.mktemp("pretrained") / "tiny")
-
-
-def run(argv, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli.main(argv)
+    return save_tiny_model(tmp_path_factory.mktemp("pretrained") / "tiny", rc_equivariant=True, train_window_len=None)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +23,8 @@ def finetuned(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("finetune") / "run"
     mp = pytest.MonkeyPatch()
     try:
-        run(["finetune", f"pretrained={tiny_model}", f"output={out}", "trainer.fast_dev_run=true",
-             "trainer.enable_progress_bar=false", "train.batch_size=16"], mp, out.parent)
+        run_cli(["finetune", f"pretrained={tiny_model}", f"output={out}", "trainer.fast_dev_run=true",
+                 "trainer.enable_progress_bar=false", "train.batch_size=16"], mp, out.parent)
     finally:
         mp.undo()
     return out
@@ -75,7 +65,7 @@ def test_score_regions_matches_finetune_predictions(finetuned, bundled_data, tmp
     subset = task.iloc[[5, 1, 200, 3]]  # not sorted: output must keep this order
     bed = tmp_path / "new.bed"
     subset[["chrom", "start", "end", "name"]].assign(score=0, strand=subset["strand"]).to_csv(bed, sep="\t", header=False, index=False)
-    run(["score-regions", f"pretrained={finetuned / 'model'}", f"regions={bed}", "output=scores.tsv"], monkeypatch, tmp_path)
+    run_cli(["score-regions", f"pretrained={finetuned / 'model'}", f"regions={bed}", "output=scores.tsv"], monkeypatch, tmp_path)
     scores = pd.read_csv(tmp_path / "scores.tsv", sep="\t")
     assert scores["name"].tolist() == subset["name"].tolist()
     pred = pd.read_csv(finetuned / "predictions.tsv", sep="\t").set_index("name")
@@ -93,8 +83,8 @@ def test_embed_npy_and_parquet_in_input_order(tiny_model, tmp_path, monkeypatch)
     rng = np.random.default_rng(0)
     seqs = ["".join(rng.choice(list("ACGT"), n)) for n in (50, 20, 50, 35)]
     fa.write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(seqs)))
-    run(["embed", f"pretrained={tiny_model}", f"regions={fa}", "output=e.npy"], monkeypatch, tmp_path)
-    run(["embed", f"pretrained={tiny_model}", f"regions={fa}", "output=e.parquet"], monkeypatch, tmp_path)
+    run_cli(["embed", f"pretrained={tiny_model}", f"regions={fa}", "output=e.npy"], monkeypatch, tmp_path)
+    run_cli(["embed", f"pretrained={tiny_model}", f"regions={fa}", "output=e.parquet"], monkeypatch, tmp_path)
     emb = np.load(tmp_path / "e.npy")
     table = pd.read_parquet(tmp_path / "e.parquet")
     assert emb.shape == (4, 16) and table["name"].tolist() == ["s0", "s1", "s2", "s3"]
@@ -104,7 +94,7 @@ def test_embed_npy_and_parquet_in_input_order(tiny_model, tmp_path, monkeypatch)
 
     fa2 = tmp_path / "rc.fa"
     fa2.write_text(f">rc\n{reverse_complement(seqs[1])}\n")
-    run(["embed", f"pretrained={tiny_model}", f"regions={fa2}", "output=rc.npy"], monkeypatch, tmp_path)
+    run_cli(["embed", f"pretrained={tiny_model}", f"regions={fa2}", "output=rc.npy"], monkeypatch, tmp_path)
     np.testing.assert_allclose(np.load(tmp_path / "rc.npy")[0], emb[1], rtol=1e-4, atol=1e-5)
 
 
@@ -122,12 +112,12 @@ def test_finetune_region_len_follows_the_regions_unless_given(tiny_model, tmp_pa
 
     bed = short_regions(tmp_path / "short.bed")
     out = tmp_path / "run"
-    run(["finetune", f"pretrained={tiny_model}", f"regions={bed}", f"output={out}", "trainer.fast_dev_run=true",
-         "trainer.enable_progress_bar=false", "train.batch_size=16", "probe=false", "kmer.enabled=false"]
-        + ([override] if override else []), monkeypatch, tmp_path)
+    run_cli(["finetune", f"pretrained={tiny_model}", f"regions={bed}", f"output={out}", "trainer.fast_dev_run=true",
+             "trainer.enable_progress_bar=false", "train.batch_size=16", "probe=false", "kmer.enabled=false"]
+            + ([override] if override else []), monkeypatch, tmp_path)
     assert json.loads((out / "metrics.json").read_text())["region_len"] == expected
     assert load_extra(out / "model")["region_head"]["region_len"] == expected
-    run(["score-regions", f"pretrained={out / 'model'}", f"regions={bed}", "output=scores.tsv"], monkeypatch, tmp_path)
+    run_cli(["score-regions", f"pretrained={out / 'model'}", f"regions={bed}", "output=scores.tsv"], monkeypatch, tmp_path)
     scores = pd.read_csv(tmp_path / "scores.tsv", sep="\t")
     pred = pd.read_csv(out / "predictions.tsv", sep="\t")
     np.testing.assert_allclose(scores["score"], pred["score_finetune"], rtol=1e-4, atol=1e-5)
@@ -138,8 +128,8 @@ def test_finetune_region_len_auto_stops_at_the_models_training_window(tmp_path, 
     model = BiMambaLM(BiMambaConfig(d_model=8, n_layers=1, d_state=4, d_conv=4, expand=2))
     windowed = save_pretrained(model, tmp_path / "windowed", extra={"train_window_len": 64})
     out = tmp_path / "run"
-    run(["finetune", f"pretrained={windowed}", f"regions={short_regions(tmp_path / 'short.bed')}", f"output={out}",
-         "method=probe", "kmer.enabled=false"], monkeypatch, tmp_path)
+    run_cli(["finetune", f"pretrained={windowed}", f"regions={short_regions(tmp_path / 'short.bed')}", f"output={out}",
+             "method=probe", "kmer.enabled=false"], monkeypatch, tmp_path)
     assert json.loads((out / "metrics.json").read_text())["region_len"] == 64
 
 
@@ -157,7 +147,7 @@ def test_bad_regions_give_one_clean_error(tiny_model, tmp_path, monkeypatch, cap
     bed = tmp_path / "bad.bed"
     bed.write_text("NC_000932.1\t100\t300\t1\nNC_000932.1\t500\t400\t0\n")
     with pytest.raises(SystemExit) as exc:
-        run(["finetune", f"pretrained={tiny_model}", f"regions={bed}", f"output={tmp_path / 'run'}"], monkeypatch, tmp_path)
+        run_cli(["finetune", f"pretrained={tiny_model}", f"regions={bed}", f"output={tmp_path / 'run'}"], monkeypatch, tmp_path)
     assert exc.value.code == 2
     assert "bad.bed line 2: end 400 < start 500" in capsys.readouterr().err
 
@@ -175,8 +165,8 @@ def test_embed_pooling_cls_still_pools_position_0_with_a_warning(tiny_model, tmp
     seqs = ["".join(rng.choice(list("ACGT"), 40)) for _ in range(3)]
     fa.write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(seqs)))
     with pytest.warns(FutureWarning, match="pooling=cls is deprecated.*first position.*<pad>"):
-        run(["embed", f"pretrained={tiny_model}", f"regions={fa}", "pooling=cls", "region_len=60", "output=e.npy"],
-            monkeypatch, tmp_path)
+        run_cli(["embed", f"pretrained={tiny_model}", f"regions={fa}", "pooling=cls", "region_len=60", "output=e.npy"],
+                monkeypatch, tmp_path)
     model = from_pretrained(tiny_model).eval()
     tokens = torch.from_numpy(np.stack([center_fit(encode(s), 60)[0] for s in seqs]).astype(np.int64))
     with torch.no_grad():

@@ -1,19 +1,16 @@
 """Renamed config keys: the old spelling still works for one release, with a deprecation message."""
 
 import json
-import sys
 import warnings
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
-from genossm import cli
 from genossm.cli import load_workflow
 from genossm.config import renamed_keys
-from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
 from genossm.paths import conf_dir
 
+from helpers import run_cli, save_tiny_model
 
 def test_task_seq_len_warmup_becomes_data_window_len_warmup():
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -80,36 +77,23 @@ def test_a_bad_size_is_named_as_the_user_spelled_it():
             check_sizes(cfg, spelled)
 
 
-def _tiny_model(folder):
-    torch.manual_seed(0)
-    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2))
-    return save_pretrained(model, folder, extra={"train_window_len": 32})
-
-
-def run(argv, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli.main(argv)
-
-
 def test_score_variants_with_the_old_keys_writes_the_same_file(bundled_data, tmp_path, monkeypatch):
-    model = _tiny_model(tmp_path / "model")
+    model = save_tiny_model(tmp_path / "model")
     common = ["score-variants", f"pretrained={model}", f"fasta={bundled_data / 'variants_chr20_slice.fa.gz'}",
               "region=20:421801-421812", "window_len=32", "emb_dist=false", "progress=false"]
     with pytest.warns(FutureWarning, match="mode is deprecated"):
-        run([*common, "mode=saturation", "batch_size=5", "output=old.tsv"], monkeypatch, tmp_path)
-    run([*common, "scan=saturation", "alleles_per_batch=5", "output=new.tsv"], monkeypatch, tmp_path)
+        run_cli([*common, "mode=saturation", "batch_size=5", "output=old.tsv"], monkeypatch, tmp_path)
+    run_cli([*common, "scan=saturation", "alleles_per_batch=5", "output=new.tsv"], monkeypatch, tmp_path)
     old, new = (tmp_path / "old.tsv").read_bytes(), (tmp_path / "new.tsv").read_bytes()
     assert old == new and len(old.splitlines()) == 1 + 12 * 3
 
 
 def test_finetune_with_the_old_keys_writes_the_same_outputs(tmp_path, monkeypatch):
-    model = _tiny_model(tmp_path / "model")
+    model = save_tiny_model(tmp_path / "model")
     common = ["finetune", f"pretrained={model}", "kmer.enabled=false", "trainer.enable_progress_bar=false"]
     with pytest.warns(FutureWarning, match="split.mode is deprecated"):
-        run([*common, "mode=probe", "split.mode=random", f"output={tmp_path / 'old'}"], monkeypatch, tmp_path)
-    run([*common, "method=probe", "split.by=random", f"output={tmp_path / 'new'}"], monkeypatch, tmp_path)
+        run_cli([*common, "mode=probe", "split.mode=random", f"output={tmp_path / 'old'}"], monkeypatch, tmp_path)
+    run_cli([*common, "method=probe", "split.by=random", f"output={tmp_path / 'new'}"], monkeypatch, tmp_path)
     for name in ("predictions.tsv", "metrics.json"):
         assert (tmp_path / "old" / name).read_bytes() == (tmp_path / "new" / name).read_bytes(), name
     assert json.loads((tmp_path / "new" / "metrics.json").read_text())["mode"] == "probe"
@@ -133,11 +117,9 @@ BOTH_SPELLINGS = [
 def test_an_old_spelling_and_its_new_key_that_differ_are_refused(workflow, old, new, old_key, new_key, order,
                                                                  tmp_path, monkeypatch, capsys):
     """The old spelling silently won: task=regression label_type=binary trained a regression."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
     pair = [old, new] if order == "old first" else [new, old]
     with pytest.raises(SystemExit) as stop:
-        cli.main([workflow, *pair, f"output={tmp_path / 'out'}"])
+        run_cli([workflow, *pair, f"output={tmp_path / 'out'}"], monkeypatch, tmp_path)
     err = capsys.readouterr().err
     assert stop.value.code == 2, err
     assert err.startswith("genossm: error:") and "Traceback" not in err

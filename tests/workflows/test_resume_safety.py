@@ -15,11 +15,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from genossm.cli import load_workflow
 from genossm.errors import GenossmError
-from genossm.paths import conf_dir
+
+from helpers import compose_pretrain
 
 REPO = Path(__file__).resolve().parents[2]
 CHLORO = REPO / "data" / "athaliana_chloroplast.fa"
@@ -36,11 +36,6 @@ def tiny(tmp_path: Path) -> list[str]:
             "data.samples_per_epoch=4", "trainer.max_steps=2", "callbacks.last_checkpoint.every_n_train_steps=1",
             "trainer.log_every_n_steps=1", "data.max_eval_windows=2", "torch_threads=1",
             f"data.cache_dir={tmp_path / 'cache'}"]
-
-
-def compose_pretrain(overrides):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="pretrain", overrides=list(overrides))
 
 
 def run(tmp_path, folder, *extra):

@@ -4,25 +4,15 @@ errors, the VCF's conventions (header lines, index, INFO passed through), table 
 from __future__ import annotations
 
 import gzip
-import sys
 
 import pandas as pd
 import pysam
 import pytest
-import torch
 
-from genossm import cli
-from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+from helpers import run_cli
 
 SLICE = "variants_chr20_slice.fa.gz"
 HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2))
-    return save_pretrained(model, tmp_path_factory.mktemp("pretrained") / "tiny", extra={"train_window_len": 32})
 
 
 def ref(bundled_data, pos: int, n: int = 1) -> str:
@@ -30,16 +20,9 @@ def ref(bundled_data, pos: int, n: int = 1) -> str:
         return fa.fetch("20", pos - 1, pos - 1 + n).upper()
 
 
-def run(argv, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli.main(argv)
-
-
 def score(tiny_model, bundled_data, tmp_path, monkeypatch, variants, output, *extra):
-    run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", f"variants={variants}",
-         f"output={output}", "progress=false", *extra], monkeypatch, tmp_path)
+    run_cli(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", f"variants={variants}",
+             f"output={output}", "progress=false", *extra], monkeypatch, tmp_path)
 
 
 def test_alleles_longer_than_the_window_get_a_reason(tiny_model, bundled_data, tmp_path, monkeypatch, capsys):
@@ -101,8 +84,8 @@ def test_region_contig_in_neither_file_is_an_error(tiny_model, bundled_data, tmp
     vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=20>\n" + HEADER.split("\n", 1)[1] + "20\t1020\tsnv\t"
                    + ref(bundled_data, 422020) + "\tA\t.\t.\t.\n")
     gz = bgzip_indexed(vcf)
-    run(["score-variants", f"pretrained={tiny_model}", f"fasta={fasta}", f"variants={gz}", "region=21:1-100",
-         f"output={tmp_path / 'empty.tsv'}", "progress=false"], monkeypatch, tmp_path)
+    run_cli(["score-variants", f"pretrained={tiny_model}", f"fasta={fasta}", f"variants={gz}", "region=21:1-100",
+             f"output={tmp_path / 'empty.tsv'}", "progress=false"], monkeypatch, tmp_path)
     out = capsys.readouterr().out
     assert "0 records, 0 alleles" in out and f"no records: {gz} has none on 21 (contig 21 of {fasta})" in out
     assert len(pd.read_csv(tmp_path / "empty.tsv", sep="\t")) == 0
@@ -197,8 +180,8 @@ def test_progress_has_a_total_and_rates_keep_their_digits(tiny_model, bundled_da
 
     assert [rate(2, 5), rate(1, 480), rate(123, 10), rate(12_345, 10), rate(0, 3)] == ["0.4", "0.0021", "12.3", "1,234", "0"]
     vcf = conventions_vcf(bundled_data, tmp_path / "hand.vcf")
-    run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", f"variants={vcf}",
-         f"output={tmp_path / 'p.tsv'}", "window_len=64"], monkeypatch, tmp_path)
+    run_cli(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", f"variants={vcf}",
+             f"output={tmp_path / 'p.tsv'}", "window_len=64"], monkeypatch, tmp_path)
     captured = capsys.readouterr()
     assert "4/4" in captured.err  # 4 alleles: the bar has its total (and so an ETA)
     assert " alleles/s)" in captured.out and "(0 alleles/s)" not in captured.out
@@ -212,9 +195,9 @@ def test_short_region_heatmap_reads_in_genome_coordinates(tiny_model, bundled_da
     from genossm.tasks.plots import heatmap_figure
 
     svg = tmp_path / "sat.svg"
-    run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", "scan=saturation",
-         "region=20:421801-421840", "window_len=32", "emb_dist=false", f"output={tmp_path / 'sat.tsv'}",
-         f"heatmap={svg}", "progress=false"], monkeypatch, tmp_path)
+    run_cli(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", "scan=saturation",
+             "region=20:421801-421840", "window_len=32", "emb_dist=false", f"output={tmp_path / 'sat.tsv'}",
+             f"heatmap={svg}", "progress=false"], monkeypatch, tmp_path)
     texts = [t.strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg.read_text())]
     assert "genossm saturation mutagenesis, 20:421,801-421,840 (40 bp)" in texts
     assert "position on 20 (1-based)" in texts

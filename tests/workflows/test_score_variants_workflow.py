@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import sys
 
 import pandas as pd
 import pysam
 import pytest
-import torch
 
 from genossm import cli
-from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+
+from helpers import run_cli, save_tiny_model
 
 SLICE = "variants_chr20_slice.fa.gz"
 INDELS = "variants_chr20_indels_1000g.vcf.gz"
@@ -20,16 +19,7 @@ MULTI = "variants_chr20_multiallelic.vcf"
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    model = BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2, rc_equivariant=True))
-    return save_pretrained(model, tmp_path_factory.mktemp("pretrained") / "tiny", extra={"train_window_len": 32})
-
-
-def run(argv, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli.main(argv)
+    return save_tiny_model(tmp_path_factory.mktemp("pretrained") / "tiny", rc_equivariant=True)
 
 
 def vcf_rows(path):
@@ -40,8 +30,8 @@ def vcf_rows(path):
 
 def test_cli_scores_vcf_and_writes_table(tiny_model, bundled_data, tmp_path, monkeypatch, capsys):
     out = tmp_path / "scored.vcf.gz"
-    run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}",
-         f"variants={bundled_data / MULTI}", f"output={out}", "progress=false"], monkeypatch, tmp_path)
+    run_cli(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}",
+             f"variants={bundled_data / MULTI}", f"output={out}", "progress=false"], monkeypatch, tmp_path)
     assert vcf_rows(out) == vcf_rows(bundled_data / MULTI)
     with pysam.VariantFile(str(out)) as vf:
         (rec,) = list(vf)
@@ -60,9 +50,9 @@ def test_cli_scores_real_alleles_as_the_python_api(tiny_model, bundled_data, tmp
     options = dict(window_len=40, indel_flank=1, strands="both", distance="euclidean", pooling="center", batch_size=7)
     on_the_command_line = {"batch_size": "alleles_per_batch"}  # the keyword's name as a config key
     out = tmp_path / "cli.tsv"
-    run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", f"variants={bundled_data / INDELS}",
-         f"output={out}", "progress=false", *(f"{on_the_command_line.get(k, k)}={v}" for k, v in options.items())],
-        monkeypatch, tmp_path)
+    run_cli(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", f"variants={bundled_data / INDELS}",
+             f"output={out}", "progress=false", *(f"{on_the_command_line.get(k, k)}={v}" for k, v in options.items())],
+            monkeypatch, tmp_path)
     api = tmp_path / "api.tsv"
     score_variants(tiny_model, bundled_data / SLICE, api, bundled_data / INDELS, progress=False, **options)
     got, want = pd.read_csv(out, sep="\t"), pd.read_csv(api, sep="\t")
@@ -75,16 +65,16 @@ def test_cli_scores_real_alleles_as_the_python_api(tiny_model, bundled_data, tmp
 
 def test_cli_user_errors_exit_2(tiny_model, bundled_data, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
-        run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}",
-             f"variants={bundled_data / INDELS}", f"output={tmp_path / 'x.vcf'}", "region=20:1-1000000"],
-            monkeypatch, tmp_path)
+        run_cli(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}",
+                 f"variants={bundled_data / INDELS}", f"output={tmp_path / 'x.vcf'}", "region=20:1-1000000"],
+                monkeypatch, tmp_path)
     assert exc.value.code == 2
     assert "plain gzip, not bgzip" in capsys.readouterr().err
     broken = tmp_path / "broken.vcf"
     broken.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n20\tx\t.\tA\tC\t.\t.\t.\n")
     with pytest.raises(SystemExit) as exc:
-        run(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}",
-             f"variants={broken}", f"output={tmp_path / 'y.vcf'}", "progress=false"], monkeypatch, tmp_path)
+        run_cli(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}",
+                 f"variants={broken}", f"output={tmp_path / 'y.vcf'}", "progress=false"], monkeypatch, tmp_path)
     assert exc.value.code == 2
     assert "broken.vcf: line 3" in capsys.readouterr().err
     assert not (tmp_path / "y.vcf").exists()
@@ -98,9 +88,9 @@ def test_full_files_from_shared_data(tiny_model, shared_data, tmp_path, monkeypa
     for name, out_name in (("chr20_indels_1000g.vcf.gz", "indels.vcf.gz"), ("chr20_multiallelic.vcf", "multi.bcf")):
         src = shared_data / "variants" / name
         out = tmp_path / out_name
-        run(["score-variants", f"pretrained={tiny_model}", f"fasta={fasta}", f"variants={src}", f"output={out}",
-             "window_len=40", "indel_flank=1", "emb_dist=false", "alleles_per_batch=64", "progress=false",
-             f"cache_dir={tmp_path / 'cache'}"], monkeypatch, tmp_path)
+        run_cli(["score-variants", f"pretrained={tiny_model}", f"fasta={fasta}", f"variants={src}", f"output={out}",
+                 "window_len=40", "indel_flank=1", "emb_dist=false", "alleles_per_batch=64", "progress=false",
+                 f"cache_dir={tmp_path / 'cache'}"], monkeypatch, tmp_path)
         with pysam.VariantFile(str(out)) as vf:
             got = list(vf)
         assert [(r.chrom, r.pos, r.ref, r.alts) for r in got] == vcf_rows(src)

@@ -9,18 +9,15 @@ import sys
 import time
 
 import pytest
-import torch
 
-from genossm.models import BiMambaConfig, BiMambaLM, save_pretrained
+from helpers import save_tiny_model
 
 SLICE = "variants_chr20_slice.fa.gz"
 
 
 @pytest.mark.slow
 def test_sigterm_stops_score_variants_and_keeps_the_earlier_output(tmp_path, bundled_data):
-    torch.manual_seed(0)
-    model = save_pretrained(BiMambaLM(BiMambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand=2)),
-                            tmp_path / "model", extra={"train_window_len": 64})
+    model = save_tiny_model(tmp_path / "model", train_window_len=64)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     earlier = out_dir / "sat.tsv"
