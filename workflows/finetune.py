@@ -22,8 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from genossm.cli import user_errors
-from genossm.config import build_trainer, prepare_run, renamed_keys, save_config
+from genossm.config import renamed_keys, save_config
 from genossm.data.regions import (RegionDataset, assign_splits, check_split_classes, encode_labels, open_genome,
                                   read_regions, region_tokens)
 from genossm.errors import GenossmError
@@ -35,6 +34,8 @@ from genossm.tasks.metrics import decision_threshold, metrics_by_split, output_s
 from genossm.tasks.outputs import format_metrics, input_columns, score_columns, write_json, write_table
 from genossm.tasks.plots import plot_curves
 from genossm.tasks.regions import RegionModel, embed_regions
+from genossm.tasks.trainer import build_trainer, prepare_run
+from genossm.workflows import user_errors
 
 log = logging.getLogger("genossm.finetune")
 
