@@ -18,34 +18,18 @@ from genossm.config import passive_openmp_environment
 
 passive_openmp_environment(os.environ)  # before anything imports torch
 
-import functools  # noqa: E402
-import importlib.util  # noqa: E402
+import ast  # noqa: E402
 import re  # noqa: E402
 import runpy  # noqa: E402
-import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
-
-from omegaconf import DictConfig  # noqa: E402
 
 from genossm import __version__  # noqa: E402
-from genossm.config import check_sizes, given_keys, renamed_keys  # noqa: E402
 from genossm.errors import GenossmError  # noqa: E402
-
-# name on the command line -> (file in workflows/, one-line summary)
-WORKFLOWS: dict[str, tuple[str, str]] = {
-    "inspect": ("inspect_genome.py", "list a FASTA's contigs with length, N and soft-mask fractions"),
-    "pretrain": ("pretrain.py", "train a masked-LM on genomes (demo: tiny model, bundled genome, CPU)"),
-    "evaluate": ("evaluate.py", "bits per base of a saved model on any FASTA, beside Markov baselines"),
-    "score-variants": ("score_variants.py", "score a VCF/BCF/TSV of variants with a pretrained model"),
-    "evaluate-variants": ("evaluate_variants.py", "how well variant scores predict labels, beside baselines"),
-    "finetune": ("finetune.py", "fine-tune or linear-probe a pretrained model on labelled regions"),
-    "score-regions": ("score_regions.py", "apply a fine-tuned model to new regions"),
-    "embed": ("embed.py", "write RC-invariant embeddings of regions or FASTA records"),
-}
+# the workflow table and loading live in genossm.workflows; the names stay reachable here as before
+from genossm.workflows import WORKFLOWS, load_workflow, user_errors, workflow_path  # noqa: E402,F401
 
 USAGE = """usage: genossm <workflow> [key=value ...] [hydra flags]
        genossm models                # the bundled models and the Hub checkpoints genossm runs
@@ -131,68 +115,6 @@ def hub_cache_state(repos) -> dict[str, str]:
             for repo in repos}
 
 
-def user_errors(func: Callable | None = None, *, renamed: dict[str, str] | None = None) -> Callable:
-    """Turn a :class:`GenossmError` raised inside a workflow into one clean message and exit status 2.
-
-    At the config edge, before the workflow reads any option: the workflow's ``renamed`` keys (old spelling ->
-    new, see :func:`genossm.config.renamed_keys`) move to their new names, then the sizes are checked."""
-    if func is None:
-        return functools.partial(user_errors, renamed=renamed)
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        fresh = _fresh_run_folder()
-        try:
-            if args and isinstance(args[0], DictConfig):
-                spelled = renamed_keys(args[0], renamed, given_keys()) if renamed else {}
-                check_sizes(args[0], spelled)  # a bad size is named as the user spelled it
-            return func(*args, **kwargs)
-        except GenossmError as err:
-            print(f"genossm: error: {err}", file=sys.stderr)
-            _remove_failed_run(fresh)
-            raise SystemExit(2) from None
-
-    return wrapper
-
-
-# what Hydra writes into a run folder before the workflow starts
-_HYDRA_FILES = {".hydra"}
-
-
-def _fresh_run_folder():
-    """The Hydra run folder when this run created it (nothing in it but Hydra's own files), else None."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if not HydraConfig.initialized():
-            return None
-        folder = Path(HydraConfig.get().runtime.output_dir).resolve()
-        job = HydraConfig.get().job.name
-    except Exception:  # noqa: BLE001 - not a Hydra run: nothing to clean
-        return None
-    if folder == Path.cwd().resolve() or not folder.is_dir():
-        return None
-    own = _HYDRA_FILES | {f"{job}.log"}
-    return folder if all(p.name in own for p in folder.iterdir()) else None
-
-
-def _remove_failed_run(folder) -> None:
-    """A run stopped by a user error before doing anything leaves no run folder behind (an earlier run's
-    folder, resumed or extended, is never touched)."""
-    if folder is None or not folder.is_dir():
-        return
-    leftovers = [p for p in folder.rglob("*") if p.is_file() and ".hydra" not in p.relative_to(folder).parts]
-    if all(p.suffix == ".log" or p.name == "config.yaml" for p in leftovers):  # only what the failed start wrote
-        import logging
-
-        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-            for handler in list(getattr(logger, "handlers", [])):  # Hydra's job log file lives in the folder
-                if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().is_relative_to(folder):
-                    logger.removeHandler(handler)
-                    handler.close()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 # a region as a genome browser shows it, with thousands separators: 20:421,801-421,840
 _BROWSER_REGION = re.compile(r"^(?P<key>\+{0,2}(?:[\w.]+\.)?region)=(?P<value>[^\s:'\"\[\]{}=,]+:\d{1,3}(?:,\d{3})*"
                              r"(?:-\d{1,3}(?:,\d{3})*)?)$")
@@ -234,31 +156,6 @@ def check_run_folder(overrides: list[str]) -> None:
         raise SystemExit(2)
 
 
-def workflow_path(name: str):
-    from genossm.paths import workflows_dir
-
-    filename, _ = WORKFLOWS[name]
-    return workflows_dir() / filename
-
-
-def load_workflow(name: str):
-    """The workflow's script as a module (loaded once), for calling its run from Python, e.g.
-    ``load_workflow("pretrain").train(cfg)`` or ``load_workflow("score-variants").score_variants(...)``."""
-    path = workflow_path(name)
-    module_name = f"genossm_workflow_{path.stem}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return module
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -288,8 +185,43 @@ def main(argv: list[str] | None = None) -> None:
         check_run_folder(argv[1:])
     path = workflow_path(name)
     sys.argv = [str(path), *argv[1:]]
+    if HELP_FLAGS.intersection(argv[1:]) and print_help(path):
+        return
     stop_on_sigterm()
     runpy.run_path(str(path), run_name="__main__")
+
+
+# Hydra's flags that print help and exit before a workflow runs: answered from the workflow's config alone, without
+# loading its script (and Lightning and torch with it), in well under a second
+HELP_FLAGS = {"--help", "-h", "--hydra-help"}
+
+
+def hydra_entry(path: Path) -> dict | None:
+    """``config_name`` and ``version_base`` of the workflow script's ``@hydra.main``, read from its source."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef):
+            for decorator in node.decorator_list:
+                if isinstance(decorator, ast.Call) and ast.unparse(decorator.func) == "hydra.main":
+                    return {k.arg: ast.literal_eval(k.value) for k in decorator.keywords
+                            if k.arg in ("config_name", "version_base")}
+    return None
+
+
+def print_help(path: Path) -> bool:
+    """Let Hydra print the workflow's help as the script would: a stand-in entry point compiled under the script's
+    file name (Hydra names the app after it) and run as ``__main__``, with the script's config. False when the
+    script's entry point cannot be read that way (the script then runs itself)."""
+    entry = hydra_entry(path)
+    if entry is None or "config_name" not in entry:
+        return False
+    import hydra
+
+    from genossm.paths import conf_dir
+
+    namespace = {"__name__": "__main__"}
+    exec(compile("def main(cfg):\n    pass\n", str(path), "exec"), namespace)  # noqa: S102 - a fixed stand-in
+    hydra.main(config_path=str(conf_dir()), **entry)(namespace["main"])()
+    return True
 
 
 class Terminated(SystemExit):

@@ -1,4 +1,4 @@
-"""What every workflow shares: the OmegaConf resolvers, instantiation, the Trainer, CPU threads, the saved config.
+"""What every workflow shares: the OmegaConf resolvers, instantiation, CPU threads, the saved config.
 
 Importing ``genossm`` registers the resolvers the configs use (once, here):
 
@@ -6,8 +6,8 @@ Importing ``genossm`` registers the resolvers the configs use (once, here):
 * ``${run_id:}``: the run folder's name (see :func:`run_id`);
 * ``${or_default:VALUE,DEFAULT}``: ``VALUE`` unless it is null or empty.
 
-:func:`build_trainer` is the one way a workflow builds its Lightning Trainer (from the ``trainer`` group, with
-the workflow's callbacks, loggers and ``precision``); :func:`set_cpu_threads` applies ``torch_threads``.
+:func:`set_cpu_threads` applies ``torch_threads``. The Trainer is built with the LightningModules, in
+:mod:`genossm.tasks.trainer`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -242,145 +242,6 @@ def huge_page_environment(environ=os.environ) -> None:
     environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
-# ---------------------------------------------------------------------------------------------- the Trainer
-
-
-def fsdp_strategy(sharding_strategy: str = "FULL_SHARD", state_dict_type: str = "full", **kwargs):
-    """Lightning FSDP wrapping each residual block (used by ``conf/trainer/fsdp.yaml``)."""
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    from genossm.models.mamba import ResidualBlock
-
-    return FSDPStrategy(auto_wrap_policy={ResidualBlock}, sharding_strategy=sharding_strategy,
-                        state_dict_type=state_dict_type, **kwargs)
-
-
-def check_trainer(trainer) -> None:
-    """Fail before anything starts, with one clear message, on a trainer this machine cannot run."""
-    import torch
-
-    trainer = trainer or {}
-    strategy = trainer.get("strategy")
-    strategy = str(strategy.get("_target_", "")) if OmegaConf.is_config(strategy) else str(strategy or "")
-    accelerator = str(trainer.get("accelerator") or "auto")
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    gpu = torch.cuda.is_available() or (accelerator != "cuda" and mps)
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not gpu)
-    if "fsdp" in strategy.lower() and (on_cpu or not gpu):
-        raise GenossmError(
-            "trainer=fsdp needs GPUs: PyTorch's FSDP does not run on CPU (Lightning refuses it and torch's "
-            "FullyShardedDataParallel needs an accelerator device). On CPU use data parallel instead: "
-            "trainer=ddp trainer.accelerator=cpu trainer.devices=2 trainer.precision=32-true"
-        )
-    if accelerator in ("gpu", "cuda") and not gpu:
-        raise GenossmError(
-            f"trainer.accelerator={accelerator} but no GPU is visible to this process; on CPU use trainer=cpu "
-            "(or, for data parallel over CPU processes, trainer=ddp trainer.accelerator=cpu trainer.devices=2 "
-            "trainer.precision=32-true)"
-        )
-
-
-# the Trainer precisions genossm's models run in (float64 is not one: the scan kernels compute in float32)
-PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
-_PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
-
-
-def check_precision(value, key: str = "precision") -> str:
-    """The Trainer precision ``value`` as Lightning spells it, or one message naming ``key`` and the choices."""
-    text = str(value).strip()
-    text = _PRECISION_ALIASES.get(text, text)
-    if text not in PRECISIONS:
-        raise GenossmError(f"{key}={value}: expected auto or one of {', '.join(PRECISIONS)}"
-                           + (" (genossm's scan kernels compute in float32; 64-bit is not supported)"
-                              if text.startswith("64") else ""))
-    return text
-
-
-def local_processes(trainer) -> int:
-    """How many processes of this run share this machine's cores (CPU DDP ranks; 1 otherwise)."""
-    trainer = trainer or {}
-    if str(trainer.get("accelerator") or "") != "cpu":
-        return 1
-    devices = trainer.get("devices", 1)
-    return int(devices) if isinstance(devices, int) and devices > 0 else 1
-
-
-def build_trainer(cfg: DictConfig, callbacks: Iterable = (), loggers: Iterable = (), **overrides: Any):
-    """The workflow's Lightning Trainer: ``cfg.trainer`` instantiated with the workflow's callbacks and loggers.
-
-    ``cfg.precision`` (when set and not ``auto``) replaces ``trainer.precision``; under SLURM, submitit owns the
-    requeue (Lightning only reads the ranks). ``overrides`` are the workflow's own Trainer arguments."""
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-    check_trainer(cfg.get("trainer"))
-    precision = cfg.get("precision", "auto")
-    if precision not in (None, "", "auto"):
-        check_precision(precision, "precision")
-        overrides["precision"] = precision
-    elif (cfg.get("trainer") or {}).get("precision") is not None:
-        check_precision(cfg.trainer.precision, "trainer.precision")
-    from genossm.tasks.checkpoint_io import AtomicCheckpointIO
-
-    plugins = list(overrides.pop("plugins", None) or [])
-    if SLURMEnvironment.detect():
-        plugins.append(SLURMEnvironment(auto_requeue=False))
-    if not any(isinstance(p, AtomicCheckpointIO) for p in plugins):
-        plugins.append(AtomicCheckpointIO())  # a failed save (full disk) keeps the previous checkpoint
-    overrides["plugins"] = plugins
-    loggers = list(loggers)
-    return instantiate(cfg.trainer, callbacks=list(callbacks), logger=loggers or False, **overrides)
-
-
-# third-party messages that say nothing about the user's run (matched at the start of the message)
-_NOISE_WARNINGS = (
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # torch's pytree API, used inside Lightning
-    r"Your `IterableDataset` has `__len__` defined",  # ours report their exact per-rank length on purpose
-    r"Checkpoint directory .* exists and is not empty",  # every resume and every rerun into output=
-    r"The '(train|val|predict|test)_dataloader' does not have many workers",  # tiny CPU runs use none on purpose
-)
-_NOISE_LOGS = ("💡 Tip:",)  # Lightning's adverts for its cloud services
-
-
-class _DropNoise:
-    """A logging filter: drops Lightning's adverts, and a line identical to the one just let through (Lightning
-    logs its device summary once per Trainer, and workflows may build more than one)."""
-
-    def __init__(self) -> None:
-        self._last = None
-
-    def filter(self, record) -> bool:
-        message = record.getMessage()
-        if message.startswith(_NOISE_LOGS):
-            return False
-        if message == self._last:
-            return False
-        self._last = message
-        return True
-
-
-def quiet_third_party() -> None:
-    """Lightning and torch messages that are noise for a genossm user: adverts, deprecations of APIs Lightning
-    uses inside, warnings about choices genossm makes on purpose; and Lightning's own log handler, which
-    printed every line twice beside the workflow's logging. Real warnings still show."""
-    import logging
-    import warnings
-
-    for pattern in _NOISE_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    root_has_handlers = logging.getLogger().hasHandlers()
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logger = logging.getLogger(name)
-        if root_has_handlers:  # the workflow's logging prints Lightning's lines: drop Lightning's second copy
-            for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
-                logger.removeHandler(handler)
-            logger.propagate = True
-        if not any(isinstance(f, _DropNoise) for f in logger.filters):
-            logger.addFilter(_DropNoise())
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropNoise) for f in rank_zero.filters):
-        rank_zero.addFilter(_DropNoise())
-
-
 # ---------------------------------------------------------------------------------------------- size options
 
 # size-like options of every workflow, matched by the last part of their key (``data.window_len``,
@@ -437,20 +298,3 @@ def check_sizes(cfg: DictConfig, spelled: dict[str, str] | None = None) -> None:
 
     if cfg is not None:
         visit(cfg, "")
-
-
-def prepare_run(cfg: DictConfig, num_workers: int = 0) -> None:
-    """Before anything is built: check the trainer can run here, seed everything from ``cfg.seed``, set the
-    CPU threads from ``cfg.torch_threads`` and quiet the third-party noise (:func:`quiet_third_party`)."""
-    import lightning as L
-
-    check_sizes(cfg)
-    quiet_third_party()
-    if cfg.get("trainer") is not None:
-        check_trainer(cfg.trainer)
-    if cfg.get("precision") not in (None, "", "auto"):
-        check_precision(cfg.precision, "precision")
-    elif (cfg.get("trainer") or {}).get("precision") is not None:
-        check_precision(cfg.trainer.precision, "trainer.precision")
-    L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
-    set_cpu_threads(cfg.get("torch_threads", "auto"), num_workers, local_processes(cfg.get("trainer")))

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from genossm import config
 from genossm.errors import GenossmError
 from genossm.paths import conf_dir
+from genossm.tasks.trainer import build_trainer
 
 
 def test_auto_threads_follow_affinity_workers_and_ranks(monkeypatch):
@@ -77,9 +78,9 @@ def test_every_workflow_takes_torch_threads_and_precision(workflow):
 def test_precision_reaches_the_trainer(tmp_path):
     cfg = OmegaConf.create({"precision": "bf16-mixed", "trainer": {"_target_": "lightning.pytorch.Trainer",
                             "accelerator": "cpu", "devices": 1, "logger": False, "default_root_dir": str(tmp_path)}})
-    assert config.build_trainer(cfg).precision == "bf16-mixed"
+    assert build_trainer(cfg).precision == "bf16-mixed"
     cfg.precision = "auto"
-    assert config.build_trainer(cfg).precision == "32-true"
+    assert build_trainer(cfg).precision == "32-true"
 
 
 # -- size-like options are checked at the config edge; a failed start leaves no run folder ------------------

@@ -18,8 +18,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from genossm.cli import user_errors
-from genossm.config import build_trainer, prepare_run
 from genossm.data.regions import auto_region_len, center_fit, open_genome, read_regions, region_sequences
 from genossm.data.windows import RegionDataset, SameLengthBatches, SequenceDataset
 from genossm.errors import GenossmError, atomic_write
@@ -27,6 +25,8 @@ from genossm.models import from_pretrained, model_path
 from genossm.paths import conf_dir
 from genossm.tasks.outputs import input_columns, write_table
 from genossm.tasks.regions import RegionEmbedder
+from genossm.tasks.trainer import build_trainer, prepare_run
+from genossm.workflows import user_errors
 
 
 def sequence_loader(seqs: list, batch_size: int, region_len: int | str | None) -> DataLoader:
@@ -47,8 +47,8 @@ def embed_sequences(backbone, seqs: list, pooling: str = "mean", batch_size: int
     """RC-invariant embeddings (N, H) of ``seqs`` in input order, through ``trainer.predict`` (a one-CPU
     Trainer when none is given)."""
     if trainer is None:
-        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                            enable_checkpointing=False, enable_model_summary=False)
+        trainer = build_trainer({"trainer": {"accelerator": "cpu", "devices": 1}}, enable_progress_bar=False,
+                                enable_checkpointing=False, enable_model_summary=False)
     batches = trainer.predict(RegionEmbedder(backbone, pooling), dataloaders=sequence_loader(seqs, batch_size, region_len))
     rows = torch.cat([b["row"].cpu() for b in batches])
     return torch.cat([b["embedding"].cpu() for b in batches])[torch.argsort(rows)]

@@ -15,8 +15,7 @@ import hydra
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from genossm.cli import user_errors
-from genossm.config import build_trainer, prepare_run, save_config, to_plain
+from genossm.config import save_config, to_plain
 from genossm.data.datamodule import EvaluationPasses
 from genossm.data.genome import fasta_paths, file_sha256
 from genossm.data.intervals import read_bed, subtract_intervals
@@ -28,6 +27,8 @@ from genossm.paths import conf_dir
 from genossm.tasks.baselines import baseline_report
 from genossm.tasks.outputs import evaluation_rows, print_evaluation, write_evaluation_table
 from genossm.tasks.pretrain import MaskedLM
+from genossm.tasks.trainer import build_trainer, prepare_run
+from genossm.workflows import user_errors
 
 
 def training_genome_here(model_extra: dict) -> tuple[str | list[str] | None, str]:

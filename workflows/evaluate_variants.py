@@ -12,7 +12,6 @@ metrics with bootstrap intervals, overall and by stratum -> write ``metrics.tsv`
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -21,16 +20,17 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from genossm.cli import load_workflow, user_errors
-from genossm.config import build_trainer, prepare_run, save_config, to_plain
+from genossm.config import save_config, to_plain
 from genossm.data.genome import Genome
 from genossm.data.variant_labels import LabelledVariants, join_scores, read_scored
 from genossm.errors import GenossmError
 from genossm.paths import conf_dir
+from genossm.tasks import variant_metrics as vm
 from genossm.tasks.baselines.markov import fit_chosen_order, markov_variant_scores, reference_bases
 from genossm.tasks.outputs import write_json, write_table
 from genossm.tasks.plots import plot_variant_evaluation
-from genossm.tasks import variant_metrics as vm
+from genossm.tasks.trainer import build_trainer, prepare_run
+from genossm.workflows import load_workflow, user_errors
 
 log = logging.getLogger("genossm.evaluate_variants")
 

@@ -22,8 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from genossm.cli import user_errors
-from genossm.config import build_trainer, prepare_run, renamed_keys, save_config
+from genossm.config import renamed_keys, save_config
 from genossm.data.intervals import assign_splits
 from genossm.data.regions import open_genome, read_regions, region_tokens
 from genossm.data.windows import RegionDataset
@@ -37,6 +36,8 @@ from genossm.tasks.outputs import format_metrics, input_columns, score_columns, 
 from genossm.tasks.plots import plot_curves
 from genossm.tasks.region_labels import check_split_classes, encode_labels
 from genossm.tasks.regions import RegionModel, embed_regions
+from genossm.tasks.trainer import build_trainer, prepare_run
+from genossm.workflows import user_errors
 
 log = logging.getLogger("genossm.finetune")
 

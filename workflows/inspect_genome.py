@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from genossm.cli import user_errors
 from genossm.data import tokenizer as tk
 from genossm.data.token_cache import TokenCache, open_tokens
-from genossm.tasks.outputs import write_table
 from genossm.paths import conf_dir
+from genossm.tasks.outputs import write_table
+from genossm.workflows import user_errors
 
 CHUNK = 1 << 24
 

@@ -19,8 +19,7 @@ import torch
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
-from genossm.cli import user_errors
-from genossm.config import build_trainer, instantiate, instantiate_all, prepare_run, renamed_keys, save_config, to_plain
+from genossm.config import instantiate, instantiate_all, renamed_keys, save_config, to_plain
 from genossm.data.genome import fasta_paths, file_sha256
 from genossm.data.token_cache import fasta_label, fasta_value
 from genossm.errors import GenossmError, atomic_write
@@ -32,6 +31,8 @@ from genossm.tasks.loggers import KeepMetricHistory
 from genossm.tasks.outputs import format_comparison
 from genossm.tasks.plots import plot_history
 from genossm.tasks.pretrain import _full_model
+from genossm.tasks.trainer import build_trainer, prepare_run
+from genossm.workflows import user_errors
 
 
 RENAMED = {"task.seq_len_warmup": "data.window_len_warmup"}  # old spelling -> new, accepted for one release

@@ -14,8 +14,6 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from genossm.cli import user_errors
-from genossm.config import build_trainer, prepare_run
 from genossm.data.regions import open_genome, read_regions, region_tokens
 from genossm.data.windows import RegionDataset
 from genossm.errors import GenossmError
@@ -24,6 +22,8 @@ from genossm.paths import conf_dir
 from genossm.tasks.metrics import output_scores
 from genossm.tasks.outputs import input_columns, score_columns, write_table
 from genossm.tasks.regions import RegionModel
+from genossm.tasks.trainer import build_trainer, prepare_run
+from genossm.workflows import user_errors
 
 
 def score_regions(cfg: DictConfig):

@@ -26,8 +26,6 @@ import lightning as L
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from genossm.cli import user_errors
-from genossm.config import build_trainer, prepare_run
 from genossm.data.genome import Genome, one_fasta
 from genossm.data.variant_windows import VariantBatches, saturation_records
 from genossm.data.variants import VariantReader
@@ -37,8 +35,10 @@ from genossm.models.heads import POOLINGS
 from genossm.models.hub import BUNDLED, HF
 from genossm.paths import conf_dir
 from genossm.tasks.callbacks import ShardWriter, VariantProgress
+from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.tasks.variant_outputs import Summary, is_table_path, is_vcf_path, write_scored_variants
 from genossm.tasks.variants import ScoringOptions, VariantScorer, default_window_len
+from genossm.workflows import user_errors
 
 log = logging.getLogger("genossm.score_variants")
 
@@ -155,13 +155,10 @@ def score_variants(
     if isinstance(trainer, L.Trainer):
         trainer.callbacks.extend(callbacks)
         pl_trainer = trainer
-    else:
-        kwargs = {"accelerator": "cpu", "devices": 1, "logger": False}
-        kwargs.update(dict(trainer or {}))
-        kwargs.update(callbacks=list(kwargs.get("callbacks") or []) + callbacks, enable_progress_bar=False,
-                      enable_checkpointing=False, enable_model_summary=False)
-        kwargs.setdefault("logger", False)
-        pl_trainer = L.Trainer(**kwargs)
+    else:  # Trainer keywords from Python (one CPU unless they say otherwise)
+        settings = {"accelerator": "cpu", "devices": 1, **dict(trainer or {})}
+        pl_trainer = build_trainer({"trainer": settings}, callbacks, enable_progress_bar=False,
+                                   enable_checkpointing=False, enable_model_summary=False)
     scorer = VariantScorer(model, opts)
     try:
         with warnings.catch_warnings():

@@ -23,15 +23,13 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
-from genossm.models import from_pretrained, load_extra  # noqa: E402
-from genossm.models.hub import CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME, write_checksum  # noqa: E402
-from genossm.vocab import vocab_dict  # noqa: E402
+from genossm.models import from_pretrained, load_extra, save_pretrained  # noqa: E402
+from genossm.models.hub import CONFIG_NAME, WEIGHTS_NAME, write_checksum  # noqa: E402
 
 # the bundled FASTA window every card reports and tests/models/test_bundled.py re-scores
 CHECK = {
@@ -60,24 +58,17 @@ def bundle(name: str, run: Path, genome: Path, summary_line: str) -> Path:
     extra = load_extra(run / "model")
     summary = json.loads((run / "summary.json").read_text())
     folder = HERE / name
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": FORMAT})
-    (folder / WEIGHTS_NAME).chmod(0o644)
-    meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "model_config": model.config.to_dict(),
-        "tokenizer": vocab_dict(),
-        "extra": {
-            "train_window_len": extra["train_window_len"],
-            "fasta": genome.name,
-            "fasta_sha256": sha256(genome),
-            "held_out": extra.get("held_out") or held_out_from_config(run),
-            "recipe": f"genossm pretrain experiment={name} fasta={genome.name}",
-            "global_step": summary["global_step"],
-            "summary": summary_line,
-        },
+    extra = {
+        "train_window_len": extra["train_window_len"],
+        "fasta": genome.name,
+        "fasta_sha256": sha256(genome),
+        "held_out": extra.get("held_out") or held_out_from_config(run),
+        "recipe": f"genossm pretrain experiment={name} fasta={genome.name}",
+        "global_step": summary["global_step"],
+        "summary": summary_line,
     }
-    (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    save_pretrained(model.to(torch.float16), folder, extra=extra)
+    (folder / WEIGHTS_NAME).chmod(0o644)
     write_checksum(folder)
     return folder
 

@@ -355,10 +355,9 @@ def head_is_tied(weights: dict[str, torch.Tensor]) -> bool:
     return head is None or emb is None or (head.shape == emb.shape and torch.equal(head, emb))
 
 
-def load(folder: Path, hf_config: dict, map_location="cpu") -> BiMambaLM:
-    """Build the genossm model of a Caduceus checkpoint folder and load its weights (eval mode)."""
-    from genossm.models.hub import load_state
-
+def build(folder: Path, hf_config: dict, map_location="cpu") -> tuple[BiMambaLM, dict[str, torch.Tensor], Path]:
+    """The genossm model of a Caduceus checkpoint folder, its weights mapped onto genossm's names, and the
+    weights file they came from; :func:`genossm.models.hub.from_pretrained` loads and checks them."""
     source = str(folder / "config.json")
     weights, weights_path = read_weights(folder, map_location)
     vocab_size = _option(hf_config, "vocab_size", None, int, source)
@@ -366,9 +365,7 @@ def load(folder: Path, hf_config: dict, map_location="cpu") -> BiMambaLM:
     comp = complement_map(hf_config, provisional.vocab_size, source)
     ids = token_ids(checkpoint_vocab(folder, vocab_size), comp, source)
     cfg = model_config(hf_config, source, tied_head=head_is_tied(weights), token_ids=ids)
-    model = BiMambaLM(cfg)
-    load_state(model, convert_weights(weights, cfg, weights_path), weights_path)
-    return model.to(map_location).eval()
+    return BiMambaLM(cfg), convert_weights(weights, cfg, weights_path), weights_path
 
 
 def describe(folder: Path) -> dict:
@@ -387,5 +384,5 @@ def parameter_count(hf_config: dict) -> int:
         return BiMambaLM(cfg).num_parameters() - NUM_BASES  # genossm's zero LM-head bias is not a Caduceus weight
 
 
-__all__ = ["KNOWN_CHECKPOINTS", "is_caduceus", "load", "describe", "model_config", "convert_weights", "read_weights",
+__all__ = ["KNOWN_CHECKPOINTS", "is_caduceus", "build", "describe", "model_config", "convert_weights", "read_weights",
            "token_ids", "checkpoint_vocab", "parameter_count", "known_checkpoint"]

@@ -9,8 +9,11 @@ plus ``head.safetensors`` for a fine-tuned region model; and reading a Lightning
      "extra": {...whatever the caller passed, e.g. {"train_window_len": 2048}...}}
 
 Loading a folder needs only torch and safetensors (no Lightning, no Hydra). A Lightning ``.ckpt`` written by
-pretraining is read by the pretraining task (:func:`genossm.tasks.pretrain.read_checkpoint`), which knows
-its layout; :func:`from_pretrained` and :func:`load_extra` accept one all the same.
+pretraining (:class:`genossm.tasks.pretrain.MaskedLM`) carries the model as a block of its own:
+``hyper_parameters["model_config"]`` (the config fields), ``hyper_parameters["extra"]`` and the ``state_dict``
+entries prefixed ``model.`` (:data:`CHECKPOINT_PREFIX`: the task keeps the backbone as ``self.model``).
+:func:`read_checkpoint` reads that block, :func:`checkpoint_weights` takes the model's weights out of a
+``state_dict``; :func:`from_pretrained` and :func:`load_extra` accept a ``.ckpt`` as they accept a folder.
 
 A fine-tuned region model (``genossm finetune``) is a backbone folder whose ``extra["region_head"]`` holds task,
 classes, pooling, region_len, plus ``head.safetensors``: the linear head, ``weight`` (n_outputs, H) and
@@ -35,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -321,7 +325,9 @@ def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
         if foreign is not None:
             from genossm.models import caduceus
 
-            return caduceus.load(path, foreign, map_location)
+            model, weights, weights_path = caduceus.build(path, foreign, map_location)
+            load_state(model, weights, weights_path)
+            return model.to(map_location).eval()
         meta = _read_config_json(path)
         config = BiMambaConfig.from_dict(meta["model_config"], source=str(path / CONFIG_NAME))
         weights_path = path / WEIGHTS_NAME
@@ -333,9 +339,7 @@ def from_pretrained(path: str | os.PathLike, map_location="cpu") -> BiMambaLM:
         except (SafetensorError, OSError, ValueError) as err:
             raise GenossmError(f"{weights_path}: cannot read safetensors weights ({err})") from err
         source = weights_path
-    elif path.is_file():  # a training checkpoint: its layout is the pretraining task's
-        from genossm.tasks.pretrain import read_checkpoint
-
+    elif path.is_file():  # a training checkpoint
         model_config, weights, _ = read_checkpoint(path, map_location)
         config = BiMambaConfig.from_dict(model_config, source=f"{path} (hyper_parameters['model_config'])")
         source = path
@@ -360,8 +364,6 @@ def load_extra(path: str | os.PathLike) -> dict:
             return dict(caduceus.describe(path), source=_source_name(text, path))
         return dict(_read_config_json(path).get("extra") or {})
     if path.is_file():
-        from genossm.tasks.pretrain import read_checkpoint
-
         return read_checkpoint(path, "cpu")[2]
     raise GenossmError(f"{path}: no such model folder or checkpoint file")
 
@@ -403,3 +405,45 @@ def load_region_model(path, map_location="cpu") -> tuple[nn.Module, nn.Linear, d
     head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
     head.load_state_dict(state)
     return backbone, head, meta
+
+
+# ---- the block a training checkpoint carries -------------------------------------------------------
+
+CHECKPOINT_PREFIX = "model."  # the pretraining task keeps the backbone as self.model
+
+
+def checkpoint_weights(state: dict) -> dict:
+    """The model's weights in a LightningModule's ``state_dict``: the entries prefixed :data:`CHECKPOINT_PREFIX`,
+    the prefix removed."""
+    return {k[len(CHECKPOINT_PREFIX):]: v for k, v in state.items() if k.startswith(CHECKPOINT_PREFIX)}
+
+
+def _load_checkpoint(path: Path, map_location) -> dict:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # hyper-parameters holding OmegaConf containers need the full unpickler (trusted file only)
+        pass
+    except (RuntimeError, EOFError, OSError) as err:
+        raise GenossmError(f"{path}: cannot read as a PyTorch/Lightning checkpoint ({err})") from err
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
+        raise GenossmError(f"{path}: cannot read as a PyTorch/Lightning checkpoint ({err})") from err
+
+
+def read_checkpoint(path: Path, map_location) -> tuple[dict, dict, dict]:
+    """(model_config dict, the model's weights, extra) from a Lightning .ckpt of the pretraining task: its
+    ``hyper_parameters["model_config"]`` (config fields), the ``state_dict`` entries prefixed ``model.`` (the
+    prefix removed) and ``hyper_parameters["extra"]``."""
+    ckpt = _load_checkpoint(path, map_location)
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or "model_config" not in hparams:
+        raise GenossmError(f"{path}: no hyper_parameters['model_config'] in this checkpoint; "
+                           "was it written by genossm's pretraining task?")
+    model_config = {str(k): v for k, v in dict(hparams["model_config"]).items()}
+    weights = checkpoint_weights(ckpt.get("state_dict", {}))
+    if not weights:
+        raise GenossmError(f"{path}: no state_dict entries prefixed '{CHECKPOINT_PREFIX}'")
+    extra = hparams.get("extra") or {}
+    return model_config, weights, dict(extra)

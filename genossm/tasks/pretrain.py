@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import pickle
-from pathlib import Path
 from typing import Any, Mapping
 
 import lightning as L
@@ -40,6 +38,7 @@ import torch.nn.functional as F
 
 from genossm.data.tokenizer import MASK, NUM_BASES
 from genossm.errors import GenossmError
+from genossm.models.hub import CHECKPOINT_PREFIX, read_checkpoint  # noqa: F401  (the block this module's checkpoints carry)
 from genossm.tasks.metrics import LN2, BitsPerBase
 
 
@@ -239,48 +238,11 @@ def _full_model(trainer, module, model_config):
     if "FSDP" not in type(trainer.strategy).__name__:
         return module.model
     from genossm.models import BiMambaLM
+    from genossm.models.hub import checkpoint_weights
 
     state = trainer.strategy.lightning_module_state_dict()
     if not trainer.is_global_zero:
         return None
     model = BiMambaLM(model_config)
-    prefix = "model."
-    model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    model.load_state_dict(checkpoint_weights(state))
     return model
-
-
-# ---- reading a training checkpoint -----------------------------------------------------------------
-
-CKPT_PREFIX = "model."  # MaskedLM keeps the backbone as self.model
-
-
-def _load_checkpoint(path: Path, map_location) -> dict:
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # hyper-parameters holding OmegaConf containers need the full unpickler (trusted file only)
-        pass
-    except (RuntimeError, EOFError, OSError) as err:
-        raise GenossmError(f"{path}: cannot read as a PyTorch/Lightning checkpoint ({err})") from err
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
-        raise GenossmError(f"{path}: cannot read as a PyTorch/Lightning checkpoint ({err})") from err
-
-
-def read_checkpoint(path: Path, map_location) -> tuple[dict, dict, dict]:
-    """(model_config dict, the model's weights, extra) from a Lightning .ckpt of :class:`MaskedLM`: its
-    ``hyper_parameters["model_config"]`` (config fields), the ``state_dict`` entries prefixed ``model.`` (the
-    prefix removed) and ``hyper_parameters["extra"]``."""
-    ckpt = _load_checkpoint(path, map_location)
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hparams, dict) or "model_config" not in hparams:
-        raise GenossmError(f"{path}: no hyper_parameters['model_config'] in this checkpoint; "
-                           "was it written by genossm's pretraining task?")
-    model_config = {str(k): v for k, v in dict(hparams["model_config"]).items()}
-    state = ckpt.get("state_dict", {})
-    weights = {k[len(CKPT_PREFIX):]: v for k, v in state.items() if k.startswith(CKPT_PREFIX)}
-    if not weights:
-        raise GenossmError(f"{path}: no state_dict entries prefixed '{CKPT_PREFIX}'")
-    extra = hparams.get("extra") or {}
-    return model_config, weights, dict(extra)

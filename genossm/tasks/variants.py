@@ -196,7 +196,7 @@ def __getattr__(name: str):
     if name == "score_variants":  # its old home; the keyword API of the workflow lives with it now
         import warnings
 
-        from genossm.cli import load_workflow
+        from genossm.workflows import load_workflow
 
         warnings.warn("genossm.tasks.variants.score_variants moved to the score-variants workflow: "
                       "genossm.cli.load_workflow('score-variants').score_variants", DeprecationWarning, stacklevel=2)
