@@ -190,9 +190,6 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     return metrics
 
 
-@torch.no_grad()
-
-
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="finetune")
 @user_errors(renamed=RENAMED)
 def main(cfg: DictConfig) -> None:

@@ -59,7 +59,7 @@ def inspect(cfg: DictConfig) -> list[dict]:
     return rows
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="inspect", version_base="1.3")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="inspect")
 def main(cfg: DictConfig):
     return user_errors(inspect)(cfg)
 
