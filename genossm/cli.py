@@ -284,12 +284,23 @@ def main(argv: list[str] | None = None) -> None:
         print(usage(), file=sys.stderr)
         raise SystemExit(2)
     argv[1:] = [quote_region(a) for a in argv[1:]]
+    _refuse_unused_keys(name, argv[1:])
     if name in RUN_FOLDER_WORKFLOWS:
         check_run_folder(argv[1:])
     path = workflow_path(name)
     sys.argv = [str(path), *argv[1:]]
     stop_on_sigterm()
     runpy.run_path(str(path), run_name="__main__")
+
+
+def _refuse_unused_keys(name: str, overrides: list[str]) -> None:
+    from genossm.config import refuse_unused_keys
+
+    try:
+        refuse_unused_keys(name, overrides)
+    except GenossmError as err:
+        print(f"genossm: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class Terminated(SystemExit):
