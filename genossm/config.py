@@ -508,7 +508,11 @@ def compose(workflow: str, overrides: Iterable[str] = ()) -> DictConfig:
 
     from genossm.paths import conf_dir
 
+    from hydra.core.global_hydra import GlobalHydra
+
     overrides = [str(o) for o in overrides]
     refuse_unused_keys(workflow, overrides)
+    if GlobalHydra.instance().is_initialized():  # inside a workflow's run: its search path is conf/ already
+        return hydra_compose(config_name=config_name(workflow), overrides=overrides)
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name=config_name(workflow), overrides=overrides)

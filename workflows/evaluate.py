@@ -224,9 +224,13 @@ def device_arguments(device: str) -> dict:
     return {"accelerator": "gpu", "devices": [int(index)] if index is not None else 1}
 
 
+# the run of a composed config (genossm.compose), for the command and for Python
+run = evaluate
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="evaluate")
 def main(cfg: DictConfig):
-    return user_errors(evaluate)(cfg)
+    return user_errors(run)(cfg)
 
 
 if __name__ == "__main__":
