@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         print(usage(), file=sys.stderr)
         raise SystemExit(2)
     argv[1:] = [quote_region(a) for a in argv[1:]]
+    _refuse_unused_keys(name, argv[1:])
     if name in RUN_FOLDER_WORKFLOWS:
         check_run_folder(argv[1:])
     path = workflow_path(name)
@@ -222,6 +223,16 @@ def print_help(path: Path) -> bool:
     exec(compile("def main(cfg):\n    pass\n", str(path), "exec"), namespace)  # noqa: S102 - a fixed stand-in
     hydra.main(config_path=str(conf_dir()), **entry)(namespace["main"])()
     return True
+
+
+def _refuse_unused_keys(name: str, overrides: list[str]) -> None:
+    from genossm.config import refuse_unused_keys
+
+    try:
+        refuse_unused_keys(name, overrides)
+    except GenossmError as err:
+        print(f"genossm: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class Terminated(SystemExit):

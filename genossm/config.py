@@ -298,3 +298,65 @@ def check_sizes(cfg: DictConfig, spelled: dict[str, str] | None = None) -> None:
 
     if cfg is not None:
         visit(cfg, "")
+
+
+# ---------------------------------------------------------------------------------------------- composing
+
+
+# the keys that mean the same thing in every workflow that takes them (README: "the same top-level keys")
+SHARED_KEYS = ("fasta", "pretrained", "variants", "regions", "output")
+
+
+def config_name(workflow: str) -> str:
+    """The root config of a workflow: ``conf/<name>.yaml`` (``score-variants`` -> ``score_variants``)."""
+    return workflow.replace("-", "_")
+
+
+def workflow_keys(workflow: str) -> set[str]:
+    """The top-level keys ``workflow``'s root config declares, read from its YAML (no composing): a shared key
+    that is not among them is one the workflow does not use (pretrain's ``fasta`` comes from its data group)."""
+    from genossm.paths import conf_dir
+
+    root = OmegaConf.load(Path(conf_dir()) / f"{config_name(workflow)}.yaml")
+    keys = {str(k) for k in root.keys()}
+    if any(OmegaConf.is_dict(d) and "data" in d for d in root.get("defaults", [])):
+        keys.add("fasta")  # the data group (package _global_) sets it
+    return keys
+
+
+def refuse_unused_keys(workflow: str, overrides: Iterable[str]) -> None:
+    """Stop with one message when an override sets a shared key (``variants=``, ``regions=``, ...) that
+    ``workflow`` does not use: ``genossm pretrain variants=x.vcf`` was accepted and the file silently ignored."""
+    wanted = None
+    for item in overrides:
+        key = str(item).split("=", 1)[0].lstrip("+")
+        if "=" not in str(item) or key not in SHARED_KEYS:
+            continue
+        wanted = workflow_keys(workflow) if wanted is None else wanted
+        if key not in wanted:
+            raise GenossmError(f"{workflow} does not use {key}= (its keys: "
+                               f"{', '.join(k for k in SHARED_KEYS if k in wanted)}); drop {key}=")
+
+
+def compose(workflow: str, overrides: Iterable[str] = ()) -> DictConfig:
+    """The config ``genossm <workflow> OVERRIDES`` runs with, composed from ``conf/`` for a Python caller::
+
+        cfg = genossm.compose("score-variants", ["pretrained=bundled:human_chr20", "fasta=chr20.fa.gz",
+                                                 "variants=calls.vcf.gz", "output=scored.vcf.gz"])
+        load_workflow("score-variants").run(cfg)
+
+    The overrides are spelled as on the command line (old spellings included: the run function moves them to
+    their new names); a shared key the workflow does not use is refused with the same message."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from genossm.paths import conf_dir
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [str(o) for o in overrides]
+    refuse_unused_keys(workflow, overrides)
+    if GlobalHydra.instance().is_initialized():  # inside a workflow's run: its search path is conf/ already
+        return hydra_compose(config_name=config_name(workflow), overrides=overrides)
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name(workflow), overrides=overrides)

@@ -72,3 +72,22 @@ def test_embed_without_regions(tiny_model, tmp_path, monkeypatch, capsys):
     err = one_line(["embed", f"pretrained={tiny_model}", f"fasta={CHLORO}", "output=emb.npy"], monkeypatch, tmp_path,
                    capsys)
     assert "regions=PATH is required" in err
+
+
+@pytest.mark.parametrize("workflow, key", [("pretrain", "variants"), ("inspect", "regions"),
+                                           ("score-variants", "regions"), ("finetune", "variants")])
+def test_a_key_the_workflow_does_not_use(workflow, key, tmp_path, monkeypatch, capsys):
+    err = one_line([workflow, f"{key}=x.vcf"], monkeypatch, tmp_path, capsys)
+    assert f"{workflow} does not use {key}=" in err
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
+def test_the_shared_run_keys_are_in_every_workflow():
+    from genossm.config import compose
+
+    for workflow in ("inspect", "pretrain", "evaluate", "score-variants", "evaluate-variants", "finetune",
+                     "score-regions", "embed"):
+        cfg = compose(workflow, ["seed=3", "torch_threads=1"])
+        assert (cfg.seed, cfg.torch_threads) == (3, 1), workflow
+        if workflow != "inspect":
+            assert compose(workflow, ["precision=bf16-mixed"]).precision == "bf16-mixed", workflow

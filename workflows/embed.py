@@ -91,10 +91,14 @@ def embed(cfg: DictConfig) -> np.ndarray:
     return emb
 
 
+# the run of a composed config (genossm.compose), for the command and for Python
+run = embed
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="embed")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    embed(cfg)
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out = Path(str(cfg.output)).absolute()
     check_writable(out / "evaluation.json", f"output={cfg.output}")  # before the work, not after it
     prepare_run(cfg)
-    devices = device_arguments(cfg.get("device", "auto"))  # a device this machine lacks: before any work
+    devices = trainer_device(cfg)  # a device this machine lacks: before any work
 
     # instantiate: the model, the windows, the task, the trainer
     model = from_pretrained(cfg.pretrained)
@@ -194,6 +194,17 @@ def evaluate(cfg: DictConfig) -> dict:
     return result
 
 
+def trainer_device(cfg: DictConfig) -> dict:
+    """The Trainer's accelerator and devices: ``device=cpu|cuda|cuda:N`` when given (short for
+    ``trainer.accelerator``/``trainer.devices``), else the trainer group's, where ``auto`` is a CUDA GPU when one is
+    visible and the CPU otherwise."""
+    if cfg.get("device") not in (None, ""):
+        return device_arguments(cfg.device)
+    if str((cfg.get("trainer") or {}).get("accelerator") or "auto") == "auto":
+        return device_arguments("auto")
+    return {}
+
+
 def device_arguments(device: str) -> dict:
     """``device=auto|cpu|cuda|cuda:N`` as Trainer arguments (auto: a GPU when one is visible)."""
     import torch
@@ -214,9 +225,13 @@ def device_arguments(device: str) -> dict:
     return {"accelerator": "gpu", "devices": [int(index)] if index is not None else 1}
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")
+# the run of a composed config (genossm.compose), for the command and for Python
+run = evaluate
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="evaluate")
 def main(cfg: DictConfig):
-    return user_errors(evaluate)(cfg)
+    return user_errors(run)(cfg)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def _model_scores(cfg, labelled: LabelledVariants, out: Path) -> tuple[dict[str,
     score_variants(cfg.pretrained, cfg.fasta, scored_path, cfg.variants, window_len=cfg.window_len,
                    batch_size=cfg.alleles_per_batch, strands=cfg.strands, indel_flank=cfg.indel_flank,
                    tokens_per_forward=cfg.tokens_per_forward, num_workers=cfg.num_workers, cache_dir=cfg.cache_dir,
-                   trainer=trainer, progress=cfg.progress)
+                   trainer=trainer, progress=cfg.progress, seed=cfg.seed, torch_threads=cfg.torch_threads)
     table = pd.read_csv(scored_path, sep="\t", keep_default_na=False, na_values=[""])
     if len(table) != len(labelled.table) or not (table["pos"].to_numpy() == labelled.table["pos"].to_numpy()).all():
         raise RuntimeError(f"{scored_path} does not hold the alleles of {cfg.variants} in order")
@@ -366,10 +366,14 @@ def report(result: dict, out: Path, plot: Path) -> str:
     return "\n".join(lines)
 
 
+# the run of a composed config (genossm.compose), for the command and for Python
+run = evaluate_variants
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="evaluate_variants")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    evaluate_variants(cfg)
+    run(cfg)
 
 
 if __name__ == "__main__":

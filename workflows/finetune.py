@@ -16,7 +16,6 @@ import hydra
 import numpy as np
 import torch
 import torch.nn as nn
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
@@ -78,7 +77,8 @@ RENAMED = {"task": "label_type", "mode": "method", "split.mode": "split.by"}
 
 
 def finetune(cfg: DictConfig, out_dir) -> dict:
-    """The ``genossm finetune`` run: every output goes to ``out_dir``; returns the metrics dict.
+    """The ``genossm finetune`` run: every output (``config.yaml`` included) goes to ``out_dir``; returns the
+    metrics dict. :func:`run` picks ``out_dir`` as the command does.
 
     ``cfg`` keys: fasta, pretrained, regions, seed, label_type, label_column, region_len, pooling, method,
     split.{by,fractions,val_contigs,test_contigs}, train.{...}, probe, kmer.{enabled,k,canonical},
@@ -87,6 +87,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     renamed_keys(cfg, RENAMED)  # a config composed in Python may still use the old spellings
+    save_config(cfg, out_dir)
     method = cfg.method
     if method not in ("finetune", "head", "probe"):
         raise GenossmError(f"method must be finetune, head or probe, got {method!r}")
@@ -191,16 +192,28 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     return metrics
 
 
-@torch.no_grad()
+def run_folder(cfg: DictConfig) -> Path:
+    """The run folder: Hydra's run folder under the command (``output=`` or ``outputs/finetune/<date_time>``),
+    the same from Python (``output=`` or ``outputs/finetune/<run_id>``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    from genossm.config import run_id
+
+    return Path(str(cfg.output)) if cfg.get("output") else Path("outputs/finetune") / run_id()
+
+
+def run(cfg: DictConfig) -> dict:
+    """The ``genossm finetune`` run of a composed config (:func:`genossm.compose`), from the command or Python:
+    the outputs and ``config.yaml`` go to :func:`run_folder`; returns the metrics dict."""
+    return finetune(cfg, run_folder(cfg))
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="finetune")
 @user_errors(renamed=RENAMED)
 def main(cfg: DictConfig) -> None:
-    out = Path(HydraConfig.get().runtime.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
-    finetune(cfg, out)
+    run(cfg)
 
 
 if __name__ == "__main__":

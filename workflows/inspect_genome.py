@@ -59,9 +59,13 @@ def inspect(cfg: DictConfig) -> list[dict]:
     return rows
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="inspect", version_base="1.3")
+# the run of a composed config (genossm.compose), for the command and for Python
+run = inspect
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="inspect")
 def main(cfg: DictConfig):
-    return user_errors(inspect)(cfg)
+    return user_errors(run)(cfg)
 
 
 if __name__ == "__main__":

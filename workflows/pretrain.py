@@ -297,9 +297,13 @@ def print_report(trainer, summary: dict, speed, fit_seconds: float, out: Path, p
     print(f"summary:     {out / 'summary.json'}")
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="pretrain", version_base="1.3")
+# the run of a composed config (genossm.compose), for the command and for Python
+run = train
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="pretrain")
 def main(cfg: DictConfig):
-    return user_errors(train, renamed=RENAMED)(cfg)
+    return user_errors(run, renamed=RENAMED)(cfg)
 
 
 if __name__ == "__main__":

@@ -57,10 +57,14 @@ def score_regions(cfg: DictConfig):
     return table
 
 
+# the run of a composed config (genossm.compose), for the command and for Python
+run = score_regions
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="score_regions")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    score_regions(cfg)
+    run(cfg)
 
 
 if __name__ == "__main__":

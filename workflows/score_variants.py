@@ -5,8 +5,8 @@ the scores mean.
 compose (Hydra) -> instantiate the input (records, the batches of variant windows), the scorer around the
 pretrained model, the shard writer and the Trainer -> predict (every rank streams its batches' scores into
 its own shard) -> write: rank 0 merges the shards back into the input, in input order (the VCF with
-genossm's INFO fields, the allele table, embeddings, heatmap). :func:`score_variants` is the same run from
-Python, with keywords.
+genossm's INFO fields, the allele table, embeddings, heatmap). :func:`run` is the run of a composed config
+(the command's and Python's); :func:`score_variants` is its keyword form.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import lightning as L
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from genossm.config import renamed_keys
 from genossm.data.genome import Genome, one_fasta
 from genossm.data.variant_windows import VariantBatches, saturation_records
 from genossm.data.variants import VariantReader
@@ -79,11 +80,56 @@ def score_variants(
     trainer: dict | L.Trainer | None = None,
     progress: bool = True,
     model=None,
+    seed: int = 0,
+    torch_threads: int | str | None = "auto",
 ) -> Summary:
     """Score every allele of ``variants`` (or, with ``mode="saturation"``, every substitution in ``region``)
     and write ``output``: a VCF (``.vcf``, ``.vcf.gz``, ``.bcf``) keeping every input record plus a table
     beside it, or only the table (``.tsv``, ``.tsv.gz``, ``.parquet``). Returns the run's :class:`Summary`.
-    ``mode`` and ``batch_size`` (alleles per batch) are the command line's ``scan`` and ``alleles_per_batch``."""
+    ``mode`` and ``batch_size`` (alleles per batch) are the command line's ``scan`` and ``alleles_per_batch``.
+
+    The keyword form of :func:`run`: the keywords go into the composed ``score-variants`` config, which
+    :func:`run` runs as the command does (seeding and CPU threads included). ``trainer``: a Lightning Trainer
+    to run in, or Trainer arguments over the ``trainer`` group's; ``model``: a model object instead of
+    ``pretrained``."""
+    from omegaconf import open_dict
+
+    from genossm.config import compose
+
+    def text(value):
+        return None if value is None else str(value) if isinstance(value, os.PathLike) else value
+
+    cfg = compose("score-variants")
+    values = dict(pretrained=pretrained, fasta=fasta, output=output, variants=variants, scan=mode, region=region,
+                  table=table, heatmap=heatmap, embeddings=embeddings, window_len=window_len,
+                  alleles_per_batch=batch_size, strands=strands, indel_flank=indel_flank, emb_dist=emb_dist,
+                  distance=distance, pooling=pooling, tokens_per_forward=tokens_per_forward, chunk_len=chunk_len,
+                  num_workers=num_workers, cache_dir=cache_dir, progress=progress, seed=seed,
+                  torch_threads=torch_threads)
+    with open_dict(cfg):
+        for key, value in values.items():
+            cfg[key] = text(value)
+        if trainer is not None and not isinstance(trainer, L.Trainer):
+            for key, value in dict(trainer).items():
+                cfg.trainer[key] = value
+    return run(cfg, model=model, trainer=trainer if isinstance(trainer, L.Trainer) else None)
+
+
+def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Summary:
+    """The ``genossm score-variants`` run of a composed config (:func:`genossm.compose`): seed and CPU threads
+    as the command sets them, the Trainer from the ``trainer`` group (or ``trainer``), the model from
+    ``pretrained`` (or ``model``), then score and write. Returns the run's :class:`Summary`."""
+    renamed_keys(cfg, RENAMED)  # a config composed in Python may still use the old spellings
+    prepare_run(cfg, num_workers=cfg.num_workers)
+    if trainer is None:  # a predict run writes nothing but its outputs: no logger, checkpoint or root folder
+        trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
+                                enable_model_summary=False)
+    pretrained, fasta, output, variants = cfg.pretrained, cfg.fasta, cfg.output, cfg.variants
+    mode, region, table, heatmap, embeddings = cfg.scan, cfg.region, cfg.table, cfg.heatmap, cfg.embeddings
+    window_len, batch_size, strands, indel_flank = cfg.window_len, cfg.alleles_per_batch, cfg.strands, cfg.indel_flank
+    emb_dist, distance, pooling = cfg.emb_dist, cfg.distance, cfg.pooling
+    tokens_per_forward, chunk_len, num_workers, cache_dir = cfg.tokens_per_forward, cfg.chunk_len, cfg.num_workers, cfg.cache_dir
+    progress = cfg.progress
     started = time.perf_counter()
     if mode not in ("variants", "saturation"):
         raise GenossmError(f"mode (scan= on the command line) must be 'variants' or 'saturation', got {mode!r}")
@@ -152,13 +198,8 @@ def score_variants(
     parts = output.with_name(f".{output.name}.genossm-parts")
     writer = ShardWriter(parts, keep_embeddings=embeddings is not None)
     callbacks = [writer, VariantProgress(total=total, enabled=progress)]
-    if isinstance(trainer, L.Trainer):
-        trainer.callbacks.extend(callbacks)
-        pl_trainer = trainer
-    else:  # Trainer keywords from Python (one CPU unless they say otherwise)
-        settings = {"accelerator": "cpu", "devices": 1, **dict(trainer or {})}
-        pl_trainer = build_trainer({"trainer": settings}, callbacks, enable_progress_bar=False,
-                                   enable_checkpointing=False, enable_model_summary=False)
+    trainer.callbacks.extend(callbacks)
+    pl_trainer = trainer
     scorer = VariantScorer(model, opts)
     try:
         with warnings.catch_warnings():
@@ -263,18 +304,7 @@ def _allele_total(reader: VariantReader | None, records) -> int | None:
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="score_variants")
 @user_errors(renamed=RENAMED)
 def main(cfg: DictConfig) -> None:
-    prepare_run(cfg, num_workers=cfg.num_workers)
-    # a predict run writes nothing but its outputs: no logger, checkpoint or root folder
-    trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
-                            enable_model_summary=False)
-    score_variants(
-        cfg.pretrained, cfg.fasta, cfg.output, cfg.variants,
-        mode=cfg.scan, region=cfg.region, table=cfg.table, heatmap=cfg.heatmap, embeddings=cfg.embeddings,
-        window_len=cfg.window_len, batch_size=cfg.alleles_per_batch, strands=cfg.strands, indel_flank=cfg.indel_flank,
-        emb_dist=cfg.emb_dist, distance=cfg.distance, pooling=cfg.pooling, tokens_per_forward=cfg.tokens_per_forward,
-        chunk_len=cfg.chunk_len, num_workers=cfg.num_workers, cache_dir=cfg.cache_dir, trainer=trainer,
-        progress=cfg.progress,
-    )
+    run(cfg)
 
 
 if __name__ == "__main__":
