@@ -19,7 +19,8 @@ from typing import Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from genossm.errors import GenossmError, atomic_write
+from genossm.atomic import atomic_write
+from genossm.errors import GenossmError
 
 RUN_ID_ENV = "GENOSSM_RUN_ID"
 MAX_AUTO_THREADS = 32  # beyond this the small kernels of a CPU run stop getting faster

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from genossm import cli
-from genossm.errors import GenossmError, atomic_path, atomic_write
+from genossm.atomic import atomic_path, atomic_write
+from genossm.errors import GenossmError
 from genossm.paths import conf_dir, data_dir, workflows_dir
 
 from helpers import save_tiny_model

@@ -1,6 +1,6 @@
 """The package's layers: every import, at the top of a module or inside a function, points down or sideways.
 
-From the bottom: the shared modules at the top of ``genossm/`` (errors, paths, vocab, config, the workflow table)
+From the bottom: the shared modules at the top of ``genossm/`` (errors, atomic, paths, vocab, config, the workflow table)
 < ``genossm/ops`` < ``genossm/models`` < ``genossm/data`` and ``genossm/tasks`` < ``workflows/`` <
 ``genossm/cli.py``. Nothing but ``cli.py`` imports ``genossm.cli``, and no modules import each other in a circle.
 """
@@ -35,7 +35,7 @@ def layer(module: str) -> str:
         return "cli"
     if len(parts) > 1 and parts[1] in ("ops", "models", "data", "tasks"):
         return parts[1]
-    return "base"  # genossm, genossm.errors, genossm.paths, genossm.vocab, genossm.config, genossm.workflows
+    return "base"  # genossm, genossm.errors, genossm.atomic, genossm.paths, genossm.vocab, genossm.config, genossm.workflows
 
 
 def _is_type_checking(test: ast.expr) -> bool:

@@ -18,9 +18,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from genossm.atomic import atomic_write
 from genossm.data.regions import auto_region_len, center_fit, open_genome, read_regions, region_sequences
 from genossm.data.windows import RegionDataset, SameLengthBatches, SequenceDataset
-from genossm.errors import GenossmError, atomic_write
+from genossm.errors import GenossmError
 from genossm.models import from_pretrained, model_path
 from genossm.paths import conf_dir
 from genossm.tasks.outputs import input_columns, write_table

@@ -15,13 +15,14 @@ import hydra
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from genossm.atomic import atomic_write, check_writable
 from genossm.config import save_config, to_plain
 from genossm.data.datamodule import EvaluationPasses
 from genossm.data.genome import fasta_paths, file_sha256
 from genossm.data.intervals import read_bed, subtract_intervals
 from genossm.data.token_cache import fasta_value, open_tokens
 from genossm.data.windows import TiledWindows
-from genossm.errors import GenossmError, atomic_write, check_writable
+from genossm.errors import GenossmError
 from genossm.models import from_pretrained, load_extra, model_path
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import baseline_report

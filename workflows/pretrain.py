@@ -19,10 +19,11 @@ import torch
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
+from genossm.atomic import atomic_write
 from genossm.config import instantiate, instantiate_all, renamed_keys, save_config, to_plain
 from genossm.data.genome import fasta_paths, file_sha256
 from genossm.data.token_cache import fasta_label, fasta_value
-from genossm.errors import GenossmError, atomic_write
+from genossm.errors import GenossmError
 from genossm.models import from_pretrained, save_pretrained
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import baseline_report

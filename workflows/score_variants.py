@@ -26,11 +26,12 @@ import lightning as L
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from genossm.atomic import check_writable
 from genossm.config import renamed_keys
 from genossm.data.genome import Genome, one_fasta
 from genossm.data.variant_windows import VariantBatches, saturation_records
 from genossm.data.variants import VariantReader
-from genossm.errors import GenossmError, check_writable
+from genossm.errors import GenossmError
 from genossm.models import from_pretrained
 from genossm.models.heads import POOLINGS
 from genossm.models.hub import BUNDLED, HF

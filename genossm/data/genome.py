@@ -36,10 +36,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyfaidx
 
+from genossm.atomic import atomic_write
 from genossm.data import tokenizer
 from genossm.data.cache_folder import cache_folder, fingerprint, writable_folder
 from genossm.data.compressed import has_bgzf_eof, open_decompressed, read_head, sniff_compression
-from genossm.errors import GenossmError, atomic_write
+from genossm.errors import GenossmError
 
 log = logging.getLogger(__name__)
 

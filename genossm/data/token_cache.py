@@ -20,10 +20,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from genossm.atomic import atomic_write
 from genossm.data import tokenizer
 from genossm.data.cache_folder import cache_folder, fingerprint
 from genossm.data.genome import Genome, canonical_contig, fasta_paths, resolve_contig, select_contigs
-from genossm.errors import GenossmError, atomic_write
+from genossm.errors import GenossmError
 
 log = logging.getLogger(__name__)
 

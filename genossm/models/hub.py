@@ -46,7 +46,8 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from genossm.errors import GenossmError, atomic_path, atomic_write
+from genossm.atomic import atomic_path, atomic_write
+from genossm.errors import GenossmError
 from genossm.models.bimamba import BiMambaConfig, BiMambaLM
 from genossm.paths import data_dir
 from genossm.vocab import check_vocab, vocab_dict

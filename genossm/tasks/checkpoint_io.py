@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from genossm.errors import atomic_path
+from genossm.atomic import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from genossm.errors import atomic_path, atomic_write
+from genossm.atomic import atomic_path, atomic_write
 
 log = logging.getLogger("genossm.loggers")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from genossm.errors import atomic_path, atomic_write
+from genossm.atomic import atomic_path, atomic_write
 
 
 def write_table(df: pd.DataFrame, path, float_format: str | None = None) -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genossm.errors import atomic_path
+from genossm.atomic import atomic_path
 
 
 def plot_history(history, path: str | os.PathLike, baselines: dict | None = None, title: str = "",

@@ -22,7 +22,8 @@ import pysam
 
 from genossm.data.variants import (REASON_CODES, REASONS, Allele, AlleleNumbering, VariantRecord, quiet_htslib,
                                    window_needed)
-from genossm.errors import GenossmError, atomic_path
+from genossm.atomic import atomic_path
+from genossm.errors import GenossmError
 from genossm.tasks.callbacks import merged_embeddings, merged_scores
 from genossm.tasks.plots import draw_heatmap
 

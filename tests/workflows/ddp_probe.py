@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-_TEMP = re.compile(r"^\.(.+)\.[^.]+\.tmp(\.[A-Za-z0-9.]+)?$")  # genossm.errors.atomic_write/atomic_path names
+_TEMP = re.compile(r"^\.(.+)\.[^.]+\.tmp(\.[A-Za-z0-9.]+)?$")  # genossm.atomic.atomic_write/atomic_path names
 
 
 class RankProbe(Callback):
