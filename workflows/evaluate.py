@@ -24,12 +24,15 @@ from genossm.data.token_cache import fasta_value, open_tokens
 from genossm.data.windows import TiledWindows
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained, load_extra, model_path
+from genossm.models.hub import default_window_len
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import baseline_report
 from genossm.tasks.outputs import evaluation_rows, print_evaluation, write_evaluation_table
 from genossm.tasks.pretrain import MaskedLM
 from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import user_errors
+
+EVAL_WINDOW = 1024  # window_len when neither window_len= nor the model names one (no cap on the model's own)
 
 
 def training_genome_here(model_extra: dict) -> tuple[str | list[str] | None, str]:
@@ -151,7 +154,7 @@ def evaluate(cfg: DictConfig) -> dict:
     # instantiate: the model, the windows, the task, the trainer
     model = from_pretrained(cfg.pretrained)
     extra = load_extra(cfg.pretrained)
-    window_len = int(cfg.window_len or extra.get("train_window_len") or 1024)
+    window_len = int(cfg.window_len) if cfg.window_len else default_window_len(extra, fallback=EVAL_WINDOW)
     contigs = to_plain(cfg.get("contigs"))
     cache = open_tokens(fasta, cfg.get("cache_dir"), contigs=contigs)
     ivs = read_bed(cfg.regions, cache) if cfg.get("regions") else [(n, 0, cache.lengths[n]) for n in cache.contig_names]

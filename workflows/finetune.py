@@ -27,7 +27,7 @@ from genossm.data.regions import open_genome, read_regions, region_tokens
 from genossm.data.windows import RegionDataset
 from genossm.errors import GenossmError
 from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, load_extra, model_path, save_region_model
-from genossm.models.hub import BUNDLED
+from genossm.models.hub import BUNDLED, train_window_len
 from genossm.paths import conf_dir
 from genossm.tasks.baselines import class_weights, fit_linear, kmer_baseline
 from genossm.tasks.metrics import decision_threshold, metrics_by_split, output_scores
@@ -68,8 +68,7 @@ def training_window(cfg: DictConfig) -> int | None:
     if cfg.region_len != "auto" or not cfg.pretrained:
         return None
     model_path(cfg.pretrained)  # the error names a missing model
-    window = load_extra(cfg.pretrained).get("train_window_len")
-    return int(window) if window else None
+    return train_window_len(load_extra(cfg.pretrained))
 
 
 # old spelling -> new, accepted for one release ("task" is pretraining's module; "mode" meant two things here)

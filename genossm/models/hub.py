@@ -369,6 +369,23 @@ def load_extra(path: str | os.PathLike) -> dict:
     raise GenossmError(f"{path}: no such model folder or checkpoint file")
 
 
+def train_window_len(extra: dict | None) -> int | None:
+    """The window a model was trained on, as its ``extra`` dict (:func:`load_extra`) records it; None if it does not."""
+    window = (extra or {}).get("train_window_len")
+    return int(window) if window else None
+
+
+def default_window_len(extra: dict | None, *, fallback: int, cap: int | None = None) -> int:
+    """The window a workflow reads when ``window_len=`` is not set: the model's training window
+    (:func:`train_window_len` of ``extra``), at most ``cap``, or ``fallback`` when the model records none.
+
+    The one rule; each workflow passes its own numbers: ``score-variants`` caps at 2048 and falls back to 2048,
+    ``evaluate`` does not cap and falls back to 1024."""
+    trained = train_window_len(extra)
+    if trained is None:
+        return int(fallback)
+    return min(trained, int(cap)) if cap is not None else trained
+
 
 def _source_name(text: str, folder: Path) -> str:
     """How a user names an imported checkpoint again: ``hf:ORG/NAME@COMMIT`` (the commit the cache holds) or

@@ -48,13 +48,12 @@ DISTANCES = ("cosine", "euclidean")
 
 
 def default_window_len(pretrained: str | os.PathLike | None) -> int:
-    """The model's training window (``extra["train_window_len"]``) or 2048, whichever is smaller."""
-    train_len = None
-    if pretrained is not None:
-        from genossm.models import load_extra
+    """score-variants' window when ``window_len=`` is not set: :func:`genossm.models.hub.default_window_len`
+    with a cap and fallback of 2048 (the model's training window or 2048, whichever is smaller)."""
+    from genossm.models import hub
 
-        train_len = load_extra(pretrained).get("train_window_len")
-    return min(int(train_len), DEFAULT_WINDOW) if train_len else DEFAULT_WINDOW
+    extra = hub.load_extra(pretrained) if pretrained is not None else None
+    return hub.default_window_len(extra, fallback=DEFAULT_WINDOW, cap=DEFAULT_WINDOW)
 
 
 GPU_TOKENS_PER_FORWARD = 1 << 18
