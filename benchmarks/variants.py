@@ -129,11 +129,11 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 trainer["precision"] = "bf16-mixed"
             if args.device.startswith("cuda"):  # warm-up: the first call pays for kernel compilation
-                tv.score_variants(None, fasta, tmp / "warm.tsv", vcf, window_len=window, batch_size=args.batch_size,
+                tv.score_variants(None, fasta, tmp / "warm.tsv", vcf, window_len=window, alleles_per_batch=args.batch_size,
                                   emb_dist=args.emb_dist, trainer=trainer, progress=False, model=timed)
             timed.seconds = 0.0
             t = time.perf_counter()
-            tv.score_variants(None, fasta, tmp / "out.vcf", vcf, window_len=window, batch_size=args.batch_size,
+            tv.score_variants(None, fasta, tmp / "out.vcf", vcf, window_len=window, alleles_per_batch=args.batch_size,
                               emb_dist=args.emb_dist, trainer=trainer, progress=False, model=timed)
             total = time.perf_counter() - t
             print(f"{window:>8} {n:>6} {total:>8.2f} {n / total:>8.2f} {timed.seconds:>9.2f} "

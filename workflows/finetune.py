@@ -141,7 +141,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
 
     if method in ("finetune", "head"):
         t = cfg.train
-        module = RegionModel(backbone, labels.task, labels.n_outputs, mode=method, pooling=cfg.pooling, lr=t.lr,
+        module = RegionModel(backbone, labels.task, labels.n_outputs, method=method, pooling=cfg.pooling, lr=t.lr,
                              backbone_lr=t.backbone_lr, weight_decay=t.weight_decay,
                              class_weights=None if weights is None else weights.tolist(), dropout=t.dropout)
         generator = torch.Generator().manual_seed(int(cfg.seed))

@@ -34,7 +34,7 @@ def score_regions(cfg: DictConfig):
 
     # instantiate: the model, the regions, the trainer
     backbone, head, meta = load_region_model(cfg.pretrained)
-    module = RegionModel(backbone, meta["task"], head.out_features, mode="head", pooling=meta["pooling"])
+    module = RegionModel(backbone, meta["task"], head.out_features, method="head", pooling=meta["pooling"])
     module.head = head
     regions = read_regions(cfg.regions, label_column=None)
     genome = open_genome(cfg.fasta, "score-regions") if regions.has_coords else None

@@ -31,6 +31,7 @@ from genossm.config import renamed_keys
 from genossm.data.genome import Genome, one_fasta
 from genossm.data.variant_windows import VariantBatches, saturation_records
 from genossm.data.variants import VariantReader
+from genossm.deprecation import renamed_keywords
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained
 from genossm.models.heads import POOLINGS
@@ -56,19 +57,20 @@ def _model_label(pretrained) -> str:
     return str(Path(pretrained).resolve())
 
 
+@renamed_keywords(mode="scan", batch_size="alleles_per_batch")
 def score_variants(
     pretrained: str | os.PathLike,
     fasta: str | os.PathLike,
     output: str | os.PathLike,
     variants: str | os.PathLike | None = None,
     *,
-    mode: str = "variants",
+    scan: str = "variants",
     region: str | None = None,
     table: str | os.PathLike | None = None,
     heatmap: str | os.PathLike | None = None,
     embeddings: str | os.PathLike | None = None,
     window_len: int | None = None,
-    batch_size: int = 16,
+    alleles_per_batch: int = 16,
     strands: str = "auto",
     indel_flank: int = 8,
     emb_dist: bool = True,
@@ -84,10 +86,11 @@ def score_variants(
     seed: int = 0,
     torch_threads: int | str | None = "auto",
 ) -> Summary:
-    """Score every allele of ``variants`` (or, with ``mode="saturation"``, every substitution in ``region``)
+    """Score every allele of ``variants`` (or, with ``scan="saturation"``, every substitution in ``region``)
     and write ``output``: a VCF (``.vcf``, ``.vcf.gz``, ``.bcf``) keeping every input record plus a table
     beside it, or only the table (``.tsv``, ``.tsv.gz``, ``.parquet``). Returns the run's :class:`Summary`.
-    ``mode`` and ``batch_size`` (alleles per batch) are the command line's ``scan`` and ``alleles_per_batch``.
+    The keywords are the command line's keys; the old ``mode=`` and ``batch_size=`` are still accepted (with a
+    DeprecationWarning) as ``scan=`` and ``alleles_per_batch=``.
 
     The keyword form of :func:`run`: the keywords go into the composed ``score-variants`` config, which
     :func:`run` runs as the command does (seeding and CPU threads included). ``trainer``: a Lightning Trainer
@@ -101,9 +104,9 @@ def score_variants(
         return None if value is None else str(value) if isinstance(value, os.PathLike) else value
 
     cfg = compose("score-variants")
-    values = dict(pretrained=pretrained, fasta=fasta, output=output, variants=variants, scan=mode, region=region,
+    values = dict(pretrained=pretrained, fasta=fasta, output=output, variants=variants, scan=scan, region=region,
                   table=table, heatmap=heatmap, embeddings=embeddings, window_len=window_len,
-                  alleles_per_batch=batch_size, strands=strands, indel_flank=indel_flank, emb_dist=emb_dist,
+                  alleles_per_batch=alleles_per_batch, strands=strands, indel_flank=indel_flank, emb_dist=emb_dist,
                   distance=distance, pooling=pooling, tokens_per_forward=tokens_per_forward, chunk_len=chunk_len,
                   num_workers=num_workers, cache_dir=cache_dir, progress=progress, seed=seed,
                   torch_threads=torch_threads)
@@ -126,14 +129,14 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
         trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                                 enable_model_summary=False)
     pretrained, fasta, output, variants = cfg.pretrained, cfg.fasta, cfg.output, cfg.variants
-    mode, region, table, heatmap, embeddings = cfg.scan, cfg.region, cfg.table, cfg.heatmap, cfg.embeddings
-    window_len, batch_size, strands, indel_flank = cfg.window_len, cfg.alleles_per_batch, cfg.strands, cfg.indel_flank
+    scan, region, table, heatmap, embeddings = cfg.scan, cfg.region, cfg.table, cfg.heatmap, cfg.embeddings
+    window_len, alleles_per_batch, strands, indel_flank = cfg.window_len, cfg.alleles_per_batch, cfg.strands, cfg.indel_flank
     emb_dist, distance, pooling = cfg.emb_dist, cfg.distance, cfg.pooling
     tokens_per_forward, chunk_len, num_workers, cache_dir = cfg.tokens_per_forward, cfg.chunk_len, cfg.num_workers, cfg.cache_dir
     progress = cfg.progress
     started = time.perf_counter()
-    if mode not in ("variants", "saturation"):
-        raise GenossmError(f"mode (scan= on the command line) must be 'variants' or 'saturation', got {mode!r}")
+    if scan not in ("variants", "saturation"):
+        raise GenossmError(f"scan= must be 'variants' or 'saturation', got {scan!r}")
     if output is None:
         raise GenossmError("output= is required (a .vcf/.vcf.gz/.bcf, .tsv or .parquet path)")
     output = Path(output)
@@ -143,10 +146,10 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
         raise GenossmError("fasta= is required (the reference genome the variants are called against)")
     fasta = one_fasta(fasta, "score-variants")
     check_output_paths(output, table=table, heatmap=heatmap, embeddings=embeddings, variants=variants, fasta=fasta,
-                       saturation=mode == "saturation")
+                       saturation=scan == "saturation")
     genome = Genome(fasta, cache_dir=cache_dir)
     notes: list[str] = []
-    if mode == "saturation":
+    if scan == "saturation":
         if not region:
             raise GenossmError("saturation mutagenesis (scan=saturation) needs region=CHR:START-END (at most 10 kb)")
         if is_vcf_path(output):
@@ -180,7 +183,7 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
     model_cfg = model.config
     n_strands = 1 if strands == "forward" or (strands == "auto" and model_cfg.rc_equivariant) else 2
     emb_strands = model.embed_strands(opts.pooling, one_strand_poolings=POOLINGS)
-    dataset = VariantBatches(records, genome.path, batch_size, dict(
+    dataset = VariantBatches(records, genome.path, alleles_per_batch, dict(
         opts.window_args(), causal=not model_cfg.bidirectional, strands=n_strands, emb_strands=emb_strands), cache_dir=cache_dir)
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers)
 
@@ -189,7 +192,8 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
         "score-variants",
         f"pretrained={_model_label(pretrained)}",
         f"model_config=sha256:{config_hash(model_cfg)}", f"fasta={Path(fasta).resolve()}",
-        f"variants={Path(variants).resolve()}" if variants is not None else f"mode={mode}",
+        # the header's record of the run keeps the old key name: outputs stay byte for byte the same
+        f"variants={Path(variants).resolve()}" if variants is not None else f"mode={scan}",
         *([f"region={region}"] if region else []),
         f"window_len={opts.window_len}", f"strands={strands}({'forward' if n_strands == 1 else 'both'})",
         f"indel_flank={opts.indel_flank}", f"emb_dist={str(bool(emb_dist)).lower()}",
@@ -210,7 +214,7 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
         pl_trainer.strategy.barrier("genossm-shards-written")  # every rank's shard is complete
         summary = Summary()
         if pl_trainer.is_global_zero:
-            summary = write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, model.embed_dim, mode,
+            summary = write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, model.embed_dim, scan,
                                             indel_flank=opts.indel_flank, command=command)
             summary.notes += notes
             summary.seconds = time.perf_counter() - started

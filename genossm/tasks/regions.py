@@ -1,6 +1,6 @@
 """Region-level LightningModules on a pretrained backbone, all on the pooled reverse-complement-invariant embedding.
 
-* :class:`RegionModel`: backbone + linear head. ``mode="finetune"`` trains everything, ``mode="head"`` freezes
+* :class:`RegionModel`: backbone + linear head. ``method="finetune"`` trains everything, ``method="head"`` freezes
   the backbone; ``predict_step`` gives the head's logits per region (``genossm score-regions``).
 * :class:`RegionEmbedder`: ``predict_step`` gives the embedding per region (``genossm embed``).
 * :func:`embed_regions`: the frozen embeddings the linear probe is fitted on
@@ -15,6 +15,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 
+from genossm.deprecation import renamed_keywords
 from genossm.errors import GenossmError
 from genossm.tasks.metrics import compute_metrics, output_scores, task_loss
 
@@ -62,14 +63,18 @@ def embedding_dim(backbone: nn.Module, pooling: str = "mean") -> int:
 
 
 class RegionModel(L.LightningModule):
-    """Backbone + linear head on the pooled RC-invariant embedding; binary, multi-class or regression."""
+    """Backbone + linear head on the pooled RC-invariant embedding; binary, multi-class or regression.
 
+    ``label_type`` (binary, multiclass, regression) and ``method`` (finetune, head) are the ``finetune``
+    command's keys; the old keywords ``task=`` and ``mode=`` are still accepted with a DeprecationWarning."""
+
+    @renamed_keywords(task="label_type", mode="method")
     def __init__(
         self,
         backbone: nn.Module,
-        task: str,
+        label_type: str,
         n_outputs: int,
-        mode: str = "finetune",
+        method: str = "finetune",
         pooling: str = "mean",
         lr: float = 1e-3,
         backbone_lr: float | None = None,
@@ -78,27 +83,31 @@ class RegionModel(L.LightningModule):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if mode not in ("finetune", "head"):
-            raise GenossmError(f"RegionModel mode must be finetune or head (the probe is fitted separately), got {mode!r}")
-        self.save_hyperparameters(ignore=["backbone"])
+        if method not in ("finetune", "head"):
+            raise GenossmError(f"RegionModel method must be finetune or head (the probe is fitted separately), got {method!r}")
+        # the saved hyperparameters (the run's logs/hparams.yaml, the checkpoint) keep their old key names
+        self.save_hyperparameters(dict(task=label_type, n_outputs=n_outputs, mode=method, pooling=pooling, lr=lr,
+                                       backbone_lr=backbone_lr, weight_decay=weight_decay, class_weights=class_weights,
+                                       dropout=dropout))
+        self._hparams_name = "kwargs"  # as Lightning records the keyword form, so the checkpoint is the same too
         self.backbone = backbone
         self.head = nn.Linear(embedding_dim(backbone, pooling), n_outputs)
         self.dropout = nn.Dropout(dropout)
-        self.task, self.mode, self.pooling = task, mode, pooling
+        self.label_type, self.method, self.pooling = label_type, method, pooling
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32))
-        if mode == "head":
+        if method == "head":
             self.backbone.requires_grad_(False)
-        self.backbone.train(mode == "finetune")  # Lightning keeps the modes it finds at fit start
+        self.backbone.train(method == "finetune")  # Lightning keeps the modes it finds at fit start
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.mode == "head":
+        if self.method == "head":
             self.backbone.eval()  # frozen: no dropout, no running statistics
         return self
 
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        if self.mode == "head":
+        if self.method == "head":
             with torch.no_grad():
                 emb = rc_invariant_embed(self.backbone, tokens, valid, self.pooling)
         else:
@@ -106,7 +115,7 @@ class RegionModel(L.LightningModule):
         return self.head(self.dropout(emb.float()))
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return task_loss(logits, y, self.task, self.class_weights)
+        return task_loss(logits, y, self.label_type, self.class_weights)
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(self(batch["tokens"], batch["valid"]), batch["y"])
@@ -127,7 +136,7 @@ class RegionModel(L.LightningModule):
         w, self.class_weights = self.class_weights, None
         self.log("val/loss", self.loss(logits, y), prog_bar=True)
         self.class_weights = w
-        metrics = compute_metrics(self.task, output_scores(logits, self.task), y, logits.shape[-1])
+        metrics = compute_metrics(self.label_type, output_scores(logits, self.label_type), y, logits.shape[-1])
         for key in ("auroc", "auprc", "pearson"):
             if metrics.get(key) is not None:
                 self.log(f"val/{key}", float(metrics[key]))
@@ -135,7 +144,7 @@ class RegionModel(L.LightningModule):
     def configure_optimizers(self):
         head_params = list(self.head.parameters())
         groups = [{"params": head_params, "lr": self.hparams.lr}]
-        if self.mode == "finetune":
+        if self.method == "finetune":
             groups.append({"params": list(self.backbone.parameters()), "lr": self.hparams.backbone_lr or self.hparams.lr})
         return torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
 

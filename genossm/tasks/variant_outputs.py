@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pysam
 
+from genossm.atomic import atomic_path
 from genossm.data.variants import (REASON_CODES, REASONS, Allele, AlleleNumbering, VariantRecord, quiet_htslib,
                                    window_needed)
-from genossm.atomic import atomic_path
 from genossm.errors import GenossmError
 from genossm.tasks.callbacks import merged_embeddings, merged_scores
 from genossm.tasks.plots import draw_heatmap
@@ -422,7 +422,7 @@ class ScoredAllele(NamedTuple):
                 "reason": self.reason or None}
 
 
-def write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, dim, mode,
+def write_scored_variants(parts, output, table, reader, records, heatmap, embeddings, dim, scan,
                           indel_flank: int = 0, command: str | None = None) -> Summary:
     """Read the input again, in order, beside the merged scores (the same allele numbering as the batches),
     and write every output atomically."""
@@ -430,7 +430,7 @@ def write_scored_variants(parts, output, table, reader, records, heatmap, embedd
     scores = merged_scores(parts)
     table_file = table_path(output, table)
     emb_rows = merged_embeddings(parts, dim) if embeddings is not None else None
-    heat = [] if mode == "saturation" else None
+    heat = [] if scan == "saturation" else None
     heat_contig: list[str] = []  # a saturation region is on one contig
     numbering = AlleleNumbering()
 

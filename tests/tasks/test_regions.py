@@ -140,7 +140,7 @@ def test_embed_variable_without_padding_equals_one_by_one():
 def test_head_mode_freezes_backbone_and_save_load_round_trip(tmp_path):
     backbone = tiny()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    module = RegionModel(backbone, "multiclass", 3, mode="head", lr=0.05)
+    module = RegionModel(backbone, "multiclass", 3, method="head", lr=0.05)
     opt = module.configure_optimizers()
     tokens = torch.randint(0, 4, (8, 24))
     valid = torch.ones_like(tokens, dtype=torch.bool)

@@ -246,7 +246,7 @@ def test_planted_problems_keep_every_record_in_order(scoring_models, genome, tmp
     cos = emb[0, 0] @ emb[0, 1] / np.linalg.norm(emb[0, 0]) / np.linalg.norm(emb[0, 1])
     assert table["emb_dist"][0] == pytest.approx(1 - cos, abs=1e-4)
     # one allele per batch: a batch with nothing to embed still writes its (NaN) rows, so later rows stay aligned
-    score(scoring_models, "rc", vcf, tmp_path / "one.tsv", bundled_data / SLICE, window_len=W, batch_size=1,
+    score(scoring_models, "rc", vcf, tmp_path / "one.tsv", bundled_data / SLICE, window_len=W, alleles_per_batch=1,
         embeddings=str(tmp_path / "one.npy"))
     np.testing.assert_allclose(np.load(tmp_path / "one.npy"), emb, rtol=1e-5, atol=1e-6, equal_nan=True)
 
@@ -255,7 +255,7 @@ def test_shipped_indel_vcf_every_record_in_order(scoring_models, tmp_path, bundl
     out = tmp_path / "indels.vcf.gz"
     # 40: the longest allele (a 35-bp insertion) plus one flank base each side fits
     summary = score(scoring_models, "rc", bundled_data / INDELS, out, bundled_data / SLICE, window_len=40, indel_flank=1,
-                  emb_dist=False, batch_size=64, table=str(tmp_path / "indels.parquet"))
+                  emb_dist=False, alleles_per_batch=64, table=str(tmp_path / "indels.parquet"))
     with gzip.open(bundled_data / INDELS, "rb") as fh:
         with pysam.VariantFile(fh) as vin:
             original = [(r.chrom, r.pos, r.ref, r.alts, dict(r.info)) for r in vin]
@@ -278,7 +278,7 @@ def test_saturation_mutagenesis(scoring_models, genome, tmp_path, bundled_data):
     from genossm.models import from_pretrained
 
     out = tmp_path / "sat.tsv"
-    score(scoring_models, "rc", None, out, bundled_data / SLICE, mode="saturation", region="20:421901-421920", window_len=W,
+    score(scoring_models, "rc", None, out, bundled_data / SLICE, scan="saturation", region="20:421901-421920", window_len=W,
         emb_dist=False)
     table = pd.read_csv(out, sep="\t")
     assert len(table) == 60 and list(table["pos"]) == [p for p in range(421901, 421921) for _ in range(3)]
@@ -291,7 +291,7 @@ def test_saturation_mutagenesis(scoring_models, genome, tmp_path, bundled_data):
     row = table.iloc[7]
     assert row["llr"] == pytest.approx(hand_snv_llr(model, genome, int(row["pos"]), row["ref"], row["alt"])[0], abs=1e-5)
     with pytest.raises(GenossmError, match="at most 10,000"):
-        score(scoring_models, "rc", None, out, bundled_data / SLICE, mode="saturation", region="20:1-20001")
+        score(scoring_models, "rc", None, out, bundled_data / SLICE, scan="saturation", region="20:1-20001")
 
 
 def test_bad_options_are_user_errors(scoring_models, tmp_path, bundled_data):
@@ -334,7 +334,7 @@ def test_streaming_holds_one_batch(scoring_models, genome, tmp_path, bundled_dat
 
     monkeypatch.setattr(tv.ShardWriter, "write_on_batch_end", spy_write)
     summary = score(scoring_models, "rc", vcf, tmp_path / "big.tsv", bundled_data / SLICE, window_len=8, emb_dist=False,
-                  batch_size=512)
+                  alleles_per_batch=512)
     assert summary.alleles == 20_000 and summary.scored["snv"] == 20_000
     assert seen and seen[0].max_pending <= 512
     assert len(writes) == 40 and max(writes) == 512  # one write per batch, as the batches came

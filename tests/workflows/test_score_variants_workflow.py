@@ -47,11 +47,10 @@ def test_cli_scores_real_alleles_as_the_python_api(tiny_model, bundled_data, tmp
     """Every keyword of the workflow reaches the scorer: the command's scores are the Python API's."""
     score_variants = cli.load_workflow("score-variants").score_variants
 
-    options = dict(window_len=40, indel_flank=1, strands="both", distance="euclidean", pooling="center", batch_size=7)
-    on_the_command_line = {"batch_size": "alleles_per_batch"}  # the keyword's name as a config key
+    options = dict(window_len=40, indel_flank=1, strands="both", distance="euclidean", pooling="center", alleles_per_batch=7)
     out = tmp_path / "cli.tsv"
     run_cli(["score-variants", f"pretrained={tiny_model}", f"fasta={bundled_data / SLICE}", f"variants={bundled_data / INDELS}",
-             f"output={out}", "progress=false", *(f"{on_the_command_line.get(k, k)}={v}" for k, v in options.items())],
+             f"output={out}", "progress=false", *(f"{k}={v}" for k, v in options.items())],
             monkeypatch, tmp_path)
     api = tmp_path / "api.tsv"
     score_variants(tiny_model, bundled_data / SLICE, api, bundled_data / INDELS, progress=False, **options)
@@ -59,7 +58,7 @@ def test_cli_scores_real_alleles_as_the_python_api(tiny_model, bundled_data, tmp
     assert len(got) == 194 and got["llr"].notna().all() and got["emb_dist"].notna().all()
     pd.testing.assert_frame_equal(got, want)
     default = tmp_path / "default.tsv"
-    score_variants(tiny_model, bundled_data / SLICE, default, bundled_data / INDELS, progress=False, batch_size=7)
+    score_variants(tiny_model, bundled_data / SLICE, default, bundled_data / INDELS, progress=False, alleles_per_batch=7)
     assert not pd.read_csv(default, sep="\t")["llr"].equals(got["llr"])  # the options did change the scores
 
 
