@@ -13,15 +13,15 @@ from genossm.paths import conf_dir
 from genossm.tasks.outputs import write_table
 from genossm.workflows import user_errors
 
-CHUNK = 1 << 24
+READ_BLOCK = 1 << 24  # packed tokens per bincount
 
 
 def contig_stats(cache: TokenCache, contig: str) -> dict:  # or a MultiTokenCache (fasta=[a.fa,b.fa])
-    """Counts over the contig's packed tokens (one bincount per 16 Mb chunk)."""
+    """Counts over the contig's packed tokens (one bincount per 16 Mb block)."""
     packed = cache.packed(contig)
     counts = np.zeros(256, dtype=np.int64)
-    for start in range(0, len(packed), CHUNK):
-        counts += np.bincount(packed[start : start + CHUNK], minlength=256)
+    for start in range(0, len(packed), READ_BLOCK):
+        counts += np.bincount(packed[start : start + READ_BLOCK], minlength=256)
     ids = counts[:128] + counts[128:]
     length = int(len(packed))
     acgt = int(ids[: tk.NUM_BASES].sum())

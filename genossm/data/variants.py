@@ -31,6 +31,7 @@ import pysam
 
 from genossm.data.compressed import open_decompressed, read_head, sniff_compression
 from genossm.data.genome import resolve_contig
+from genossm.deprecation import renamed_keywords
 from genossm.errors import GenossmError
 
 log = logging.getLogger(__name__)
@@ -240,10 +241,11 @@ class VariantReader:
 
     TSV_REQUIRED = ("chrom", "pos", "ref", "alt")
 
-    def __init__(self, path: str | Path, region: str | None = None, chunk_rows: int = 50_000):
+    @renamed_keywords(chunk_rows="rows_per_read")
+    def __init__(self, path: str | Path, region: str | None = None, rows_per_read: int = 50_000):
         self.path = Path(path)
         self.region = region
-        self.chunk_rows = chunk_rows
+        self.rows_per_read = rows_per_read  # TSV rows pandas reads at a time
         self.format, self.compression = sniff(self.path)
         self.header: pysam.VariantHeader | None = None
         self._survey: Survey | None = None
@@ -545,18 +547,18 @@ class VariantReader:
     def _tsv_records(self) -> Iterator[VariantRecord]:
         try:
             reader = pd.read_csv(
-                self.path, sep="\t", dtype=str, chunksize=self.chunk_rows, keep_default_na=False,
+                self.path, sep="\t", dtype=str, chunksize=self.rows_per_read, keep_default_na=False,
                 skip_blank_lines=False, quoting=csv.QUOTE_NONE, compression="gzip" if self.compression != "none" else None,
             )
             index = 0
             first = True
-            for chunk in reader:
+            for block in reader:
                 if first:
-                    self._check_tsv_columns(chunk.columns)
+                    self._check_tsv_columns(block.columns)
                     first = False
-                chunk.columns = [self._column(c) for c in chunk.columns]
-                yield from self._tsv_chunk(chunk, index)
-                index += len(chunk)
+                block.columns = [self._column(c) for c in block.columns]
+                yield from self._tsv_block(block, index)
+                index += len(block)
             if first:
                 raise GenossmError(f"{self.path}: line 1: empty TSV, expected a header with {', '.join(self.TSV_REQUIRED)}")
         except pd.errors.ParserError as err:
@@ -579,11 +581,11 @@ class VariantReader:
                 f"{', '.join(self.TSV_REQUIRED)}: missing {', '.join(missing)} (header: {' | '.join(map(str, columns))[:200]})"
             )
 
-    def _tsv_chunk(self, chunk: pd.DataFrame, first_index: int) -> Iterator[VariantRecord]:
-        has_id = "id" in chunk.columns
-        cols = [chunk[c].to_numpy() for c in self.TSV_REQUIRED]
-        ids = chunk["id"].to_numpy() if has_id else None
-        for i in range(len(chunk)):
+    def _tsv_block(self, block: pd.DataFrame, first_index: int) -> Iterator[VariantRecord]:
+        has_id = "id" in block.columns
+        cols = [block[c].to_numpy() for c in self.TSV_REQUIRED]
+        ids = block["id"].to_numpy() if has_id else None
+        for i in range(len(block)):
             line = first_index + i + 2
             chrom, pos, ref, alt = (str(c[i]).strip() for c in cols)
             for name, value in (("chrom", chrom), ("pos", pos), ("ref", ref), ("alt", alt)):

@@ -315,17 +315,18 @@ class VariantProgress(Callback):
             self.bar = None
 
 
-def merged_scores(folder: str | os.PathLike, chunk: int = 65536) -> Iterator[np.void]:
-    """Every shard's rows, merged by allele index (each shard is already in increasing order)."""
+def merged_scores(folder: str | os.PathLike, rows: int = 65536) -> Iterator[np.void]:
+    """Every shard's rows, merged by allele index (each shard is already in increasing order); ``rows``: how many
+    of a shard's rows are read into memory at a time."""
     files = sorted(Path(folder).glob("scores.rank*.bin"))
 
-    def rows(path):
+    def shard_rows(path):
         data = np.memmap(path, dtype=SHARD_DTYPE, mode="r") if path.stat().st_size else np.zeros(0, SHARD_DTYPE)
-        for i in range(0, len(data), chunk):
-            yield from np.array(data[i : i + chunk])
+        for i in range(0, len(data), rows):  # ``rows`` at a time into memory
+            yield from np.array(data[i : i + rows])
 
     expected = 0
-    for row in heapq.merge(*(rows(p) for p in files), key=lambda r: int(r["index"])):
+    for row in heapq.merge(*(shard_rows(p) for p in files), key=lambda r: int(r["index"])):
         if int(row["index"]) != expected:
             raise RuntimeError(f"score shards in {folder} are missing allele {expected} (found {int(row['index'])})")
         expected += 1

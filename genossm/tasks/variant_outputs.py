@@ -205,7 +205,7 @@ class VcfOutput:
 
 
 class TableOutput:
-    """One row per variant-allele, TSV (optionally .gz) or Parquet, written in chunks, atomically."""
+    """One row per variant-allele, TSV (optionally .gz) or Parquet, written a block of rows at a time, atomically."""
 
     def __init__(self, path: str | Path, extra_columns: tuple[str, ...] = ()):
         self.path = Path(path)
@@ -242,7 +242,7 @@ class TableOutput:
         return df
 
     def _schema(self):
-        """Fixed column types, so a chunk whose ``id`` or ``reason`` is all null still writes strings (nulls)."""
+        """Fixed column types, so a block of rows whose ``id`` or ``reason`` is all null still writes strings (nulls)."""
         import pyarrow as pa
 
         types = {"record": pa.int64(), "pos": pa.int64(), "allele": pa.int64(), "llr": pa.float64(),

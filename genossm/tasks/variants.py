@@ -110,7 +110,8 @@ class VariantScorer(L.LightningModule):
         self.model = model.eval()
         self.opts = opts
 
-    def _chunks(self, tokens: torch.Tensor):
+    def _forward_batches(self, tokens: torch.Tensor):
+        """(first row, rows) slices of ``tokens`` of at most ``tokens_per_forward`` tokens: one model call each."""
         per_forward = self.opts.tokens_per_forward
         if per_forward is None:
             per_forward = (cpu_tokens_per_forward(self.model.config.d_model) if tokens.device.type == "cpu"
@@ -139,18 +140,18 @@ class VariantScorer(L.LightningModule):
         for g in batch["logit_groups"]:
             tokens = g["tokens"]
             values = torch.zeros(g["term_row"].shape[0], dtype=torch.float64, device=device)
-            for i0, chunk in self._chunks(tokens):
-                sel = (g["term_row"] >= i0) & (g["term_row"] < i0 + chunk.shape[0])
+            for i0, part in self._forward_batches(tokens):
+                sel = (g["term_row"] >= i0) & (g["term_row"] < i0 + part.shape[0])
                 if not bool(sel.any()):
                     continue
-                logp = self._logp(chunk)  # (rows, L, 4)
+                logp = self._logp(part)  # (rows, L, 4)
                 rows, pos, base = g["term_row"][sel] - i0, g["term_pos"][sel], g["term_base"][sel]
                 whole = pos < 0
                 v = torch.zeros(rows.shape[0], dtype=torch.float64, device=device)
                 if bool((~whole).any()):
                     v[~whole] = logp[rows[~whole], pos[~whole], base[~whole]].double() + LOG4
                 if bool(whole.any()):
-                    nxt = chunk[:, 1:]
+                    nxt = part[:, 1:]
                     ok = nxt < tokenizer.NUM_BASES
                     lp = logp[:, :-1].gather(-1, nxt.clamp(max=3).unsqueeze(-1)).squeeze(-1).double() + LOG4
                     seq_ll = (lp * ok).sum(-1)
@@ -169,11 +170,11 @@ class VariantScorer(L.LightningModule):
             n_emb = sum(g["ids"].shape[0] for g in batch["emb_groups"])
             emb = None
             for g in batch["emb_groups"]:
-                for i0, chunk in self._chunks(g["tokens"]):
-                    e = self.model.embed(chunk, pooling=self.opts.pooling, chunk_len=self.opts.chunk_len).float()
+                for i0, part in self._forward_batches(g["tokens"]):
+                    e = self.model.embed(part, pooling=self.opts.pooling, chunk_len=self.opts.chunk_len).float()
                     if emb is None:
                         emb = torch.zeros(n_emb, e.shape[-1], device=device)
-                    emb[g["ids"][i0 : i0 + chunk.shape[0]]] = e
+                    emb[g["ids"][i0 : i0 + part.shape[0]]] = e
             ok = batch["emb_ok"]
             e_ref, e_alt = self._strand_average(emb, batch["emb_ref"]), self._strand_average(emb, batch["emb_alt"])
             if self.opts.distance == "cosine":

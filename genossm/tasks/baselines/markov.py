@@ -231,7 +231,7 @@ def variant_llr(model: MarkovBaseline, order: int, left, ref, alt, right) -> flo
 
 
 def reference_bases(genome, first_contigs: Sequence[str] = (), max_bases: int | None = None,
-                    chunk: int = 1 << 20) -> tuple[list[np.ndarray], int]:
+                    bases_per_read: int = 1 << 20) -> tuple[list[np.ndarray], int]:
     """The A/C/G/T runs of a :class:`~genossm.data.genome.Genome` as token-id arrays, ``first_contigs`` first
     (names or aliases; the rest in file order), at most ``max_bases`` bases: what a Markov model of the reference
     is fitted on. N runs are left out (a bundled slice can be mostly N)."""
@@ -246,8 +246,8 @@ def reference_bases(genome, first_contigs: Sequence[str] = (), max_bases: int | 
     seqs, total = [], 0
     for contig in order:
         length = genome.all_lengths[contig]
-        for start in range(0, length, chunk):
-            ids = genome.fetch_tokens(contig, start, min(length, start + chunk))[0].astype(np.int64)
+        for start in range(0, length, bases_per_read):
+            ids = genome.fetch_tokens(contig, start, min(length, start + bases_per_read))[0].astype(np.int64)
             is_base = ids < NUM_BASES
             if not is_base.any():
                 continue
