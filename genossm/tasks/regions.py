@@ -6,6 +6,9 @@
 * :func:`embed_regions`: the frozen embeddings the linear probe is fitted on
   (:func:`genossm.tasks.baselines.fit_linear`), folded into the same linear head format.
 
+Every embedding is the backbone's :meth:`genossm.models.BiMambaLM.embed` with ``rc_invariant=True`` (the same for
+a sequence and its reverse complement).
+
 The save format of a region model is :func:`genossm.models.save_region_model`'s.
 """
 
@@ -23,15 +26,6 @@ from genossm.tasks.metrics import compute_metrics, output_scores, task_loss
 # --------------------------------------------------------------------------------------------- features
 
 
-def rc_invariant_embed(backbone: nn.Module, tokens: torch.Tensor, valid: torch.Tensor | None, pooling: str = "mean") -> torch.Tensor:
-    """(B, L) -> (B, H) pooled embedding that is the same for a sequence and its reverse complement.
-
-    An RC-equivariant backbone with mean pooling is invariant by construction; otherwise the embeddings
-    of both strands are averaged (:meth:`genossm.models.BiMambaLM.embed` with ``rc_invariant=True``).
-    """
-    return backbone.embed(tokens, pooling=pooling, valid=valid, rc_invariant=True)
-
-
 @torch.no_grad()
 def embed_regions(backbone: nn.Module, tokens: torch.Tensor, valid: torch.Tensor, pooling: str = "mean", batch_size: int = 64) -> torch.Tensor:
     """RC-invariant embeddings (N, H) of every row, in order, with the backbone in eval mode."""
@@ -42,7 +36,7 @@ def embed_regions(backbone: nn.Module, tokens: torch.Tensor, valid: torch.Tensor
     for i in range(0, len(tokens), batch_size):
         t = tokens[i : i + batch_size].to(device)
         v = valid[i : i + batch_size].to(device)
-        out.append(rc_invariant_embed(backbone, t, v, pooling).float().cpu())
+        out.append(backbone.embed(t, pooling=pooling, valid=v, rc_invariant=True).float().cpu())
     backbone.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 0)
 
@@ -109,9 +103,9 @@ class RegionModel(L.LightningModule):
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         if self.method == "head":
             with torch.no_grad():
-                emb = rc_invariant_embed(self.backbone, tokens, valid, self.pooling)
+                emb = self.backbone.embed(tokens, pooling=self.pooling, valid=valid, rc_invariant=True)
         else:
-            emb = rc_invariant_embed(self.backbone, tokens, valid, self.pooling)
+            emb = self.backbone.embed(tokens, pooling=self.pooling, valid=valid, rc_invariant=True)
         return self.head(self.dropout(emb.float()))
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -149,7 +143,7 @@ class RegionModel(L.LightningModule):
         return torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
 
     def predict_step(self, batch, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
-        emb = rc_invariant_embed(self.backbone, batch["tokens"], batch["valid"], self.pooling)
+        emb = self.backbone.embed(batch["tokens"], pooling=self.pooling, valid=batch["valid"], rc_invariant=True)
         return {"row": batch["row"], "logits": self.head(emb.float()).float()}
 
     @torch.no_grad()
@@ -167,5 +161,5 @@ class RegionEmbedder(L.LightningModule):
         self.pooling = pooling
 
     def predict_step(self, batch, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
-        emb = rc_invariant_embed(self.backbone, batch["tokens"], batch["valid"], self.pooling)
+        emb = self.backbone.embed(batch["tokens"], pooling=self.pooling, valid=batch["valid"], rc_invariant=True)
         return {"row": batch["row"], "embedding": emb.float()}
