@@ -250,7 +250,7 @@ def test_batches_hold_batch_size_alleles_in_input_order():
 def test_ranks_take_every_world_th_batch(tmp_path, monkeypatch, world, rank):
     fasta = tmp_path / "c.fa"
     fasta.write_text(">c\n" + CONTIG + "\n")
-    monkeypatch.setattr(variant_windows, "_rank_and_world", lambda: (rank, world))
+    monkeypatch.setattr(variant_windows, "rank_and_world", lambda: (rank, world))
     recs = records(7)
     args = dict(window_len=10, indel_flank=1, emb_dist=False, causal=False, strands=1, emb_strands=1)
     batches = VariantBatches(lambda: iter(recs), str(fasta), batch_size=3, builder_args=args,
