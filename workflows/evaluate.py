@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 from genossm.atomic import atomic_write, check_writable
 from genossm.config import save_config, to_plain
 from genossm.data.datamodule import EvaluationPasses
-from genossm.data.genome import fasta_paths, file_sha256
+from genossm.checksums import file_sha256
+from genossm.data.genome import fasta_paths
 from genossm.data.intervals import read_bed, subtract_intervals
 from genossm.data.token_cache import fasta_value, open_tokens
 from genossm.data.windows import TiledWindows

@@ -21,7 +21,8 @@ from omegaconf import DictConfig
 
 from genossm.atomic import atomic_write
 from genossm.config import instantiate, instantiate_all, renamed_keys, save_config, to_plain
-from genossm.data.genome import fasta_paths, file_sha256
+from genossm.checksums import file_sha256
+from genossm.data.genome import fasta_paths
 from genossm.data.token_cache import fasta_label, fasta_value
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained, save_pretrained

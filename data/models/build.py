@@ -14,7 +14,6 @@ card's figures are those of the weights users get. Each command is printed in th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shlex
@@ -28,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
+from genossm.checksums import file_sha256  # noqa: E402
 from genossm.models import from_pretrained, load_extra, save_pretrained  # noqa: E402
 from genossm.models.hub import CONFIG_NAME, WEIGHTS_NAME, write_checksum  # noqa: E402
 
@@ -43,14 +43,6 @@ GENOMES = {
 SATURATION = "20:31000001-31001000"  # 1 kb of chr20 (GRCh37) for the human model's saturation run
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def bundle(name: str, run: Path, genome: Path, summary_line: str) -> Path:
     """data/models/<name>: fp16 weights and a config.json recording the training genome (file name and
     checksum, no local path), the held-out span and the training window."""
@@ -61,7 +53,7 @@ def bundle(name: str, run: Path, genome: Path, summary_line: str) -> Path:
     extra = {
         "train_window_len": extra["train_window_len"],
         "fasta": genome.name,
-        "fasta_sha256": sha256(genome),
+        "fasta_sha256": file_sha256(genome),
         "held_out": extra.get("held_out") or held_out_from_config(run),
         "recipe": f"genossm pretrain experiment={name} fasta={genome.name}",
         "global_step": summary["global_step"],

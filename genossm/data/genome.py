@@ -22,7 +22,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -139,19 +138,6 @@ def one_fasta(fasta, workflow: str):
                                "give the one holding the contigs you need (or join the files into one)")
         return str(paths[0])
     return fasta
-
-
-# --------------------------------------------------------------------------------------------------
-# file identity
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes (what a model records of its training genome, ``fasta_sha256``)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genossm.atomic import atomic_path, atomic_write
+from genossm.checksums import file_sha256
 from genossm.errors import GenossmError
 from genossm.models.bimamba import BiMambaConfig, BiMambaLM
 from genossm.paths import data_dir
@@ -186,19 +186,11 @@ def save_pretrained(model: BiMambaLM, folder: str | os.PathLike, extra: dict | N
     return folder
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_checksum(folder: str | os.PathLike) -> Path:
     """Record the sha256 of ``folder/model.safetensors`` beside it (what the bundled models ship with)."""
     folder = Path(folder)
     with atomic_write(folder / CHECKSUM_NAME, "w") as handle:
-        handle.write(f"{_sha256(folder / WEIGHTS_NAME)}  {WEIGHTS_NAME}\n")
+        handle.write(f"{file_sha256(folder / WEIGHTS_NAME)}  {WEIGHTS_NAME}\n")
     return folder / CHECKSUM_NAME
 
 
@@ -208,7 +200,7 @@ def verify_checksum(folder: Path) -> None:
     if not path.is_file():
         return
     expected = path.read_text().split()[:1]
-    if not expected or _sha256(folder / WEIGHTS_NAME) != expected[0]:
+    if not expected or file_sha256(folder / WEIGHTS_NAME) != expected[0]:
         raise GenossmError(f"{folder / WEIGHTS_NAME}: its sha256 differs from {path.name}; the file is damaged "
                            "(reinstall genossm, or fetch the model again)")
 

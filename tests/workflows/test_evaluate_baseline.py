@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from genossm.cli import load_workflow
-from genossm.data.genome import file_sha256
+from genossm.checksums import file_sha256
 from genossm.errors import GenossmError
 from genossm.models import BiMambaLM, save_pretrained
 from genossm.paths import conf_dir
