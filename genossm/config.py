@@ -76,9 +76,13 @@ register_resolvers()
 
 
 def instantiate(node, **kwargs):
-    """``hydra.utils.instantiate``, re-raising a GenossmError from the target as itself (one clean message)."""
+    """``hydra.utils.instantiate``, re-raising a GenossmError from the target as itself (one clean message); a
+    bad option the target names (:class:`~genossm.options.OptionError`, ``batch_size=0``) is named by its full
+    path in the config (``data.batch_size=0``)."""
     import hydra
     from hydra.errors import InstantiationException
+
+    from genossm.options import OptionError
 
     try:
         return hydra.utils.instantiate(node, **kwargs)
@@ -86,9 +90,19 @@ def instantiate(node, **kwargs):
         cause = err.__cause__
         while cause is not None and not isinstance(cause, GenossmError):
             cause = cause.__cause__
+        if isinstance(cause, OptionError):
+            raise cause.under(node_path(node)) from None
         if cause is not None:
             raise cause from None
         raise
+
+
+def node_path(node) -> str:
+    """The dotted path of a config node in its root config (``callbacks.history``; empty for the root)."""
+    try:
+        return str(node._get_full_key(None) or "") if OmegaConf.is_config(node) else ""
+    except Exception:  # noqa: BLE001 - a node without a parent: no path
+        return ""
 
 
 def instantiate_all(group) -> list:
@@ -116,7 +130,7 @@ def renamed_keys(cfg: DictConfig, renames: dict[str, str], given: set[str] | Non
     """Old spellings still accepted for one release: a value set under an old dotted key moves to its new key,
     with a deprecation warning; the old key (kept in the YAML as null so that overrides of it still parse) is
     dropped from the composed config. Returns ``{new: old}`` for the keys given in their old spelling, so that
-    a message about the value can name the key as the user wrote it (:func:`check_sizes`).
+    a message about the value can name the key as the user wrote it (:meth:`genossm.options.Options.from_config`).
 
     ``given``: the keys the user set (the command line's overrides, :func:`given_keys`); an old spelling and its
     new key both given with different values is an error naming both (the old one used to win silently)."""
@@ -241,64 +255,6 @@ def huge_page_environment(environ=os.environ) -> None:
     (24 ms on huge pages), and the tiny model scored 2^18-token calls 1.6x faster. Without huge pages in the
     kernel (``/sys/kernel/mm/transparent_hugepage/enabled`` = never) it changes nothing."""
     environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-
-# ---------------------------------------------------------------------------------------------- size options
-
-# size-like options of every workflow, matched by the last part of their key (``data.window_len``,
-# ``train.batch_size``): the smallest value they take, and whether null (the default chosen elsewhere) is allowed
-SIZE_OPTIONS: dict[str, tuple[int, bool]] = {
-    "batch_size": (1, False), "window_len": (1, True), "eval_window_len": (1, True), "region_len": (1, True),
-    "max_windows": (1, True), "max_eval_windows": (1, True), "passes": (1, False), "chunk_len": (1, True),
-    "tokens_per_forward": (1, True), "samples_per_epoch": (1, False), "stride": (1, True), "max_rows": (0, False),
-    "indel_flank": (0, False), "num_workers": (0, False), "patience": (0, False), "max_order": (0, False),
-    "max_train_bases": (1, False), "d_model": (1, False), "n_layers": (1, False), "d_state": (1, False),
-    "d_conv": (1, False), "expand": (1, False), "every_n_steps": (1, False), "every_n_train_steps": (1, True),
-    "k": (1, False), "alleles_per_batch": (1, False),
-}
-# size options that also take ``auto`` (a value chosen from the data: region_len, the longest region rounded up)
-AUTO_SIZE_OPTIONS = {"region_len"}
-
-
-def check_sizes(cfg: DictConfig, spelled: dict[str, str] | None = None) -> None:
-    """Every size-like option (:data:`SIZE_OPTIONS`) must be a whole number at or above its minimum: a zero or
-    negative ``batch_size`` hung score-variants, ``window_len=abc`` ended in a traceback from deep inside. One
-    message names the key (as the user spelled it: ``spelled`` maps a renamed key to its old spelling, see
-    :func:`renamed_keys`), the value and what is expected."""
-    spelled = spelled or {}
-
-    def visit(node, path: str) -> None:
-        for key in node.keys():
-            full = f"{path}.{key}" if path else str(key)
-            if full.startswith("hydra"):
-                continue
-            try:
-                value = node[key]
-            except Exception:  # noqa: BLE001 - an interpolation that cannot resolve here is checked where it is used
-                continue
-            if OmegaConf.is_dict(value):
-                visit(value, full)
-                continue
-            spec = SIZE_OPTIONS.get(str(key))
-            if spec is None or OmegaConf.is_list(value):
-                continue
-            minimum, nullable = spec
-            if value is None and nullable:
-                continue
-            if value == "auto" and str(key) in AUTO_SIZE_OPTIONS:
-                continue
-            whole = isinstance(value, int) and not isinstance(value, bool)
-            if isinstance(value, float) and value.is_integer():
-                whole = True
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value, whole = int(value), True
-            if not whole or int(value) < minimum:
-                expected = f"a whole number >= {minimum}" + (" (or null)" if nullable else "")
-                expected += ", or auto" if str(key) in AUTO_SIZE_OPTIONS else ""
-                raise GenossmError(f"{spelled.get(full, full)}={value!r}: expected {expected}")
-
-    if cfg is not None:
-        visit(cfg, "")
 
 
 # ---------------------------------------------------------------------------------------------- composing

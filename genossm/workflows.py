@@ -15,9 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import DictConfig
 
-from genossm.config import check_sizes, given_keys, renamed_keys
 from genossm.errors import GenossmError
 
 # name on the command line -> (file in workflows/, one-line summary)
@@ -33,21 +31,15 @@ WORKFLOWS: dict[str, tuple[str, str]] = {
 }
 
 
-def user_errors(func: Callable | None = None, *, renamed: dict[str, str] | None = None) -> Callable:
-    """Turn a :class:`GenossmError` raised inside a workflow into one clean message and exit status 2.
-
-    At the config edge, before the workflow reads any option: the workflow's ``renamed`` keys (old spelling ->
-    new, see :func:`genossm.config.renamed_keys`) move to their new names, then the sizes are checked."""
-    if func is None:
-        return functools.partial(user_errors, renamed=renamed)
+def user_errors(func: Callable) -> Callable:
+    """Turn a :class:`GenossmError` raised inside a workflow into one clean message and exit status 2, leaving
+    no run folder behind when the run stopped before writing anything. (The options are read and checked by
+    the workflow's run, in its typed option group: :mod:`genossm.options`.)"""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         fresh = _fresh_run_folder()
         try:
-            if args and isinstance(args[0], DictConfig):
-                spelled = renamed_keys(args[0], renamed, given_keys()) if renamed else {}
-                check_sizes(args[0], spelled)  # a bad size is named as the user spelled it
             return func(*args, **kwargs)
         except GenossmError as err:
             print(f"genossm: error: {err}", file=sys.stderr)

@@ -91,7 +91,7 @@ def test_precision_reaches_the_trainer(tmp_path):
         ("score-variants", "batch_size=0", "batch_size=0: expected a whole number >= 1"),  # it used to hang
         ("score-variants", "alleles_per_batch=0", "alleles_per_batch=0: expected a whole number >= 1"),
         ("score-variants", "indel_flank=-1", "indel_flank=-1: expected a whole number >= 0"),
-        ("pretrain", "data.window_len=abc", "data.window_len='abc': expected a whole number >= 1 (or null)"),
+        ("pretrain", "data.window_len=abc", "data.window_len='abc': expected a whole number >= 1"),
         ("pretrain", "data.batch_size=-2", "data.batch_size=-2: expected a whole number >= 1"),
         ("finetune", "train.batch_size=0", "train.batch_size=0: expected a whole number >= 1"),
         ("finetune", "region_len=1.5", "region_len=1.5: expected a whole number >= 1 (or null)"),

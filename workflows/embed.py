@@ -8,6 +8,7 @@ emb_{H-1}``. Rows are in input order. Written to a temporary file and renamed.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import hydra
@@ -15,7 +16,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from genossm.atomic import atomic_write
@@ -23,11 +24,32 @@ from genossm.data.regions import auto_region_len, center_fit, open_genome, read_
 from genossm.data.windows import RegionDataset, SameLengthBatches, SequenceDataset
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained, model_path
+from genossm.options import RunOptions, size
 from genossm.paths import conf_dir
 from genossm.tasks.outputs import input_columns, write_table
 from genossm.tasks.regions import RegionEmbedder
 from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import user_errors
+
+
+@dataclasses.dataclass
+class EmbedOptions(RunOptions):
+    """The options of ``genossm embed`` (``conf/embed.yaml``), checked when made."""
+
+    fasta: str | None = None
+    """The genome the regions' coordinates refer to (unused for a FASTA of sequences)."""
+    pretrained: str | None = None
+    """The model: an exported folder, a ``.ckpt``, ``bundled:NAME`` or ``hf:ORG/NAME``."""
+    regions: str | None = None
+    """A BED/TSV of regions, or a FASTA of sequences."""
+    output: str | None = None
+    """``.npy`` (an (N, H) float32 array) or ``.parquet`` (the region columns, then ``emb_0 ..``)."""
+    pooling: str = "mean"
+    """``mean`` or ``center``: how the per-base embeddings become one."""
+    region_len: int | str | None = size(None, null=True, auto=True)
+    """null: each region as it is; N: centred and cropped/padded to N bases; auto: the longest, rounded up."""
+    batch_size: int = size(64)
+    """Regions per batch."""
 
 
 def sequence_loader(seqs: list, batch_size: int, region_len: int | str | None) -> DataLoader:
@@ -57,27 +79,30 @@ def embed_sequences(backbone, seqs: list, pooling: str = "mean", batch_size: int
 
 def embed(cfg: DictConfig) -> np.ndarray:
     """RC-invariant embeddings of every region / FASTA record, input order, to ``.npy`` or ``.parquet``."""
-    output = cfg.get("output")
+    opts = EmbedOptions.from_config(cfg)
+    output = opts.output
     if not output:
         raise GenossmError("output=PATH is required (.npy or .parquet)")
     suffix = Path(str(output)).suffix.lower()
     if suffix not in (".npy", ".parquet"):
         raise GenossmError(f"output {output}: the suffix must be .npy or .parquet")
-    model_path(cfg.pretrained)  # the error names a missing model
-    if OmegaConf.is_missing(cfg, "regions") or not cfg.regions:
+    if not opts.pretrained:
+        raise GenossmError("pretrained=PATH is required: an exported model folder, a .ckpt, bundled:NAME or hf:ORG/NAME")
+    model_path(opts.pretrained)  # the error names a missing model
+    if not opts.regions:
         raise GenossmError("regions=PATH is required: a BED/TSV of regions, or a FASTA of sequences")
     prepare_run(cfg)
 
     # instantiate: the model, the sequences, the trainer
-    backbone = from_pretrained(cfg.pretrained)
-    regions = read_regions(cfg.regions, label_column=None)
-    genome = open_genome(cfg.fasta, "embed") if regions.has_coords else None
+    backbone = from_pretrained(opts.pretrained)
+    regions = read_regions(opts.regions, label_column=None)
+    genome = open_genome(opts.fasta, "embed") if regions.has_coords else None
     seqs = region_sequences(regions, genome)
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                             enable_model_summary=False)
 
     # run
-    emb = embed_sequences(backbone, seqs, cfg.pooling, int(cfg.batch_size), cfg.get("region_len"), trainer)
+    emb = embed_sequences(backbone, seqs, opts.pooling, opts.batch_size, opts.region_len, trainer)
     emb = emb.numpy().astype(np.float32)
 
     # write

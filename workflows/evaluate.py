@@ -7,6 +7,7 @@ the same metric) -> write ``evaluation.json``, ``evaluation.tsv`` and ``config.y
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from genossm.atomic import atomic_write, check_writable
-from genossm.config import save_config, to_plain
+from genossm.config import save_config
 from genossm.data.datamodule import EvaluationPasses
 from genossm.checksums import file_sha256
 from genossm.data.genome import fasta_paths
@@ -26,14 +27,51 @@ from genossm.data.windows import TiledWindows
 from genossm.errors import GenossmError
 from genossm.models import from_pretrained, load_extra, model_path
 from genossm.models.hub import default_window_len
+from genossm.options import RunOptions, group, size
 from genossm.paths import conf_dir
-from genossm.tasks.baselines import baseline_report
+from genossm.tasks.baselines import BaselineOptions, baseline_report
 from genossm.tasks.outputs import evaluation_rows, print_evaluation, write_evaluation_table
 from genossm.tasks.pretrain import MaskedLM
 from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import user_errors
 
 EVAL_WINDOW = 1024  # window_len when neither window_len= nor the model names one (no cap on the model's own)
+
+
+@dataclasses.dataclass
+class EvaluateOptions(RunOptions):
+    """The options of ``genossm evaluate`` (``conf/evaluate.yaml``), checked when made."""
+
+    pretrained: str | None = None
+    """The model: an exported folder, a pretraining ``.ckpt``, ``bundled:NAME`` or ``hf:ORG/NAME``."""
+    fasta: str | list[str] | None = None
+    """The genome to evaluate on (plain, gzip, bgzip), or a list of files whose contigs together form it."""
+    contigs: str | list[str] | None = None
+    """Only these contigs (names or aliases, or a regular expression)."""
+    regions: str | None = None
+    """Only the intervals of this BED file."""
+    output: str | None = None
+    """The folder ``evaluation.json``, ``evaluation.tsv`` and ``config.yaml`` are written to."""
+    window_len: int | None = size(None, null=True)
+    """Bases per window; null: the length the model was trained at (1024 when it records none)."""
+    batch_size: int = size(8)
+    """Windows per batch."""
+    max_windows: int | None = size(256, null=True)
+    """Evenly spread tiles of the genome; null: every window."""
+    max_n_fraction: float = 0.5
+    """Windows with more N than this are skipped."""
+    mask_prob: float = 0.15
+    """The fraction of bases scored per pass (each masked and predicted from both sides)."""
+    passes: int = size(1)
+    """Independent maskings of every window."""
+    device: str | None = None
+    """Short for the trainer's device: ``cpu``, ``cuda`` or ``cuda:N`` (null: the trainer group's)."""
+    cache_dir: str | None = None
+    """Where the token cache goes when the FASTA's folder is read-only."""
+    baseline_fasta: str | list[str] | None = None
+    """The genome the Markov baselines are fitted on (default: the model's training genome when it is here)."""
+    baselines: BaselineOptions = group(BaselineOptions)
+    """The Markov baselines reported beside the model."""
 
 
 def training_genome_here(model_extra: dict) -> tuple[str | list[str] | None, str]:
@@ -58,7 +96,7 @@ def training_genome_here(model_extra: dict) -> tuple[str | list[str] | None, str
     return fasta_value(recorded), " (its SHA-256 checked)"
 
 
-def baseline_training_bases(cfg, model_extra: dict, eval_cache, scored) -> tuple[list, str]:
+def baseline_training_bases(opts: EvaluateOptions, model_extra: dict, eval_cache, scored) -> tuple[list, str]:
     """Bases the Markov baseline is fitted on, and a sentence saying which; never the ``scored`` bases.
 
     1. ``baseline_fasta=PATH`` (or a list of paths) when given (all its contigs);
@@ -66,17 +104,17 @@ def baseline_training_bases(cfg, model_extra: dict, eval_cache, scored) -> tuple
        their SHA-256 is the recorded one: model and Markov then learned from the same genome and both face the
        new one;
     3. else the evaluated genome outside the scored windows (the default 256 windows are a small part of it)."""
-    cap = cfg.baselines.get("max_train_bases")
+    cap = opts.baselines.max_train_bases
     note = ""
-    if cfg.get("baseline_fasta"):
-        fasta_paths(cfg.baseline_fasta)  # the error names a missing file
-        path = fasta_value(cfg.baseline_fasta)
+    if opts.baseline_fasta:
+        fasta_paths(opts.baseline_fasta)  # the error names a missing file
+        path = fasta_value(opts.baseline_fasta)
     else:
         path, note = training_genome_here(model_extra)
     if path:
         paths = [path] if isinstance(path, str) else path
-        cache = open_tokens(path, cfg.get("cache_dir"))
-        how = ("given baseline_fasta" if cfg.get("baseline_fasta") else "the model's training genome") + \
+        cache = open_tokens(path, opts.cache_dir)
+        how = ("given baseline_fasta" if opts.baseline_fasta else "the model's training genome") + \
             f" {' + '.join(paths)}{note}"
         ivs = [(n, 0, cache.lengths[n]) for n in cache.contig_names]
         # never fit the baseline on bases the model did not train on, nor on the bases being scored
@@ -89,9 +127,9 @@ def baseline_training_bases(cfg, model_extra: dict, eval_cache, scored) -> tuple
             ivs = subtract_intervals(ivs, held)
             how += " outside the model's held-out span and the scored windows"
         if not ivs:
-            raise GenossmError(f"baseline_fasta={cfg.baseline_fasta}: no bases left to fit the Markov baseline on "
+            raise GenossmError(f"baseline_fasta={opts.baseline_fasta}: no bases left to fit the Markov baseline on "
                                "(every base is scored or held out); give another baseline_fasta= or fewer "
-                               "max_windows=" if cfg.get("baseline_fasta") else
+                               "max_windows=" if opts.baseline_fasta else
                                "the model's training genome has no bases outside its held-out span and the scored "
                                "windows; set baseline_fasta=PATH")
     else:
@@ -101,7 +139,7 @@ def baseline_training_bases(cfg, model_extra: dict, eval_cache, scored) -> tuple
             raise GenossmError(
                 f"no bases to fit the Markov baseline on: every base of {eval_cache.fasta} is scored{note}; set "
                 "baseline_fasta=PATH, fewer max_windows= (or baselines.enabled=false)")
-        cache = open_tokens(eval_cache.paths, cfg.get("cache_dir"), contigs=sorted({c for c, _, _ in ivs}))
+        cache = open_tokens(eval_cache.paths, opts.cache_dir, contigs=sorted({c for c, _, _ in ivs}))
         how = f"the rest of {eval_cache.fasta} (the bases outside the scored windows){note}"
     seqs, total = [], 0
     for contig, start, end in ivs:
@@ -138,53 +176,54 @@ def _same_files(a, b) -> bool:
 def evaluate(cfg: DictConfig) -> dict:
     """Bits per base and accuracy of ``pretrained`` on ``fasta`` (one FASTA or a list; contigs / BED regions),
     beside the baselines."""
-    if not cfg.get("pretrained"):
+    opts = EvaluateOptions.from_config(cfg)
+    if not opts.pretrained:
         raise GenossmError("pretrained=PATH is required: an exported model folder or a .ckpt")
-    model_path(cfg.pretrained)  # the error names a missing model
-    if not cfg.get("fasta"):
+    model_path(opts.pretrained)  # the error names a missing model
+    if not opts.fasta:
         raise GenossmError("fasta=PATH is required: the genome to evaluate on (or fasta=[PATH,PATH,...])")
-    fasta_paths(cfg.fasta)  # each file exists (the error names the missing one)
-    fasta = fasta_value(cfg.fasta)
-    if cfg.get("output") is None:
+    fasta_paths(opts.fasta)  # each file exists (the error names the missing one)
+    fasta = fasta_value(opts.fasta)
+    if opts.output is None:
         raise GenossmError("output= is not set: give a folder for the results")
-    out = Path(str(cfg.output)).absolute()
-    check_writable(out / "evaluation.json", f"output={cfg.output}")  # before the work, not after it
+    out = Path(str(opts.output)).absolute()
+    check_writable(out / "evaluation.json", f"output={opts.output}")  # before the work, not after it
     prepare_run(cfg)
     devices = trainer_device(cfg)  # a device this machine lacks: before any work
 
     # instantiate: the model, the windows, the task, the trainer
-    model = from_pretrained(cfg.pretrained)
-    extra = load_extra(cfg.pretrained)
-    window_len = int(cfg.window_len) if cfg.window_len else default_window_len(extra, fallback=EVAL_WINDOW)
-    contigs = to_plain(cfg.get("contigs"))
-    cache = open_tokens(fasta, cfg.get("cache_dir"), contigs=contigs)
-    ivs = read_bed(cfg.regions, cache) if cfg.get("regions") else [(n, 0, cache.lengths[n]) for n in cache.contig_names]
-    windows = TiledWindows(cache, ivs, window_len, int(cfg.batch_size), seed=int(cfg.seed),
-                           max_n_fraction=float(cfg.max_n_fraction), rank=0, world_size=1,
-                           max_windows=cfg.get("max_windows"))
+    model = from_pretrained(opts.pretrained)
+    extra = load_extra(opts.pretrained)
+    window_len = int(opts.window_len) if opts.window_len else default_window_len(extra, fallback=EVAL_WINDOW)
+    contigs = opts.contigs
+    cache = open_tokens(fasta, opts.cache_dir, contigs=contigs)
+    ivs = read_bed(opts.regions, cache) if opts.regions else [(n, 0, cache.lengths[n]) for n in cache.contig_names]
+    windows = TiledWindows(cache, ivs, window_len, int(opts.batch_size), seed=int(opts.seed),
+                           max_n_fraction=float(opts.max_n_fraction), rank=0, world_size=1,
+                           max_windows=opts.max_windows)
     if len(windows.tiles) == 0:
         raise GenossmError(f"{cache.fasta}: no window to evaluate (all regions too short or mostly N)")
-    if cfg.baselines.enabled:  # before the scoring: a baseline that cannot be fitted stops the run now
-        train_seqs, how = baseline_training_bases(cfg, extra, cache, scored_intervals(windows))
-    task = MaskedLM(model_config=model.config.to_dict(), mask_prob=float(cfg.mask_prob), seed=int(cfg.seed), model=model)
+    if opts.baselines.enabled:  # before the scoring: a baseline that cannot be fitted stops the run now
+        train_seqs, how = baseline_training_bases(opts, extra, cache, scored_intervals(windows))
+    task = MaskedLM(model_config=model.config.to_dict(), mask_prob=float(opts.mask_prob), seed=int(opts.seed), model=model)
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                             enable_model_summary=False, **devices)
 
     # run: the test loop over every pass of the windows
-    trainer.test(task, dataloaders=DataLoader(EvaluationPasses(windows, int(cfg.passes)), batch_size=None), verbose=False)
+    trainer.test(task, dataloaders=DataLoader(EvaluationPasses(windows, int(opts.passes)), batch_size=None), verbose=False)
     values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     values = {k: values[k] for k in ("loss", "nll", "bpb", "bpb_se", "ppl", "acc", "n_bases", "n_windows") if k in values}
     if not all(math.isfinite(values.get(k, 0.0)) for k in ("loss", "nll", "bpb")):
-        raise GenossmError(f"pretrained={cfg.pretrained}: the model's predictions are not finite numbers (bits per "
+        raise GenossmError(f"pretrained={opts.pretrained}: the model's predictions are not finite numbers (bits per "
                            f"base {values.get('bpb')}): its weights or outputs hold NaN or infinite values; nothing "
                            "was written")
     seqs = windows.bases()
-    result = {"pretrained": str(cfg.pretrained), "fasta": fasta, "regions": cfg.get("regions"),
+    result = {"pretrained": str(opts.pretrained), "fasta": fasta, "regions": opts.regions,
               "contigs": contigs, "window_len": window_len, "n_windows": int(len(windows.tiles)),
               "bases_in_windows": int(sum(len(s) for s in seqs)), "model": values, "baselines": None}
-    if cfg.baselines.enabled:
-        base = baseline_report(train_seqs, seqs, max_order=int(cfg.baselines.max_order),
-                               pseudocount=float(cfg.baselines.pseudocount))
+    if opts.baselines.enabled:
+        base = baseline_report(train_seqs, seqs, max_order=int(opts.baselines.max_order),
+                               pseudocount=float(opts.baselines.pseudocount))
         base["fitted_on"] = how
         result["baselines"] = base
 

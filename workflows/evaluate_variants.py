@@ -11,6 +11,7 @@ metrics with bootstrap intervals, overall and by stratum -> write ``metrics.tsv`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -20,12 +21,14 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from genossm.config import save_config, to_plain
+from genossm.config import save_config
 from genossm.data.genome import Genome
 from genossm.data.variant_labels import LabelledVariants, join_scores, read_scored
 from genossm.errors import GenossmError
+from genossm.options import RunOptions, group, size
 from genossm.paths import conf_dir
 from genossm.tasks import variant_metrics as vm
+from genossm.tasks.baselines import BaselineOptions
 from genossm.tasks.baselines.markov import fit_chosen_order, markov_variant_scores, reference_bases
 from genossm.tasks.outputs import write_json, write_table
 from genossm.tasks.plots import plot_variant_evaluation
@@ -40,34 +43,87 @@ MODEL = "genossm_llr"
 DAMAGING_SIGN = {"genossm_llr": -1, "genossm_emb_dist": +1, "markov_llr": -1, "indel_length": +1}
 
 
+@dataclasses.dataclass
+class EvaluateVariantsOptions(RunOptions):
+    """The options of ``genossm evaluate-variants`` (``conf/evaluate_variants.yaml``), checked when made."""
+
+    variants: str | None = None
+    """VCF/BCF/TSV of the labelled variants (TSV: chrom, pos, ref, alt and the columns below)."""
+    label: str = "label"
+    """The label: a TSV column or a VCF INFO key; binary (0/1, true/false) or real-valued."""
+    label_type: str = "auto"
+    """``auto`` (binary when every label is 0 or 1), ``binary`` or ``regression``."""
+    label_threshold: float | None = None
+    """A number: binary labels from a numeric column, 1 on the ``positive`` side of it."""
+    positive: str = "above"
+    """``above`` (label >= label_threshold is 1) or ``below`` (label < label_threshold is 1)."""
+    match_group: str | None = None
+    """The column of matched-control groups (each with a positive), resampled as units."""
+    scores: list[str] = dataclasses.field(default_factory=list)
+    """Score columns you bring (CADD, phyloP, another model's), higher = the positive end (``-NAME``: lower)."""
+    stratify: list[str] = dataclasses.field(default_factory=list)
+    """Categorical columns to break the metrics down by (variant kind and chromosome always)."""
+    direction: str = "damaging"
+    """Which end of genossm's scores predicts the positive label: ``damaging``, ``benign`` or ``both``."""
+    scored: str | None = None
+    """Scores from an earlier score-variants run (its table or VCF), joined by contig, pos, ref, alt."""
+    pretrained: str | None = None
+    """Or a model to score the variants now (folder, ``.ckpt``, ``bundled:NAME``, ``hf:ORG/NAME``)."""
+    fasta: str | None = None
+    """The reference genome (the Markov baseline is fitted on it; the model scores against it)."""
+    output: str | None = None
+    """The folder ``metrics.tsv``, ``metrics.json``, ``scores.tsv``, the plot and ``config.yaml`` go to."""
+    bootstrap: int = 1000
+    """Resamples for the 95 % intervals (0: none; else at least 100)."""
+    window_len: int | None = size(None, null=True)
+    """As score-variants' (default: the model's train_window_len or 2048, whichever is smaller)."""
+    alleles_per_batch: int = size(16)
+    """As score-variants'."""
+    strands: str = "auto"
+    """As score-variants'."""
+    indel_flank: int = size(8, minimum=0)
+    """As score-variants'."""
+    tokens_per_forward: int | None = size(None, null=True)
+    """As score-variants'."""
+    num_workers: int = size(0, minimum=0)
+    """As score-variants'."""
+    cache_dir: str | None = None
+    """Where FASTA indexes go when the FASTA's folder is read-only."""
+    progress: bool = True
+    """Show score-variants' progress bar."""
+    baselines: BaselineOptions = group(BaselineOptions, max_train_bases=20_000_000)
+    """The Markov model: its order is chosen (<= max_order) on the reference's own bases, fitted on at most
+    max_train_bases bases of the variants' contigs."""
+
+
 def signed_name(name: str, sign: int) -> str:
     """A predictor's name as evaluated: ``-genossm_llr`` is the negated LLR (high = alt much less likely)."""
     return name if sign > 0 else f"-{name}"
 
 
-def _labels(labelled: LabelledVariants, cfg) -> tuple[np.ndarray, str, str]:
+def _labels(labelled: LabelledVariants, opts: EvaluateVariantsOptions) -> tuple[np.ndarray, str, str]:
     """(labels, task: binary | regression, a phrase saying what the label is)."""
-    label_type = str(cfg.label_type)
+    label_type = str(opts.label_type)
     if label_type not in ("auto", "binary", "regression"):
         raise GenossmError(f"label_type must be auto, binary or regression, got {label_type!r}")
-    values = labelled.numbers(cfg.label, "label", allow_missing=False)
-    if cfg.get("label_threshold") is not None:
+    values = labelled.numbers(opts.label, "label", allow_missing=False)
+    if opts.label_threshold is not None:
         if label_type == "regression":
             raise GenossmError("label_threshold= makes binary labels; it cannot go with label_type=regression")
-        side = str(cfg.positive)
+        side = str(opts.positive)
         if side not in ("above", "below"):
             raise GenossmError(f"positive must be above or below (label_threshold's positive side), got {side!r}")
-        threshold = float(cfg.label_threshold)
+        threshold = float(opts.label_threshold)
         y = (values >= threshold) if side == "above" else (values < threshold)
-        what = f"{cfg.label} {'>=' if side == 'above' else '<'} {threshold:g}"
+        what = f"{opts.label} {'>=' if side == 'above' else '<'} {threshold:g}"
         return y.astype(np.float64), "binary", what
     zero_one = np.isin(values, (0.0, 1.0))
     if label_type == "binary" and not zero_one.all():
         bad = int(np.flatnonzero(~zero_one)[0])
-        raise GenossmError(f"{labelled.where(bad)}: label {values[bad]:g} (column {cfg.label}) is not 0 or 1, and "
+        raise GenossmError(f"{labelled.where(bad)}: label {values[bad]:g} (column {opts.label}) is not 0 or 1, and "
                            "label_type=binary; use label_threshold= to make binary labels from a number")
     task = "binary" if label_type == "binary" or (label_type == "auto" and zero_one.all()) else "regression"
-    return values, task, f"{cfg.label}, " + ("binary" if task == "binary" else "real-valued")
+    return values, task, f"{opts.label}, " + ("binary" if task == "binary" else "real-valued")
 
 
 def _check_groups(labelled: LabelledVariants, column: str, groups: np.ndarray, y: np.ndarray, task: str) -> None:
@@ -87,40 +143,41 @@ def _check_groups(labelled: LabelledVariants, column: str, groups: np.ndarray, y
                            f"variant{more}; each group of matched controls needs its case")
 
 
-def _model_scores(cfg, labelled: LabelledVariants, out: Path) -> tuple[dict[str, np.ndarray], str]:
+def _model_scores(opts: EvaluateVariantsOptions, cfg: DictConfig, labelled: LabelledVariants,
+                  out: Path) -> tuple[dict[str, np.ndarray], str]:
     """genossm's ``llr`` and ``emb_dist`` of every labelled allele, and a phrase saying where they came from."""
-    if cfg.get("scored"):
-        table, name = read_scored(cfg.scored)
-        return join_scores(labelled, table, name), f"scores read from {cfg.scored}"
+    if opts.scored:
+        table, name = read_scored(opts.scored)
+        return join_scores(labelled, table, name), f"scores read from {opts.scored}"
     score_variants = load_workflow("score-variants").score_variants
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                             enable_model_summary=False)
     scored_path = out / "scored.tsv"
     started = time.perf_counter()
-    score_variants(cfg.pretrained, cfg.fasta, scored_path, cfg.variants, window_len=cfg.window_len,
-                   batch_size=cfg.alleles_per_batch, strands=cfg.strands, indel_flank=cfg.indel_flank,
-                   tokens_per_forward=cfg.tokens_per_forward, num_workers=cfg.num_workers, cache_dir=cfg.cache_dir,
-                   trainer=trainer, progress=cfg.progress, seed=cfg.seed, torch_threads=cfg.torch_threads)
+    score_variants(opts.pretrained, opts.fasta, scored_path, opts.variants, window_len=opts.window_len,
+                   alleles_per_batch=opts.alleles_per_batch, strands=opts.strands, indel_flank=opts.indel_flank,
+                   tokens_per_forward=opts.tokens_per_forward, num_workers=opts.num_workers, cache_dir=opts.cache_dir,
+                   trainer=trainer, progress=opts.progress, seed=opts.seed, torch_threads=opts.torch_threads)
     table = pd.read_csv(scored_path, sep="\t", keep_default_na=False, na_values=[""])
     if len(table) != len(labelled.table) or not (table["pos"].to_numpy() == labelled.table["pos"].to_numpy()).all():
-        raise RuntimeError(f"{scored_path} does not hold the alleles of {cfg.variants} in order")
+        raise RuntimeError(f"{scored_path} does not hold the alleles of {opts.variants} in order")
     seconds = time.perf_counter() - started
     return ({"llr": table["llr"].to_numpy(dtype=float), "emb_dist": table["emb_dist"].to_numpy(dtype=float)},
-            f"scored now by {cfg.pretrained} in {seconds:.0f} s ({scored_path.name})")
+            f"scored now by {opts.pretrained} in {seconds:.0f} s ({scored_path.name})")
 
 
-def _markov(cfg, genome: Genome, labelled: LabelledVariants) -> tuple[np.ndarray, dict]:
+def _markov(opts: EvaluateVariantsOptions, genome: Genome, labelled: LabelledVariants) -> tuple[np.ndarray, dict]:
     """The reference genome's Markov LLR of every allele, and what it was fitted on."""
     contigs = list(dict.fromkeys(labelled.table["chrom"].astype(str)))
-    cap = cfg.baselines.get("max_train_bases")
+    cap = opts.baselines.max_train_bases
     seqs, n_bases = reference_bases(genome, contigs, None if cap is None else int(cap))
     if n_bases < 1000:
-        raise GenossmError(f"{cfg.fasta}: only {n_bases:,} A/C/G/T bases to fit the Markov baseline on")
+        raise GenossmError(f"{opts.fasta}: only {n_bases:,} A/C/G/T bases to fit the Markov baseline on")
     started = time.perf_counter()
-    model, order = fit_chosen_order(seqs, int(cfg.baselines.max_order), float(cfg.baselines.pseudocount))
+    model, order = fit_chosen_order(seqs, int(opts.baselines.max_order), float(opts.baselines.pseudocount))
     scores, reasons = markov_variant_scores(model, order, genome, labelled.alleles)
-    info = {"order": int(order), "max_order": int(cfg.baselines.max_order), "fitted_on_bases": int(n_bases),
-            "fasta": str(cfg.fasta), "not_scored": reasons, "seconds": time.perf_counter() - started}
+    info = {"order": int(order), "max_order": int(opts.baselines.max_order), "fitted_on_bases": int(n_bases),
+            "fasta": str(opts.fasta), "not_scored": reasons, "seconds": time.perf_counter() - started}
     return scores, info
 
 
@@ -150,47 +207,48 @@ def _strata(labelled: LabelledVariants, stratify: list[str]) -> dict[str, np.nda
 def evaluate_variants(cfg: DictConfig) -> dict:
     """Metrics of genossm's variant scores and the baselines against the labels of ``variants``."""
     started = time.perf_counter()
-    if not cfg.get("variants"):
+    opts = EvaluateVariantsOptions.from_config(cfg)
+    if not opts.variants:
         raise GenossmError("variants= is required: a VCF, BCF or TSV of labelled variants")
-    if not cfg.get("fasta"):
+    if not opts.fasta:
         raise GenossmError("fasta= is required: the reference genome (the Markov baseline is fitted on it)")
-    if bool(cfg.get("scored")) == bool(cfg.get("pretrained")):
+    if bool(opts.scored) == bool(opts.pretrained):
         raise GenossmError("give either scored=FILE (the output of score-variants) or pretrained=MODEL (to score the "
-                           "variants now), not " + ("both" if cfg.get("scored") else "neither"))
-    direction = str(cfg.direction)
+                           "variants now), not " + ("both" if opts.scored else "neither"))
+    direction = str(opts.direction)
     if direction not in DIRECTIONS:
         raise GenossmError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    if cfg.get("output") is None:
+    if opts.output is None:
         raise GenossmError("output= is not set: give a folder for the results")
-    n_boot = int(cfg.bootstrap)
+    n_boot = int(opts.bootstrap)
     if n_boot < 0 or 0 < n_boot < 100:
         raise GenossmError(f"bootstrap must be 0 (no intervals) or at least 100 resamples, got {n_boot}")
-    user = [(str(s)[1:], -1) if str(s).startswith("-") else (str(s), 1) for s in to_plain(cfg.scores) or []]
-    stratify = [str(s) for s in to_plain(cfg.stratify) or []]
+    user = [(str(s)[1:], -1) if str(s).startswith("-") else (str(s), 1) for s in opts.scores or []]
+    stratify = [str(s) for s in opts.stratify or []]
     clash = [name for name, _ in user if name in DAMAGING_SIGN]
     if clash:
         raise GenossmError(f"scores=: {clash[0]!r} is the name of one of genossm's own predictors; rename the column")
-    out = Path(str(cfg.output)).absolute()
-    group_column = cfg.get("match_group")
+    out = Path(str(opts.output)).absolute()
+    group_column = opts.match_group
 
-    labelled = LabelledVariants(cfg.variants, [cfg.label, group_column, *(n for n, _ in user), *stratify])
+    labelled = LabelledVariants(opts.variants, [opts.label, group_column, *(n for n, _ in user), *stratify])
     if len(labelled.table) == 0:
-        raise GenossmError(f"{cfg.variants}: no variants")
-    y, task, label_text = _labels(labelled, cfg)
+        raise GenossmError(f"{opts.variants}: no variants")
+    y, task, label_text = _labels(labelled, opts)
     reason = vm.defined(task, y)
     if reason:
-        raise GenossmError(f"{cfg.variants}: the labels ({label_text}) have {reason}: the metrics need "
+        raise GenossmError(f"{opts.variants}: the labels ({label_text}) have {reason}: the metrics need "
                            + ("both classes" if task == "binary" else "at least 3 variants and 2 label values"))
     groups = labelled.strings(group_column) if group_column else None
     if groups is not None:
         _check_groups(labelled, group_column, groups, y, task)
     user_raw = {name: labelled.numbers(name, f"score {name}", allow_missing=True) for name, _ in user}
-    genome = Genome(cfg.fasta, cache_dir=cfg.get("cache_dir"))
-    prepare_run(cfg, num_workers=int(cfg.num_workers))
+    genome = Genome(opts.fasta, cache_dir=opts.cache_dir)
+    prepare_run(cfg, num_workers=int(opts.num_workers))
 
     # the scores: the model's, the baselines', the user's
-    model_raw, scored_text = _model_scores(cfg, labelled, out)
-    markov, markov_info = _markov(cfg, genome, labelled)
+    model_raw, scored_text = _model_scores(opts, cfg, labelled, out)
+    markov, markov_info = _markov(opts, genome, labelled)
     raw = {"genossm_llr": model_raw["llr"], "genossm_emb_dist": model_raw["emb_dist"], "markov_llr": markov}
     kinds = labelled.table["kind"].to_numpy(dtype=object)
     if np.isin(kinds, ("insertion", "deletion")).any():
@@ -216,7 +274,7 @@ def evaluate_variants(cfg: DictConfig) -> dict:
             keep &= ~np.isin(groups, list(lost))
             notes.append(f"{len(lost):,} match group(s) left out: their positive variant has no score")
     if vm.defined(task, y[keep]):
-        raise GenossmError(f"{cfg.variants}: after leaving out the variants some predictor cannot score, the labels "
+        raise GenossmError(f"{opts.variants}: after leaving out the variants some predictor cannot score, the labels "
                            f"have {vm.defined(task, y[keep])} ({int(keep.sum()):,} variants left)")
     predictors = _predictors(raw, user, direction)
     oriented = {name: sign * raw[column][keep] for name, (column, sign) in predictors.items()}
@@ -228,7 +286,7 @@ def evaluate_variants(cfg: DictConfig) -> dict:
     primary = vm.primary_metric(task, chrom)
 
     # the metrics, overall and by stratum
-    overall = vm.evaluate_predictors(task, y_eval, oriented, chrom, units, n_boot, int(cfg.seed), model=model)
+    overall = vm.evaluate_predictors(task, y_eval, oriented, chrom, units, n_boot, int(opts.seed), model=model)
     by_stratum: dict = {}
     for column, values in strata.items():
         levels = list(dict.fromkeys(values))
@@ -243,16 +301,16 @@ def evaluate_variants(cfg: DictConfig) -> dict:
                 continue
             by_stratum[column][str(level)] = vm.evaluate_predictors(
                 task, y_eval[at], {k: v[at] for k, v in oriented.items()}, chrom[at],
-                None if units is None else units[at], n_boot, int(cfg.seed), model=model)
+                None if units is None else units[at], n_boot, int(opts.seed), model=model)
     unit = "match groups" if groups is not None else "variants"
     sentence = (vm.verdict(overall, model, baselines, primary, unit) if direction != "both" else
                 "direction=both shows every predictor with both signs and gives no verdict: a sign picked on these "
                 "labels would flatter every predictor; set direction=damaging or benign before looking.")
     seconds = time.perf_counter() - started
     result = {
-        "variants": str(cfg.variants), "label": label_text, "task": task, "direction": direction,
+        "variants": str(opts.variants), "label": label_text, "task": task, "direction": direction,
         "match_group": group_column, "primary_metric": primary, "model": model, "baselines": baselines,
-        "model_scores": scored_text, "markov": markov_info, "bootstrap": n_boot, "seed": int(cfg.seed),
+        "model_scores": scored_text, "markov": markov_info, "bootstrap": n_boot, "seed": int(opts.seed),
         "n_labelled": int(len(y)), "n_evaluated": int(keep.sum()), "notes": notes,
         "overall": overall, "strata": by_stratum, "verdict": sentence, "seconds": seconds,
     }
@@ -274,7 +332,7 @@ def evaluate_variants(cfg: DictConfig) -> dict:
     write_table(scores, out / "scores.tsv", float_format="%.6g")
     plot = out / ("pr.png" if task == "binary" else "scatter.png")
     plot_variant_evaluation(task, y_eval, oriented, overall["predictors"], plot,
-                            title=f"{Path(str(cfg.variants)).name}: {label_text}")
+                            title=f"{Path(str(opts.variants)).name}: {label_text}")
     print(report(result, out, plot))
     return result
 

@@ -9,6 +9,7 @@ input order), ``metrics.json`` (per method and split), ``roc.png``/``pr.png``, `
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -21,15 +22,16 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from genossm.config import renamed_keys, save_config
+from genossm.config import given_keys, renamed_keys, save_config
 from genossm.data.intervals import assign_splits
 from genossm.data.regions import open_genome, read_regions, region_tokens
 from genossm.data.windows import RegionDataset
 from genossm.errors import GenossmError
 from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, load_extra, model_path, save_region_model
 from genossm.models.hub import BUNDLED, train_window_len
+from genossm.options import Options, RunOptions, group, size
 from genossm.paths import conf_dir
-from genossm.tasks.baselines import class_weights, fit_linear, kmer_baseline
+from genossm.tasks.baselines import KmerOptions, class_weights, fit_linear, kmer_baseline
 from genossm.tasks.metrics import decision_threshold, metrics_by_split, output_scores
 from genossm.tasks.outputs import format_metrics, input_columns, score_columns, write_json, write_table
 from genossm.tasks.plots import plot_curves
@@ -39,6 +41,81 @@ from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import user_errors
 
 log = logging.getLogger("genossm.finetune")
+
+
+@dataclasses.dataclass
+class SplitOptions(Options):
+    """How the regions are split into train, val and test (``split:``)."""
+
+    by: str = "auto"
+    """``auto`` (the file's split column, else random), ``column``, ``contig`` or ``random``."""
+    fractions: list[float] = dataclasses.field(default_factory=lambda: [0.8, 0.1, 0.1])
+    """Train, val and test fractions of a contig or random split."""
+    val_contigs: list[str] | None = None
+    """Contigs held out for validation (``by=contig``)."""
+    test_contigs: list[str] | None = None
+    """Contigs held out for testing (``by=contig``)."""
+
+
+@dataclasses.dataclass
+class TrainOptions(Options):
+    """The training of the head and backbone (``train:``)."""
+
+    batch_size: int = size(32)
+    """Regions per batch."""
+    lr: float = 1.0e-3
+    """The head's learning rate."""
+    backbone_lr: float = 1.0e-4
+    """The backbone's learning rate (``method=finetune``)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    dropout: float = 0.1
+    """Dropout before the head."""
+    patience: int = size(3, minimum=0)
+    """Validations without a lower val/loss before early stopping."""
+    class_weights: bool = True
+    """Inverse-frequency class weights from the train split."""
+
+
+@dataclasses.dataclass
+class FinetuneOptions(RunOptions):
+    """The options of ``genossm finetune`` (``conf/finetune.yaml``), checked when made."""
+
+    fasta: str | None = None
+    """The genome the regions' coordinates refer to (unused for a FASTA of sequences)."""
+    pretrained: str | None = None
+    """The backbone: an exported folder, a ``.ckpt``, ``bundled:NAME`` or ``hf:ORG/NAME``; null: a random
+    initialisation of ``model`` (a baseline)."""
+    regions: str | None = None
+    """A labelled BED/TSV of regions, or a FASTA of labelled sequences."""
+    output: str | None = None
+    """The run folder; null: ``outputs/finetune/<date_time>``."""
+    label_type: str = "auto"
+    """``auto``, ``binary``, ``multiclass`` or ``regression``."""
+    label_column: str = "label"
+    """The column holding the label (a headerless BED: its 4th column)."""
+    region_len: int | str | None = size("auto", null=True, auto=True)
+    """Every region centred and cropped/padded to this length; ``auto``: the longest region rounded up."""
+    pooling: str = "mean"
+    """``mean`` or ``center``: how per-base features become one embedding."""
+    method: str = "finetune"
+    """``finetune`` (all weights), ``head`` (frozen backbone) or ``probe`` (a linear model on frozen
+    embeddings)."""
+    probe: bool = True
+    """Also fit the linear probe beside a finetune or head run."""
+    split: SplitOptions = group(SplitOptions)
+    """The train/val/test split."""
+    train: TrainOptions = group(TrainOptions)
+    """The training of the head (and backbone)."""
+    kmer: KmerOptions = group(KmerOptions)
+    """The k-mer baseline."""
+    model: dict | None = None
+    """The model config of a random initialisation (used only without ``pretrained``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method not in ("finetune", "head", "probe"):
+            raise GenossmError(f"method must be finetune, head or probe, got {self.method!r}")
 
 
 def backbone_source(pretrained) -> str | None:
@@ -63,12 +140,12 @@ def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
     return BiMambaLM(BiMambaConfig(**dict(model_config))), False
 
 
-def training_window(cfg: DictConfig) -> int | None:
+def training_window(opts: FinetuneOptions) -> int | None:
     """The cap on ``region_len=auto``: the window the pretrained model was trained on, when it records one."""
-    if cfg.region_len != "auto" or not cfg.pretrained:
+    if opts.region_len != "auto" or not opts.pretrained:
         return None
-    model_path(cfg.pretrained)  # the error names a missing model
-    return train_window_len(load_extra(cfg.pretrained))
+    model_path(opts.pretrained)  # the error names a missing model
+    return train_window_len(load_extra(opts.pretrained))
 
 
 # old spelling -> new, accepted for one release ("task" is pretraining's module; "mode" meant two things here)
@@ -83,42 +160,41 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     split.{by,fractions,val_contigs,test_contigs}, train.{...}, probe, kmer.{enabled,k,canonical},
     model (used only without ``pretrained``), trainer (Lightning Trainer arguments).
     """
+    spelled = renamed_keys(cfg, RENAMED, given_keys())  # old spellings move to their new keys, once
+    opts = FinetuneOptions.from_config(cfg, spelled=spelled)  # a bad value is named as the user wrote it
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    renamed_keys(cfg, RENAMED)  # a config composed in Python may still use the old spellings
     save_config(cfg, out_dir)
-    method = cfg.method
-    if method not in ("finetune", "head", "probe"):
-        raise GenossmError(f"method must be finetune, head or probe, got {method!r}")
+    method = opts.method
     prepare_run(cfg)
 
-    if not cfg.regions:
+    if not opts.regions:
         raise GenossmError("regions=PATH (a labelled BED/TSV/FASTA) is required")
-    regions = read_regions(cfg.regions, label_column=cfg.label_column, need_labels=True)
-    genome = open_genome(cfg.fasta, "finetune") if regions.has_coords else None
-    labels = encode_labels(regions, cfg.label_type)
-    sp = cfg.split
-    splits = assign_splits(regions, sp.by, list(sp.fractions), cfg.seed, sp.val_contigs, sp.test_contigs)
+    regions = read_regions(opts.regions, label_column=opts.label_column, need_labels=True)
+    genome = open_genome(opts.fasta, "finetune") if regions.has_coords else None
+    labels = encode_labels(regions, opts.label_type)
+    sp = opts.split
+    splits = assign_splits(regions, sp.by, list(sp.fractions), opts.seed, sp.val_contigs, sp.test_contigs)
     for needed in ("train", "val"):
         if not (splits == needed).any():
             raise GenossmError(f"{regions.source}: the {needed} split is empty; change split.by or split.fractions")
     check_split_classes(regions, labels, splits)
-    tokens, valid = region_tokens(regions, genome, cfg.region_len, max_len=training_window(cfg))
+    tokens, valid = region_tokens(regions, genome, opts.region_len, max_len=training_window(opts))
     region_len = int(tokens.shape[1])
     n_classes = len(labels.classes) if labels.classes else 1
     train_rows = np.flatnonzero(splits == "train")
     val_rows = np.flatnonzero(splits == "val")
     y = labels.y
-    weights = class_weights(y[train_rows], labels.task, n_classes) if cfg.train.class_weights else None
+    weights = class_weights(y[train_rows], labels.task, n_classes) if opts.train.class_weights else None
     log.info("%d regions (%s), %s; split %s", len(regions), labels.task, regions.source,
              {s: int((splits == s).sum()) for s in ("train", "val", "test")})
 
-    backbone, was_pretrained = load_backbone(cfg.pretrained, cfg.get("model"))
+    backbone, was_pretrained = load_backbone(opts.pretrained, opts.model)
     if not was_pretrained:
         log.warning("no pretrained=PATH: the backbone is randomly initialised (a baseline, not a pretrained model)")
-    meta = {"task": labels.task, "classes": labels.classes, "pooling": cfg.pooling, "region_len": region_len,
-            "label_column": cfg.label_column, "source_regions": Path(regions.source).name,
-            "backbone": backbone_source(cfg.pretrained)}
+    meta = {"task": labels.task, "classes": labels.classes, "pooling": opts.pooling, "region_len": region_len,
+            "label_column": opts.label_column, "source_regions": Path(regions.source).name,
+            "backbone": backbone_source(opts.pretrained)}
     scores: dict[str, torch.Tensor] = {}
 
     def decision(method_scores: torch.Tensor) -> dict:
@@ -128,23 +204,23 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
         threshold, source = decision_threshold(method_scores, y, splits)
         return {"threshold": threshold, "threshold_from": source}
 
-    if cfg.kmer.enabled:
-        _, scores["kmer"] = kmer_baseline(tokens, valid, y, splits, labels.task, n_classes, cfg.kmer.k, cfg.kmer.canonical,
-                                          balance=bool(cfg.train.class_weights))
-    if cfg.probe or method == "probe":  # frozen pretrained embeddings, before any fine-tuning touches them
-        emb = embed_regions(backbone, tokens, valid, cfg.pooling, cfg.train.batch_size)
+    if opts.kmer.enabled:
+        _, scores["kmer"] = kmer_baseline(tokens, valid, y, splits, labels.task, n_classes, opts.kmer.k, opts.kmer.canonical,
+                                          balance=bool(opts.train.class_weights))
+    if opts.probe or method == "probe":  # frozen pretrained embeddings, before any fine-tuning touches them
+        emb = embed_regions(backbone, tokens, valid, opts.pooling, opts.train.batch_size)
         probe = fit_linear(emb[train_rows], y[train_rows], labels.task, n_classes, emb[val_rows], y[val_rows],
-                           balance=bool(cfg.train.class_weights))
+                           balance=bool(opts.train.class_weights))
         scores["probe"] = probe.predict(emb)
         save_region_model(out_dir / ("model" if method == "probe" else "probe"), backbone, probe.folded(),
                           dict(meta, mode="probe", l2=probe.l2, **decision(scores["probe"])))
 
     if method in ("finetune", "head"):
-        t = cfg.train
-        module = RegionModel(backbone, labels.task, labels.n_outputs, method=method, pooling=cfg.pooling, lr=t.lr,
+        t = opts.train
+        module = RegionModel(backbone, labels.task, labels.n_outputs, method=method, pooling=opts.pooling, lr=t.lr,
                              backbone_lr=t.backbone_lr, weight_decay=t.weight_decay,
                              class_weights=None if weights is None else weights.tolist(), dropout=t.dropout)
-        generator = torch.Generator().manual_seed(int(cfg.seed))
+        generator = torch.Generator().manual_seed(int(opts.seed))
         train_dl = DataLoader(RegionDataset(tokens, valid, y, train_rows), batch_size=t.batch_size, shuffle=True,
                               generator=generator)
         val_dl = DataLoader(RegionDataset(tokens, valid, y, val_rows), batch_size=t.batch_size)
@@ -174,7 +250,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
         "task": labels.task,
         "classes": labels.classes,
         "regions": str(regions.source),
-        "pretrained": str(cfg.pretrained) if cfg.pretrained else None,
+        "pretrained": str(opts.pretrained) if opts.pretrained else None,
         "mode": method,
         "region_len": region_len,
         "split_sizes": {s: int((splits == s).sum()) for s in ("train", "val", "test")},
@@ -210,7 +286,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="finetune")
-@user_errors(renamed=RENAMED)
+@user_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

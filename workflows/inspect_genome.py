@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import hydra
 import numpy as np
 import pandas as pd
@@ -9,11 +11,29 @@ from omegaconf import DictConfig
 
 from genossm.data import tokenizer as tk
 from genossm.data.token_cache import TokenCache, open_tokens
+from genossm.options import RunOptions, size
 from genossm.paths import conf_dir
 from genossm.tasks.outputs import write_table
 from genossm.workflows import user_errors
 
 READ_BLOCK = 1 << 24  # packed tokens per bincount
+
+
+@dataclasses.dataclass
+class InspectOptions(RunOptions):
+    """The options of ``genossm inspect`` (``conf/inspect.yaml``), checked when made."""
+
+    fasta: str | list[str] | None = None
+    """The genome (plain, gzip, bgzip), or a list of files whose contigs together form it."""
+    contigs: str | list[str] | None = None
+    """Only these contigs (names or aliases, or a regular expression); null: all."""
+    cache_dir: str | None = None
+    """Where the token cache goes (null: ``.genossm-cache/`` beside the FASTA, or the user cache when that
+    folder is read-only)."""
+    max_rows: int = size(50, minimum=0)
+    """Contigs printed (all of them go to ``output``)."""
+    output: str | None = None
+    """Also write the table to this TSV."""
 
 
 def contig_stats(cache: TokenCache, contig: str) -> dict:  # or a MultiTokenCache (fasta=[a.fa,b.fa])
@@ -35,7 +55,9 @@ def contig_stats(cache: TokenCache, contig: str) -> dict:  # or a MultiTokenCach
 
 
 def inspect(cfg: DictConfig) -> list[dict]:
-    cache = open_tokens(cfg.fasta, cache_dir=cfg.cache_dir, contigs=cfg.contigs)
+    """The table of ``fasta``'s contigs, printed (and written to ``output``)."""
+    opts = InspectOptions.from_config(cfg)
+    cache = open_tokens(opts.fasta, cache_dir=opts.cache_dir, contigs=opts.contigs)
     rows = [contig_stats(cache, name) for name in cache.contig_names]
     total = sum(r["length"] for r in rows)
     summary = {
@@ -46,16 +68,16 @@ def inspect(cfg: DictConfig) -> list[dict]:
         / max(sum(r["length"] * (1 - r["n_fraction"]) for r in rows), 1),
     }
     print(f"{cache.fasta}")
-    width = max(len(r["contig"]) for r in rows[: cfg.max_rows] + [summary])
+    width = max(len(r["contig"]) for r in rows[: opts.max_rows] + [summary])
     print(f"{'contig':<{width}}  {'length':>13}  {'N':>7}  {'GC':>7}  {'soft-masked':>11}")
-    shown = rows[: cfg.max_rows]
+    shown = rows[: opts.max_rows]
     for r in shown + [summary]:
         print(f"{r['contig']:<{width}}  {r['length']:>13,}  {r['n_fraction']:>7.2%}  {r['gc_fraction']:>7.2%}  {r['softmask_fraction']:>11.2%}")
     if len(rows) > len(shown):
         print(f"... {len(rows) - len(shown)} more contigs (set max_rows or output=contigs.tsv)")
-    if cfg.output:
+    if opts.output:
         table = pd.DataFrame(rows, columns=["contig", "length", "n_fraction", "gc_fraction", "softmask_fraction"])
-        write_table(table, cfg.output, float_format="%.6f")
+        write_table(table, opts.output, float_format="%.6f")
     return rows
 
 

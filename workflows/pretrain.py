@@ -10,6 +10,7 @@ rank 0 writes the config, computes the baselines, exports the model, draws the p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,14 +21,15 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
 from genossm.atomic import atomic_write
-from genossm.config import instantiate, instantiate_all, renamed_keys, save_config, to_plain
+from genossm.config import given_keys, instantiate, instantiate_all, renamed_keys, save_config, to_plain
 from genossm.checksums import file_sha256
 from genossm.data.genome import fasta_paths
 from genossm.data.token_cache import fasta_label, fasta_value
 from genossm.errors import GenossmError
-from genossm.models import from_pretrained, save_pretrained
+from genossm.models import BiMambaConfig, from_pretrained, save_pretrained
+from genossm.options import RunOptions, group
 from genossm.paths import conf_dir
-from genossm.tasks.baselines import baseline_report
+from genossm.tasks.baselines import BaselineOptions, baseline_report
 from genossm.tasks.callbacks import CheckpointOnSignal, MetricHistory, StopOnNonFinite, TokensPerSecond, non_finite
 from genossm.tasks.loggers import KeepMetricHistory
 from genossm.tasks.outputs import format_comparison
@@ -38,6 +40,27 @@ from genossm.workflows import user_errors
 
 
 RENAMED = {"task.seq_len_warmup": "data.window_len_warmup"}  # old spelling -> new, accepted for one release
+
+
+@dataclasses.dataclass
+class PretrainOptions(RunOptions):
+    """The options of ``genossm pretrain`` at the top of ``conf/pretrain.yaml``, checked when made. The groups
+    below them are built from their own nodes, which check their arguments: ``data`` (the data module),
+    ``model`` (:class:`~genossm.models.BiMambaConfig`), ``task`` (the LightningModule), ``trainer``,
+    ``callbacks``, ``logger``."""
+
+    pretrained: str | None = None
+    """Start from an exported model (folder, ``bundled:NAME``, ``hf:ORG/NAME``) or a ``.ckpt`` instead of
+    random weights."""
+    output: str | None = None
+    """The run folder: checkpoints, logs, the exported model, the summary and the plot."""
+    resume: str | bool | None = "auto"
+    """``auto``: continue from ``<output>/checkpoints/last.ckpt`` when it exists; ``false``: a new run;
+    ``restart``: start over, keeping the earlier results aside; or a checkpoint of this run to continue from."""
+    test_after_fit: bool = False
+    """Also report the test split."""
+    baselines: BaselineOptions = group(BaselineOptions)
+    """The Markov baselines fitted on the training split and reported beside the model."""
 
 
 # what a run leaves in its folder (besides config.yaml and Hydra's .hydra/, which a failed start also writes)
@@ -76,11 +99,11 @@ def move_aside(out: Path) -> Path:
     return aside
 
 
-def resume_path(cfg: DictConfig, out: Path) -> str | None:
+def resume_path(opts: PretrainOptions, out: Path) -> str | None:
     """The checkpoint to continue from (None: a new run). A folder holding an earlier run is never started
     over without ``resume=restart`` (which keeps the earlier results aside), and never continued from another
     run's checkpoint."""
-    resume = cfg.get("resume", "auto")
+    resume = opts.resume
     earlier = earlier_results(out)
     held = f"output={out} holds an earlier run ({', '.join(earlier)})"
     restart = (f"resume={RESTART} starts over there, moving the earlier results to {out / 'previous'}/<date_time>/; "
@@ -180,12 +203,14 @@ def stage_metrics(trainer, stage: str) -> dict:
 def train(cfg: DictConfig) -> dict:
     """Train, evaluate against the baselines, export; returns the summary (also written to summary.json)."""
     t_start = time.perf_counter()
-    if cfg.get("output") is None:
+    renamed_keys(cfg, RENAMED, given_keys())  # old spellings move to their new keys, once
+    opts = PretrainOptions.from_config(cfg)
+    if opts.output is None:
         raise GenossmError("output= is not set: give the run folder, e.g. output=outputs/pretrain/my_run")
-    out = Path(str(cfg.output)).absolute()
+    out = Path(str(opts.output)).absolute()
     fasta_paths(cfg.get("fasta"))  # one path or a list; each must exist
     fasta = fasta_value(cfg.fasta)
-    renamed_keys(cfg, RENAMED)
+    BiMambaConfig.from_dict(to_plain(cfg.model), source="model")  # before anything is built
     prepare_run(cfg, num_workers=int(cfg.data.get("num_workers") or 0))
 
     # instantiate: data, task (and its model), callbacks, loggers, trainer
@@ -198,10 +223,10 @@ def train(cfg: DictConfig) -> dict:
                  "fasta_sha256": digests[0] if isinstance(absolute, str) else digests}
     module = instantiate(cfg.task, _convert_="all", model_config=to_plain(cfg.model), extra=run_extra)
     dm.check_window_fits()
-    if cfg.get("pretrained"):
-        start = from_pretrained(cfg.pretrained)
+    if opts.pretrained:
+        start = from_pretrained(opts.pretrained)
         if start.config.to_dict() != module.model.config.to_dict():
-            raise GenossmError(f"pretrained={cfg.pretrained}: its model config differs from model= ({cfg.pretrained}'s "
+            raise GenossmError(f"pretrained={opts.pretrained}: its model config differs from model= ({opts.pretrained}'s "
                                f"config is {start.config.to_dict()})")
         module.model.load_state_dict(start.state_dict())
     callbacks = instantiate_all(cfg.get("callbacks"))
@@ -215,7 +240,7 @@ def train(cfg: DictConfig) -> dict:
     callbacks.insert(0, StopOnNonFinite())  # before the checkpoint callbacks see a step of NaN weights
     speed = next((c for c in callbacks if isinstance(c, TokensPerSecond)), None)
     # before anything is written or a logger opens the folder: what the run continues from, if it may
-    ckpt_path = resume_path(cfg, out)
+    ckpt_path = resume_path(opts, out)
     if ckpt_path:
         check_resume(ckpt_path, module)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,7 +261,7 @@ def train(cfg: DictConfig) -> dict:
     if not history.val or history.val[-1][0] != trainer.global_step:
         trainer.validate(module, datamodule=dm, verbose=False)
     val = stage_metrics(trainer, "val")
-    if cfg.get("test_after_fit"):
+    if opts.test_after_fit:
         trainer.test(module, datamodule=dm, verbose=False)
     test = stage_metrics(trainer, "test")
     model = _full_model(trainer, module, to_plain(cfg.model))
@@ -264,10 +289,10 @@ def train(cfg: DictConfig) -> dict:
 
     # write (rank 0): baselines (once, on the whole validation split), the exported model, plot, summary
     base = None
-    if cfg.baselines.enabled:
+    if opts.baselines.enabled:
         t0 = time.perf_counter()
-        base = baseline_report(dm.train_bases(cfg.baselines.get("max_train_bases")), dm.eval_bases("val"),
-                               max_order=int(cfg.baselines.max_order), pseudocount=float(cfg.baselines.pseudocount))
+        base = baseline_report(dm.train_bases(opts.baselines.max_train_bases), dm.eval_bases("val"),
+                               max_order=opts.baselines.max_order, pseudocount=float(opts.baselines.pseudocount))
         base["seconds"] = round(time.perf_counter() - t0, 2)
     summary["baselines"] = base
     model_dir = out / "model"
@@ -305,7 +330,7 @@ run = train
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="pretrain")
 def main(cfg: DictConfig):
-    return user_errors(run, renamed=RENAMED)(cfg)
+    return user_errors(run)(cfg)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ a temporary file and renamed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hydra
 import torch
 from omegaconf import DictConfig
@@ -18,6 +20,7 @@ from genossm.data.regions import open_genome, read_regions, region_tokens
 from genossm.data.windows import RegionDataset
 from genossm.errors import GenossmError
 from genossm.models import load_region_model
+from genossm.options import RunOptions, size
 from genossm.paths import conf_dir
 from genossm.tasks.metrics import output_scores
 from genossm.tasks.outputs import input_columns, score_columns, write_table
@@ -26,20 +29,41 @@ from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import user_errors
 
 
+@dataclasses.dataclass
+class ScoreRegionsOptions(RunOptions):
+    """The options of ``genossm score-regions`` (``conf/score_regions.yaml``), checked when made."""
+
+    fasta: str | None = None
+    """The genome the regions' coordinates refer to (unused for a FASTA of sequences)."""
+    pretrained: str | None = None
+    """The region model ``genossm finetune`` wrote (its ``model/`` or ``probe/`` folder)."""
+    regions: str | None = None
+    """A BED/TSV of regions, or a FASTA of sequences."""
+    output: str | None = None
+    """``.tsv``, ``.tsv.gz``, ``.csv`` or ``.parquet``: one row per input region, in input order."""
+    batch_size: int = size(64)
+    """Regions per batch."""
+
+
 def score_regions(cfg: DictConfig):
     """Scores of every region (input order) from a fine-tuned region model; written atomically to ``output``."""
-    if not cfg.get("output"):
+    opts = ScoreRegionsOptions.from_config(cfg)
+    if not opts.output:
         raise GenossmError("output=PATH is required (.tsv, .tsv.gz, .csv or .parquet)")
+    if not opts.pretrained:
+        raise GenossmError("pretrained=PATH is required: the model/ (or probe/) folder genossm finetune wrote")
+    if not opts.regions:
+        raise GenossmError("regions=PATH is required: a BED/TSV of regions, or a FASTA of sequences")
     prepare_run(cfg)
 
     # instantiate: the model, the regions, the trainer
-    backbone, head, meta = load_region_model(cfg.pretrained)
+    backbone, head, meta = load_region_model(opts.pretrained)
     module = RegionModel(backbone, meta["task"], head.out_features, method="head", pooling=meta["pooling"])
     module.head = head
-    regions = read_regions(cfg.regions, label_column=None)
-    genome = open_genome(cfg.fasta, "score-regions") if regions.has_coords else None
+    regions = read_regions(opts.regions, label_column=None)
+    genome = open_genome(opts.fasta, "score-regions") if regions.has_coords else None
     tokens, valid = region_tokens(regions, genome, meta["region_len"])
-    loader = DataLoader(RegionDataset(tokens, valid), batch_size=int(cfg.batch_size))
+    loader = DataLoader(RegionDataset(tokens, valid), batch_size=opts.batch_size)
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                             enable_model_summary=False)
 
@@ -52,8 +76,8 @@ def score_regions(cfg: DictConfig):
     for col, values in score_columns(output_scores(logits, meta["task"]), meta["task"], meta.get("classes"),
                                      threshold=meta.get("threshold")).items():
         table[col] = values
-    write_table(table, cfg.output)
-    print(f"scored {len(table)} regions -> {cfg.output}")
+    write_table(table, opts.output)
+    print(f"scored {len(table)} regions -> {opts.output}")
     return table
 
 

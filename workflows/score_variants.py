@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from genossm.atomic import check_writable
-from genossm.config import renamed_keys
+from genossm.config import given_keys, renamed_keys
 from genossm.data.genome import Genome, one_fasta
 from genossm.data.variant_windows import VariantBatches, saturation_records
 from genossm.data.variants import VariantReader
@@ -36,6 +36,7 @@ from genossm.errors import GenossmError
 from genossm.models import from_pretrained
 from genossm.models.heads import POOLINGS
 from genossm.models.hub import BUNDLED, HF
+from genossm.options import RunOptions, size
 from genossm.paths import conf_dir
 from genossm.tasks.callbacks import ShardWriter, VariantProgress
 from genossm.tasks.trainer import build_trainer, prepare_run
@@ -47,6 +48,60 @@ log = logging.getLogger("genossm.score_variants")
 
 # old spelling -> new, accepted for one release ("mode" meant several things; batches hold alleles, not windows)
 RENAMED = {"mode": "scan", "batch_size": "alleles_per_batch"}
+
+
+@dataclasses.dataclass
+class ScoreVariantsOptions(RunOptions):
+    """The options of ``genossm score-variants`` (``conf/score_variants.yaml``), checked when made."""
+
+    fasta: str | None = None
+    """The reference genome the variants are called against (plain, gzip or bgzip FASTA)."""
+    pretrained: str | None = None
+    """The model: an exported folder, a ``.ckpt``, ``bundled:NAME`` or ``hf:ORG/NAME``."""
+    variants: str | None = None
+    """VCF/BCF (plain, bgzip, gzip) or TSV with chrom, pos, ref, alt (``scan=variants``)."""
+    output: str | None = None
+    """A VCF (``.vcf``, ``.vcf.gz``, ``.bcf``) keeping every input record plus a table beside it, or only the
+    table (``.tsv``, ``.tsv.gz``, ``.parquet``)."""
+    scan: str = "variants"
+    """``variants`` (the ``variants=`` file) or ``saturation`` (every substitution of ``region=``, <= 10 kb)."""
+    region: str | None = None
+    """``CHR:START-END``: restricts an indexed VCF/BCF (``scan=variants``); the region (``scan=saturation``)."""
+    table: str | None = None
+    """The table beside a VCF output (default: the output's name with ``.tsv``)."""
+    heatmap: str | None = None
+    """The saturation heatmap (``.png``, ``.svg``, ``.pdf``; default: the table's name with ``.png``)."""
+    embeddings: str | None = None
+    """Also write the ref/alt embeddings per allele: ``.npy`` (alleles, 2, dim) or ``.parquet``."""
+    window_len: int | None = size(None, null=True)
+    """Bases the model reads around each variant; null: the model's train_window_len or 2048, the smaller."""
+    alleles_per_batch: int = size(16)
+    """Alleles scored per batch (``tokens_per_forward`` bounds each model call)."""
+    strands: str = "auto"
+    """``both``, ``forward`` or ``auto`` (forward only for an RC-equivariant model: both are equal)."""
+    indel_flank: int = size(8, minimum=0)
+    """Bases each side of an indel/MNV allele included in its pseudo-log-likelihood."""
+    emb_dist: bool = True
+    """Compute the embedding distance between the ref and alt windows."""
+    distance: str = "cosine"
+    """``cosine`` or ``euclidean``."""
+    pooling: str = "mean"
+    """``mean`` or ``center``: how the per-base embeddings become one."""
+    tokens_per_forward: int | None = size(None, null=True)
+    """Rows per model call = tokens_per_forward // window length; null: 262144 on a GPU, chosen on a CPU."""
+    chunk_len: int | None = size(None, null=True)
+    """The model's chunked long-sequence inference (e.g. 65536 for 1 Mb windows); null: whole windows."""
+    num_workers: int = size(0, minimum=0)
+    """DataLoader workers preparing the windows."""
+    cache_dir: str | None = None
+    """Where FASTA indexes go when the FASTA's folder is read-only."""
+    progress: bool = True
+    """Show the progress bar."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scan not in ("variants", "saturation"):
+            raise GenossmError(f"scan= must be 'variants' or 'saturation', got {self.scan!r}")
 
 
 def _model_label(pretrained) -> str:
@@ -123,20 +178,22 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
     """The ``genossm score-variants`` run of a composed config (:func:`genossm.compose`): seed and CPU threads
     as the command sets them, the Trainer from the ``trainer`` group (or ``trainer``), the model from
     ``pretrained`` (or ``model``), then score and write. Returns the run's :class:`Summary`."""
-    renamed_keys(cfg, RENAMED)  # a config composed in Python may still use the old spellings
-    prepare_run(cfg, num_workers=cfg.num_workers)
+    spelled = renamed_keys(cfg, RENAMED, given_keys())  # old spellings move to their new keys, once
+    opts = ScoreVariantsOptions.from_config(cfg, spelled=spelled)  # a bad value is named as the user wrote it
+    prepare_run(cfg, num_workers=opts.num_workers)
     if trainer is None:  # a predict run writes nothing but its outputs: no logger, checkpoint or root folder
         trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                                 enable_model_summary=False)
-    pretrained, fasta, output, variants = cfg.pretrained, cfg.fasta, cfg.output, cfg.variants
-    scan, region, table, heatmap, embeddings = cfg.scan, cfg.region, cfg.table, cfg.heatmap, cfg.embeddings
-    window_len, alleles_per_batch, strands, indel_flank = cfg.window_len, cfg.alleles_per_batch, cfg.strands, cfg.indel_flank
-    emb_dist, distance, pooling = cfg.emb_dist, cfg.distance, cfg.pooling
-    tokens_per_forward, chunk_len, num_workers, cache_dir = cfg.tokens_per_forward, cfg.chunk_len, cfg.num_workers, cfg.cache_dir
-    progress = cfg.progress
+    return score(opts, trainer, model=model)
+
+
+def score(options: ScoreVariantsOptions, trainer: L.Trainer, model=None) -> Summary:
+    """Score and write, as :func:`run` does, from checked ``options`` in ``trainer``."""
+    pretrained, fasta, output, variants = options.pretrained, options.fasta, options.output, options.variants
+    scan, region, table, heatmap, embeddings = options.scan, options.region, options.table, options.heatmap, options.embeddings
+    window_len, strands, emb_dist = options.window_len, options.strands, options.emb_dist
+    distance, pooling, cache_dir = options.distance, options.pooling, options.cache_dir
     started = time.perf_counter()
-    if scan not in ("variants", "saturation"):
-        raise GenossmError(f"scan= must be 'variants' or 'saturation', got {scan!r}")
     if output is None:
         raise GenossmError("output= is required (a .vcf/.vcf.gz/.bcf, .tsv or .parquet path)")
     output = Path(output)
@@ -174,20 +231,20 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
         model = from_pretrained(pretrained)
     if window_len is None:
         window_len = default_window_len(pretrained)
-    opts = ScoringOptions(window_len=int(window_len), strands=strands, indel_flank=int(indel_flank), emb_dist=emb_dist,
+    opts = ScoringOptions(window_len=window_len, strands=strands, indel_flank=options.indel_flank, emb_dist=emb_dist,
                           distance=distance, pooling=pooling, keep_embeddings=embeddings is not None,
-                          tokens_per_forward=None if tokens_per_forward is None else int(tokens_per_forward), chunk_len=chunk_len)
+                          tokens_per_forward=options.tokens_per_forward, chunk_len=options.chunk_len)
     opts.check()
     if embeddings is not None and not emb_dist:
         raise GenossmError("embeddings= needs emb_dist: true")
     model_cfg = model.config
     n_strands = 1 if strands == "forward" or (strands == "auto" and model_cfg.rc_equivariant) else 2
     emb_strands = model.embed_strands(opts.pooling, one_strand_poolings=POOLINGS)
-    dataset = VariantBatches(records, genome.path, alleles_per_batch, dict(
+    dataset = VariantBatches(records, genome.path, options.alleles_per_batch, dict(
         opts.window_args(), causal=not model_cfg.bidirectional, strands=n_strands, emb_strands=emb_strands), cache_dir=cache_dir)
-    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=None, num_workers=options.num_workers)
 
-    total = _allele_total(reader, records) if progress else None
+    total = _allele_total(reader, records) if options.progress else None
     command = " ".join([
         "score-variants",
         f"pretrained={_model_label(pretrained)}",
@@ -202,7 +259,7 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
     ])
     parts = output.with_name(f".{output.name}.genossm-parts")
     writer = ShardWriter(parts, keep_embeddings=embeddings is not None)
-    callbacks = [writer, VariantProgress(total=total, enabled=progress)]
+    callbacks = [writer, VariantProgress(total=total, enabled=options.progress)]
     trainer.callbacks.extend(callbacks)
     pl_trainer = trainer
     scorer = VariantScorer(model, opts)
@@ -307,7 +364,7 @@ def _allele_total(reader: VariantReader | None, records) -> int | None:
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="score_variants")
-@user_errors(renamed=RENAMED)
+@user_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -31,6 +31,7 @@ from genossm.data.intervals import Interval, SplitSpec, make_splits
 from genossm.data.token_cache import MultiTokenCache, TokenCache, fasta_label, open_tokens
 from genossm.data.windows import RandomWindows, TiledWindows, unpack_batch
 from genossm.errors import GenossmError
+from genossm.options import whole
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +152,12 @@ class GenomeDataModule(L.LightningDataModule):
         super().__init__()
         self.paths = fasta_paths(fasta, must_exist=False)
         self.fasta = self.paths[0] if isinstance(fasta, (str, os.PathLike)) else self.paths
-        self.window_len = self._check_len(window_len, "window_len")
+        # sizes are checked here (OptionError names the argument; the config edge adds the node: data.batch_size)
+        self.window_len = self._check_len(whole(window_len, "window_len"), "window_len")
+        eval_window_len = whole(eval_window_len, "eval_window_len", null=True)
         self.eval_window_len = self._check_len(eval_window_len, "eval_window_len") if eval_window_len else None
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.batch_size = whole(batch_size, "batch_size")
+        self.num_workers = whole(num_workers, "num_workers", minimum=0)
         self.contigs = list(contigs) if contigs is not None and not isinstance(contigs, str) else contigs
         self.rc_augment = bool(rc_augment)
         self.max_n_fraction = float(max_n_fraction)
@@ -164,8 +167,8 @@ class GenomeDataModule(L.LightningDataModule):
             train_bed=train_bed, val_bed=val_bed, test_bed=test_bed,
             val_fraction=float(val_fraction), test_fraction=float(test_fraction),
         )
-        self.samples_per_epoch = int(samples_per_epoch)
-        self.max_eval_windows = max_eval_windows
+        self.samples_per_epoch = whole(samples_per_epoch, "samples_per_epoch")
+        self.max_eval_windows = whole(max_eval_windows, "max_eval_windows", null=True)
         self.seed = int(seed)
         self.cache_dir = cache_dir
         self.pin_memory = bool(pin_memory)

@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 
 from genossm.errors import GenossmError
+from genossm.options import whole
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class MetricHistory(Callback):
 
     def __init__(self, every_n_steps: int = 10):
         super().__init__()
-        self.every_n_steps = every_n_steps
+        self.every_n_steps = whole(every_n_steps, "every_n_steps")
         self.train: list[tuple[int, float, float]] = []
         self.val: list[tuple[int, float, float]] = []
 
@@ -137,6 +138,7 @@ class LastCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, dirpath: str | os.PathLike, every_n_train_steps: int | None = 100, **kwargs):
+        every_n_train_steps = whole(every_n_train_steps, "every_n_train_steps", null=True)
         kwargs.update(save_last=True, save_top_k=0, enable_version_counter=False)
         super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, **kwargs)
         self._at_epoch_end = False

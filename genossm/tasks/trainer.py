@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from genossm.config import check_sizes, instantiate, set_cpu_threads
+from genossm.config import instantiate, set_cpu_threads
 from genossm.errors import GenossmError
 
 
@@ -84,19 +84,16 @@ def build_trainer(cfg: Mapping, callbacks: Iterable = (), loggers: Iterable = ()
     Trainer keywords (``{"accelerator": "cpu", "devices": 1}``; its own ``callbacks`` come first, its ``logger``
     is used when no ``loggers`` are given). ``cfg.precision`` (when set and not ``auto``) replaces
     ``trainer.precision``; under SLURM, submitit owns the requeue (Lightning only reads the ranks); checkpoints
-    are written whole or not at all. ``overrides`` are the run's own Trainer arguments."""
+    are written whole or not at all. ``overrides`` are the run's own Trainer arguments. The settings were
+    checked by :func:`prepare_run`, before anything was built."""
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from genossm.tasks.checkpoint_io import AtomicCheckpointIO
 
     settings = cfg.get("trainer")
-    check_trainer(settings)
     precision = cfg.get("precision", "auto")
     if precision not in (None, "", "auto"):
-        check_precision(precision, "precision")
         overrides["precision"] = precision
-    elif (settings or {}).get("precision") is not None:
-        check_precision(settings.get("precision"), "trainer.precision")
     plain = not OmegaConf.is_config(settings) and "_target_" not in (settings or {})
     callbacks, logger = list(callbacks), list(loggers) or False
     if plain:  # Trainer keywords from Python: the run's own arguments win
@@ -169,11 +166,11 @@ def quiet_third_party() -> None:
 
 
 def prepare_run(cfg: DictConfig, num_workers: int = 0) -> None:
-    """Before anything is built: check the trainer can run here, seed everything from ``cfg.seed``, set the
-    CPU threads from ``cfg.torch_threads`` and quiet the third-party noise (:func:`quiet_third_party`)."""
+    """Before anything is built: check the trainer can run here (the one check of the ``trainer`` group and
+    ``precision``), seed everything from ``cfg.seed``, set the CPU threads from ``cfg.torch_threads`` and quiet
+    the third-party noise (:func:`quiet_third_party`)."""
     import lightning as L
 
-    check_sizes(cfg)
     quiet_third_party()
     if cfg.get("trainer") is not None:
         check_trainer(cfg.trainer)

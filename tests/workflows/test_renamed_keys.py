@@ -64,8 +64,9 @@ def test_finetune_mode_and_split_mode_become_method_and_split_by():
 
 
 def test_a_bad_size_is_named_as_the_user_spelled_it():
-    from genossm.config import check_sizes
     from genossm.errors import GenossmError
+
+    options = load_workflow("score-variants").ScoreVariantsOptions
 
     for key in ("batch_size", "alleles_per_batch"):
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -74,7 +75,7 @@ def test_a_bad_size_is_named_as_the_user_spelled_it():
             warnings.simplefilter("ignore", FutureWarning)
             spelled = renamed_keys(cfg, load_workflow("score-variants").RENAMED)
         with pytest.raises(GenossmError, match=rf"^{key}=0: expected a whole number >= 1$"):
-            check_sizes(cfg, spelled)
+            options.from_config(cfg, spelled=spelled)
 
 
 def test_score_variants_with_the_old_keys_writes_the_same_file(bundled_data, tmp_path, monkeypatch):
