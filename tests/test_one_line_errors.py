@@ -91,3 +91,14 @@ def test_the_shared_run_keys_are_in_every_workflow():
         assert (cfg.seed, cfg.torch_threads) == (3, 1), workflow
         if workflow != "inspect":
             assert compose(workflow, ["precision=bf16-mixed"]).precision == "bf16-mixed", workflow
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score-variants", "pretrained=model", "output=out.tsv"], "fasta= is required"),  # was a traceback (???)
+    (["score-regions", "output=out.tsv", f"regions={REPO / 'data' / 'athaliana_chloroplast.test.bed'}"],
+     "pretrained=PATH is required"),
+    (["score-regions", "output=out.tsv", "pretrained=model"], "regions=PATH is required"),
+    (["embed", "output=emb.npy"], "pretrained=PATH is required"),
+])
+def test_a_required_key_left_unset_is_named(argv, message, tmp_path, monkeypatch, capsys):
+    assert message in one_line(argv, monkeypatch, tmp_path, capsys)
