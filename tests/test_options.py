@@ -142,3 +142,10 @@ def test_every_option_has_a_docstring(workflow):
     kinds += [getattr(module, name) for name in ("SplitOptions", "TrainOptions") if hasattr(module, name)]
     missing = [name for kind in kinds for name in _undocumented(kind)]
     assert not missing, f"options without a docstring: {missing}"
+
+
+def test_score_variants_keywords_are_its_options():
+    module = load_workflow("score-variants")
+    keywords = set(inspect.signature(inspect.unwrap(module.score_variants)).parameters)
+    assert module.OPTION_NAMES <= keywords, sorted(module.OPTION_NAMES - keywords)
+    assert keywords - module.OPTION_NAMES == {"trainer", "model"}

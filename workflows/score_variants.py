@@ -104,6 +104,9 @@ class ScoreVariantsOptions(RunOptions):
             raise GenossmError(f"scan= must be 'variants' or 'saturation', got {self.scan!r}")
 
 
+OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(ScoreVariantsOptions) if field.name != "precision")
+
+
 def _model_label(pretrained) -> str:
     if pretrained is None:
         return "(a model passed from Python)"
@@ -155,19 +158,11 @@ def score_variants(
 
     from genossm.config import compose
 
-    def text(value):
-        return None if value is None else str(value) if isinstance(value, os.PathLike) else value
-
+    given = {name: value for name, value in locals().items() if name in OPTION_NAMES}  # the keywords, by option
     cfg = compose("score-variants")
-    values = dict(pretrained=pretrained, fasta=fasta, output=output, variants=variants, scan=scan, region=region,
-                  table=table, heatmap=heatmap, embeddings=embeddings, window_len=window_len,
-                  alleles_per_batch=alleles_per_batch, strands=strands, indel_flank=indel_flank, emb_dist=emb_dist,
-                  distance=distance, pooling=pooling, tokens_per_forward=tokens_per_forward, chunk_len=chunk_len,
-                  num_workers=num_workers, cache_dir=cache_dir, progress=progress, seed=seed,
-                  torch_threads=torch_threads)
     with open_dict(cfg):
-        for key, value in values.items():
-            cfg[key] = text(value)
+        for key, value in given.items():
+            cfg[key] = str(value) if isinstance(value, os.PathLike) else value
         if trainer is not None and not isinstance(trainer, L.Trainer):
             for key, value in dict(trainer).items():
                 cfg.trainer[key] = value
