@@ -185,31 +185,31 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     train_rows = np.flatnonzero(splits == "train")
     val_rows = np.flatnonzero(splits == "val")
     y = labels.y
-    weights = class_weights(y[train_rows], labels.task, n_classes) if opts.train.class_weights else None
-    log.info("%d regions (%s), %s; split %s", len(regions), labels.task, regions.source,
+    weights = class_weights(y[train_rows], labels.label_type, n_classes) if opts.train.class_weights else None
+    log.info("%d regions (%s), %s; split %s", len(regions), labels.label_type, regions.source,
              {s: int((splits == s).sum()) for s in ("train", "val", "test")})
 
     backbone, was_pretrained = load_backbone(opts.pretrained, opts.model)
     if not was_pretrained:
         log.warning("no pretrained=PATH: the backbone is randomly initialised (a baseline, not a pretrained model)")
-    meta = {"task": labels.task, "classes": labels.classes, "pooling": opts.pooling, "region_len": region_len,
+    meta = {"task": labels.label_type, "classes": labels.classes, "pooling": opts.pooling, "region_len": region_len,
             "label_column": opts.label_column, "source_regions": Path(regions.source).name,
             "backbone": backbone_source(opts.pretrained)}
     scores: dict[str, torch.Tensor] = {}
 
     def decision(method_scores: torch.Tensor) -> dict:
         """The binary decision threshold (chosen without the test split), saved with the model."""
-        if labels.task != "binary":
+        if labels.label_type != "binary":
             return {}
         threshold, source = decision_threshold(method_scores, y, splits)
         return {"threshold": threshold, "threshold_from": source}
 
     if opts.kmer.enabled:
-        _, scores["kmer"] = kmer_baseline(tokens, valid, y, splits, labels.task, n_classes, opts.kmer.k, opts.kmer.canonical,
+        _, scores["kmer"] = kmer_baseline(tokens, valid, y, splits, labels.label_type, n_classes, opts.kmer.k, opts.kmer.canonical,
                                           balance=bool(opts.train.class_weights))
     if opts.probe or method == "probe":  # frozen pretrained embeddings, before any fine-tuning touches them
         emb = embed_regions(backbone, tokens, valid, opts.pooling, opts.train.batch_size)
-        probe = fit_linear(emb[train_rows], y[train_rows], labels.task, n_classes, emb[val_rows], y[val_rows],
+        probe = fit_linear(emb[train_rows], y[train_rows], labels.label_type, n_classes, emb[val_rows], y[val_rows],
                            balance=bool(opts.train.class_weights))
         scores["probe"] = probe.predict(emb)
         save_region_model(out_dir / ("model" if method == "probe" else "probe"), backbone, probe.folded(),
@@ -217,7 +217,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
 
     if method in ("finetune", "head"):
         t = opts.train
-        module = RegionModel(backbone, labels.task, labels.n_outputs, method=method, pooling=opts.pooling, lr=t.lr,
+        module = RegionModel(backbone, labels.label_type, labels.n_outputs, method=method, pooling=opts.pooling, lr=t.lr,
                              backbone_lr=t.backbone_lr, weight_decay=t.weight_decay,
                              class_weights=None if weights is None else weights.tolist(), dropout=t.dropout)
         generator = torch.Generator().manual_seed(int(opts.seed))
@@ -235,7 +235,7 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
             module.load_state_dict(state)
             log.info("best epoch by val/loss: %s", checkpoint.best_model_path)
         module.cpu()
-        scores[method] = output_scores(module.predict_logits(tokens, valid, t.batch_size), labels.task)
+        scores[method] = output_scores(module.predict_logits(tokens, valid, t.batch_size), labels.label_type)
         save_region_model(out_dir / "model", module.backbone, module.head, dict(meta, mode=method, **decision(scores[method])))
 
     # predictions (input order), metrics, plots
@@ -243,23 +243,23 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     table["label"] = regions.table["label"].to_numpy()
     table["split"] = splits
     for name, s in scores.items():
-        for col, values in score_columns(s, labels.task, labels.classes, f"_{name}").items():
+        for col, values in score_columns(s, labels.label_type, labels.classes, f"_{name}").items():
             table[col] = values
     write_table(table, out_dir / "predictions.tsv")
     metrics = {
-        "task": labels.task,
+        "task": labels.label_type,
         "classes": labels.classes,
         "regions": str(regions.source),
         "pretrained": str(opts.pretrained) if opts.pretrained else None,
         "mode": method,
         "region_len": region_len,
         "split_sizes": {s: int((splits == s).sum()) for s in ("train", "val", "test")},
-        "methods": {name: metrics_by_split(labels.task, s, y, splits, n_classes) for name, s in scores.items()},
+        "methods": {name: metrics_by_split(labels.label_type, s, y, splits, n_classes) for name, s in scores.items()},
     }
     write_json(metrics, out_dir / "metrics.json")
     eval_split = "test" if (splits == "test").any() else "val"
     rows = torch.from_numpy(splits == eval_split)
-    plot_curves(labels.task, y[rows], {n: s[rows] for n, s in scores.items()}, out_dir,
+    plot_curves(labels.label_type, y[rows], {n: s[rows] for n, s in scores.items()}, out_dir,
                 title=f"{Path(regions.source).name}: {eval_split} split",
                 metrics={n: m.get(eval_split, {}) for n, m in metrics["methods"].items()})
     print(format_metrics(metrics, eval_split))

@@ -156,7 +156,7 @@ def test_genome_and_label_errors_name_the_line(tmp_path, fasta):
         region_sequences(read_regions(beyond), genome)
     text = write(tmp_path / "t.tsv", ["chrom\tstart\tend\tlabel", "1\t0\t10\t0.5", "1\t0\t10\thigh"])
     with pytest.raises(GenossmError, match=r"t\.tsv line 3: label 'high' is not a number"):
-        encode_labels(read_regions(text, need_labels=True), task="regression")
+        encode_labels(read_regions(text, need_labels=True), label_type="regression")
     no_label = write(tmp_path / "n.tsv", ["chrom\tstart\tend\tscore", "1\t0\t10\t0.5"])
     with pytest.raises(GenossmError, match=r"n\.tsv line 2: label column 'label' missing \(columns: chrom, start, end, score\)"):
         read_regions(no_label, need_labels=True)
@@ -299,7 +299,7 @@ def test_bed6_name_column_is_not_taken_as_labels(tmp_path):
     assert read_regions(bed, label_column=None).table["name"].iat[3] == "peak3"  # still the region names
     labelled = _bed(tmp_path, ["enhancer", "promoter"] * 30, name="k.bed", extra="\t0\t+")
     regions = read_regions(labelled, need_labels=True)
-    assert "4th column" in regions.label_note and encode_labels(regions).task == "binary"
+    assert "4th column" in regions.label_note and encode_labels(regions).label_type == "binary"
 
 
 def test_more_classes_than_half_the_regions_is_refused(tmp_path):
@@ -361,3 +361,16 @@ def test_missing_label_column_advises_a_key_that_exists(tmp_path):
         read_regions(path, need_labels=True)
     key = str(err.value).rsplit("set ", 1)[1].split("=")[0]
     assert key == "label_column" and key in OmegaConf.load(conf_dir() / "finetune.yaml")
+
+
+def test_encode_labels_takes_the_label_type_key_and_its_old_name(tmp_path):
+    regions = read_regions(write(tmp_path / "r.tsv", ["chrom\tstart\tend\tlabel", "1\t0\t10\t0.5", "1\t0\t10\t2"]),
+                           need_labels=True)
+    labels = encode_labels(regions, label_type="regression")
+    assert labels.label_type == labels.task == "regression" and labels.y.tolist() == [0.5, 2.0]
+    with pytest.warns(DeprecationWarning, match=r"encode_labels\(task=\) is now label_type="):
+        assert encode_labels(regions, task="regression").label_type == "regression"
+    names = read_regions(write(tmp_path / "n.tsv", ["chrom\tstart\tend\tlabel", "1\t0\t10\t1", "1\t0\t10\t2",
+                                                    "1\t0\t10\tx"]), need_labels=True)
+    with pytest.raises(GenossmError, match=r"set label_type=multiclass if the labels really are class names"):
+        encode_labels(names)
