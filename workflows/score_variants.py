@@ -21,28 +21,28 @@ import time
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import hydra
-import lightning as L
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from genossm.atomic import check_writable
 from genossm.config import given_keys, renamed_keys
-from genossm.data.genome import Genome, one_fasta
-from genossm.data.variant_windows import VariantBatches, saturation_records
-from genossm.data.variants import VariantReader
 from genossm.deprecation import renamed_keywords
 from genossm.errors import GenossmError
-from genossm.models import from_pretrained
-from genossm.models.heads import POOLINGS
-from genossm.models.hub import BUNDLED, HF
 from genossm.options import RunOptions, size
 from genossm.paths import conf_dir
-from genossm.tasks.callbacks import ShardWriter, VariantProgress
-from genossm.tasks.trainer import build_trainer, prepare_run
-from genossm.tasks.variant_outputs import Summary, is_table_path, is_vcf_path, write_scored_variants
-from genossm.tasks.variants import ScoringOptions, VariantScorer, default_window_len
 from genossm.workflows import user_errors
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from genossm.data.genome import Genome
+    from genossm.data.variants import VariantReader
+    from genossm.tasks.variant_outputs import Summary
+
+# The imports of torch, Lightning and the scoring modules (seconds on a small machine) are inside the functions
+# that use them: the run says what it does (its first log line) before it loads them.
 
 log = logging.getLogger("genossm.score_variants")
 
@@ -103,11 +103,19 @@ class ScoreVariantsOptions(RunOptions):
         if self.scan not in ("variants", "saturation"):
             raise GenossmError(f"scan= must be 'variants' or 'saturation', got {self.scan!r}")
 
+    def describe(self) -> str:
+        """One line saying what the run scores, with what, into what (the run's first log line)."""
+        what = (f"every substitution of {self.region}" if self.scan == "saturation" else
+                f"{self.variants}" + (f" ({self.region})" if self.region else ""))
+        return f"score-variants: {what} against {self.fasta} with the model {self.pretrained}, writing {self.output}"
+
 
 OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(ScoreVariantsOptions) if field.name != "precision")
 
 
 def _model_label(pretrained) -> str:
+    from genossm.models.hub import BUNDLED, HF
+
     if pretrained is None:
         return "(a model passed from Python)"
     if str(pretrained).startswith((BUNDLED, HF)):
@@ -154,6 +162,7 @@ def score_variants(
     :func:`run` runs as the command does (seeding and CPU threads included). ``trainer``: a Lightning Trainer
     to run in, or Trainer arguments over the ``trainer`` group's; ``model``: a model object instead of
     ``pretrained``."""
+    import lightning as L
     from omegaconf import open_dict
 
     from genossm.config import compose
@@ -175,6 +184,9 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
     ``pretrained`` (or ``model``), then score and write. Returns the run's :class:`Summary`."""
     spelled = renamed_keys(cfg, RENAMED, given_keys())  # old spellings move to their new keys, once
     opts = ScoreVariantsOptions.from_config(cfg, spelled=spelled)  # a bad value is named as the user wrote it
+    log.info("%s", opts.describe())
+    from genossm.tasks.trainer import build_trainer, prepare_run
+
     prepare_run(cfg, num_workers=opts.num_workers)
     if trainer is None:  # a predict run writes nothing but its outputs: no logger, checkpoint or root folder
         trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
@@ -184,6 +196,17 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
 
 def score(options: ScoreVariantsOptions, trainer: L.Trainer, model=None) -> Summary:
     """Score and write, as :func:`run` does, from checked ``options`` in ``trainer``."""
+    from torch.utils.data import DataLoader
+
+    from genossm.data.genome import Genome, one_fasta
+    from genossm.data.variant_windows import VariantBatches, saturation_records
+    from genossm.data.variants import VariantReader
+    from genossm.models import from_pretrained
+    from genossm.models.heads import POOLINGS
+    from genossm.tasks.callbacks import ShardWriter, VariantProgress
+    from genossm.tasks.variant_outputs import Summary, is_table_path, is_vcf_path, write_scored_variants
+    from genossm.tasks.variants import ScoringOptions, VariantScorer, default_window_len
+
     pretrained, fasta, output, variants = options.pretrained, options.fasta, options.output, options.variants
     scan, region, table, heatmap, embeddings = options.scan, options.region, options.table, options.heatmap, options.embeddings
     window_len, strands, emb_dist = options.window_len, options.strands, options.emb_dist
@@ -285,7 +308,7 @@ def check_output_paths(output: Path, *, table, heatmap, embeddings, variants, fa
     """Before any work: every output goes to its own file in a folder that can be written, none over an input,
     each in a format its name says (two keys naming one file lost one output, or replaced the input, with exit
     status 0; an output folder that could not be written failed after all the scoring work)."""
-    from genossm.tasks.variant_outputs import table_path
+    from genossm.tasks.variant_outputs import is_vcf_path, table_path
 
     table_file = table_path(output, table)
     named = {f"output={output}": output}
