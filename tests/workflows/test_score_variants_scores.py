@@ -20,7 +20,7 @@ from genossm.models import BiMambaLM
 
 from helpers import DATA
 
-tv = load_workflow("score-variants")  # score_variants, and the names it runs with
+tv = load_workflow("score-variants")
 score_variants = tv.score_variants
 
 SLICE = "variants_chr20_slice.fa.gz"
@@ -317,22 +317,25 @@ def test_streaming_holds_one_batch(scoring_models, genome, tmp_path, bundled_dat
     vcf = write(tmp_path / "big.vcf", HEADER + "".join(lines))
     seen = []
 
-    class Spy(tv.VariantBatches):
+    import genossm.data.variant_windows as variant_windows
+    from genossm.tasks.callbacks import ShardWriter
+
+    class Spy(variant_windows.VariantBatches):
         def __iter__(self):
             seen.append(self)
             for batch in super().__iter__():
                 assert self.max_pending <= 512
                 yield batch
 
-    monkeypatch.setattr(tv, "VariantBatches", Spy)
+    monkeypatch.setattr(variant_windows, "VariantBatches", Spy)  # the run imports it when it starts
     writes = []
-    original = tv.ShardWriter.write_on_batch_end
+    original = ShardWriter.write_on_batch_end
 
     def spy_write(self, trainer, pl_module, prediction, *args, **kwargs):
         writes.append(int(prediction["index"].shape[0]))
         return original(self, trainer, pl_module, prediction, *args, **kwargs)
 
-    monkeypatch.setattr(tv.ShardWriter, "write_on_batch_end", spy_write)
+    monkeypatch.setattr(ShardWriter, "write_on_batch_end", spy_write)
     summary = score(scoring_models, "rc", vcf, tmp_path / "big.tsv", bundled_data / SLICE, window_len=8, emb_dist=False,
                   alleles_per_batch=512)
     assert summary.alleles == 20_000 and summary.scored["snv"] == 20_000
