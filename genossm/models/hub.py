@@ -12,7 +12,8 @@ Loading a folder needs only torch and safetensors (no Lightning, no Hydra). A Li
 pretraining (:class:`genossm.tasks.pretrain.MaskedLM`) carries the model as a block of its own:
 ``hyper_parameters["model_config"]`` (the config fields), ``hyper_parameters["extra"]`` and the ``state_dict``
 entries prefixed ``model.`` (:data:`CHECKPOINT_PREFIX`: the task keeps the backbone as ``self.model``).
-:func:`read_checkpoint` reads that block, :func:`checkpoint_weights` takes the model's weights out of a
+:func:`write_checkpoint_block` writes that block (the task's ``on_save_checkpoint``), :func:`read_checkpoint`
+reads it, :func:`checkpoint_weights` takes the model's weights out of a
 ``state_dict``; :func:`from_pretrained` and :func:`load_extra` accept a ``.ckpt`` as they accept a folder.
 
 A fine-tuned region model (``genossm finetune``) is a backbone folder whose ``extra["region_head"]`` holds task,
@@ -39,6 +40,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
+from typing import Mapping
 
 import torch
 import torch.nn as nn
@@ -420,6 +422,22 @@ def load_region_model(path, map_location="cpu") -> tuple[nn.Module, nn.Linear, d
 # ---- the block a training checkpoint carries -------------------------------------------------------
 
 CHECKPOINT_PREFIX = "model."  # the pretraining task keeps the backbone as self.model
+
+
+def write_checkpoint_block(checkpoint: dict, model_config: Mapping, extra: Mapping | None = None) -> dict:
+    """Write the model's block into a Lightning checkpoint being saved (the pretraining task calls this from
+    ``on_save_checkpoint``): the config fields under ``hyper_parameters["model_config"]``, ``extra`` under
+    ``hyper_parameters["extra"]``, as :func:`read_checkpoint` reads them. The weights are already there: the
+    ``state_dict`` entries under :data:`CHECKPOINT_PREFIX` (the task keeps the model as ``self.model``); a
+    checkpoint without them is refused here, when it is written, not when it is read. Returns ``checkpoint``."""
+    state = checkpoint.get("state_dict")
+    if isinstance(state, Mapping) and state and not any(str(k).startswith(CHECKPOINT_PREFIX) for k in state):
+        raise GenossmError(f"this checkpoint's weights are not under '{CHECKPOINT_PREFIX}' (the task must keep its "
+                           "model as self.model): genossm could not read the model back from it")
+    hparams = checkpoint.setdefault("hyper_parameters", {})
+    hparams["model_config"] = {str(k): v for k, v in dict(model_config).items()}
+    hparams["extra"] = dict(extra or {})
+    return checkpoint
 
 
 def checkpoint_weights(state: dict) -> dict:

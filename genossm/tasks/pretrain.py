@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from genossm.data.tokenizer import MASK, NUM_BASES
 from genossm.errors import GenossmError
-from genossm.models.hub import CHECKPOINT_PREFIX, read_checkpoint  # noqa: F401  (the block this module's checkpoints carry)
+from genossm.models.hub import write_checkpoint_block
 from genossm.tasks.metrics import LN2, BitsPerBase
 
 
@@ -110,6 +110,11 @@ class MaskedLM(L.LightningModule):
         cfg = getattr(model, "config", None)
         self.causal = not getattr(cfg, "bidirectional", model_config.get("bidirectional", True))
         self.metrics = nn.ModuleDict({"val": BitsPerBase(), "test": BitsPerBase()})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every checkpoint carries the model's block in the format :mod:`genossm.models.hub` reads back
+        (``from_pretrained("run/checkpoints/last.ckpt")``), written by hub's own function."""
+        write_checkpoint_block(checkpoint, self.hparams["model_config"], self.hparams.get("extra"))
 
     # ---- the objective ---------------------------------------------------------------------------------
     def mask_batch(self, batch: Mapping, stage: str, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import unittest.mock
 
 import pytest
 import torch
@@ -51,6 +52,47 @@ def test_lightning_checkpoint_loads(model, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     assert load_extra(ckpt) == {"k": 1}
+
+
+def test_the_checkpoint_block_hub_writes_is_the_one_it_reads(model, tmp_path):
+    from genossm.models.hub import read_checkpoint, write_checkpoint_block
+
+    checkpoint = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                  "hyper_parameters": {"lr": 1e-3}}
+    write_checkpoint_block(checkpoint, model.config.to_dict(), {"train_window_len": 64})
+    assert checkpoint["hyper_parameters"]["lr"] == 1e-3  # the task's own hyper-parameters stay
+    torch.save(checkpoint, tmp_path / "a.ckpt")
+    config, weights, extra = read_checkpoint(tmp_path / "a.ckpt", "cpu")
+    assert config == model.config.to_dict() and extra == {"train_window_len": 64}
+    assert weights.keys() == model.state_dict().keys()
+    with pytest.raises(GenossmError, match=r"weights are not under 'model\.'"):
+        write_checkpoint_block({"state_dict": {"backbone.w": torch.ones(1)}}, model.config.to_dict())
+
+
+def test_a_pretraining_checkpoint_carries_the_block(tmp_path):
+    """A checkpoint saved by Lightning from the pretraining task goes through hub's writer (on_save_checkpoint)."""
+    import lightning as L
+
+    from genossm.models.hub import read_checkpoint
+    from genossm.tasks import pretrain
+
+    calls = []
+    original = pretrain.write_checkpoint_block
+
+    def spy(checkpoint, model_config, extra=None):
+        calls.append(dict(extra or {}))
+        return original(checkpoint, model_config, extra)
+
+    task = pretrain.MaskedLM(tiny().to_dict(), extra={"train_window_len": 32})
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, max_steps=0)
+    trainer.strategy.connect(task)
+    with unittest.mock.patch.object(pretrain, "write_checkpoint_block", spy):
+        trainer.save_checkpoint(tmp_path / "t.ckpt")
+    assert calls == [{"train_window_len": 32}]
+    config, weights, extra = read_checkpoint(tmp_path / "t.ckpt", "cpu")
+    assert config == tiny().to_dict() and extra == {"train_window_len": 32}
+    assert weights.keys() == task.model.state_dict().keys()
 
 
 def test_mismatched_config_names_the_file_and_the_tensor(model, tmp_path):
