@@ -2,6 +2,7 @@
 
     python benchmarks/startup.py                 # best of 5
     python benchmarks/startup.py --repeats 3
+    python benchmarks/startup.py --all           # also the first log line of inspect, evaluate, embed, finetune
 
 Rows, each one ``genossm`` command run as a user would type it:
 
@@ -10,6 +11,9 @@ Rows, each one ``genossm`` command run as a user would type it:
   shipped chr20 slice and its multi-allelic VCF, writing a table; the time from the start of the command until
   it writes its first line (stdout or stderr, whichever comes first; the process is then stopped). The lines
   themselves are printed under the table, so what each tree wrote first can be compared.
+* with ``--all``, the same for ``genossm inspect`` (the shipped chloroplast), ``genossm evaluate`` (the tiny
+  model on the chr20 slice), ``genossm embed`` (the tiny model, the shipped promoters) and ``genossm finetune``
+  (the tiny model, one epoch).
 
 Columns: commit ``e1e4a2a`` (before the workflows moved), commit ``d47326c`` (the workflows in ``workflows/``) and
 this tree. Each commit is checked out into a temporary git worktree and run with its own ``genossm`` code
@@ -40,14 +44,25 @@ SLICE = DATA / "variants_chr20_slice.fa.gz"
 VARIANTS = DATA / "variants_chr20_multiallelic.vcf"
 
 
-def rows(model: Path) -> dict[str, tuple[list[str], bool]]:
+def rows(model: Path, every_workflow: bool = False) -> dict[str, tuple[list[str], bool]]:
     """Row name -> (the command's arguments, whether to stop at its first line)."""
-    return {
+    table = {
         "genossm --help": (["--help"], False),
         "genossm score-variants --help": (["score-variants", "--help"], False),
         "score-variants, first log line": (["score-variants", f"pretrained={model}", f"fasta={SLICE}",
                                             f"variants={VARIANTS}", "output=scored.tsv"], True),
     }
+    if every_workflow:
+        promoters = DATA / "chloroplast_promoters.tsv"
+        table.update({
+            "inspect, first log line": (["inspect"], True),
+            "evaluate, first log line": (["evaluate", f"pretrained={model}", f"fasta={SLICE}", "max_windows=4",
+                                          "output=eval"], True),
+            "embed, first log line": (["embed", f"pretrained={model}", f"regions={promoters}", "output=emb.npy"], True),
+            "finetune, first log line": (["finetune", f"pretrained={model}", "trainer.max_epochs=1", "output=ft"],
+                                         True),
+        })
+    return table
 
 
 def environment(root: Path) -> dict:
@@ -112,6 +127,7 @@ def report(best: dict, trees: dict, rows: dict, repeats: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--all", action="store_true", help="also the first log line of inspect, evaluate, embed, finetune")
     args = ap.parse_args()
     print(machine_line(), flush=True)
     print(f"python {sys.version.split()[0]} ({sys.executable}); {load_line()} at the start", flush=True)
@@ -127,7 +143,7 @@ def main() -> None:
         model = tmp / "tiny"
         subprocess.run([sys.executable, "-c", MAKE_MODEL, str(model), str(maker / "conf" / "model" / "tiny.yaml")],
                        check=True, env={**os.environ, "PYTHONPATH": str(maker)})
-        table_rows = rows(model)
+        table_rows = rows(model, args.all)
         best = measure(trees, table_rows, tmp, args.repeats)
         print()
         print(report(best, trees, table_rows, args.repeats))

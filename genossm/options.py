@@ -146,3 +146,34 @@ class RunOptions(Options):
     a number, or null (torch's default)."""
     precision: str | None = "auto"
     """The Trainer precision (``32-true``, ``bf16-mixed``, ...); ``auto``: the trainer group's."""
+
+
+# groups several workflows share (kept here, not beside the code that uses them: a run reads its options and
+# says what it does before it imports torch)
+
+
+@dataclass
+class BaselineOptions(Options):
+    """The Markov baselines a model's bits per base are compared with (``baselines:`` of pretrain, evaluate
+    and evaluate-variants)."""
+
+    enabled: bool = True
+    """Fit and report them (pretrain, evaluate)."""
+    max_order: int = size(8, minimum=0)
+    """Markov orders 0..max_order are fitted (evaluate-variants chooses one of them on the reference)."""
+    pseudocount: float = 1.0
+    """Added to every count (1: add-one smoothing)."""
+    max_train_bases: int = size(200_000_000)
+    """At most this many bases are counted."""
+
+
+@dataclass
+class KmerOptions(Options):
+    """The k-mer count baseline of a region task (``kmer:`` of finetune)."""
+
+    enabled: bool = True
+    """Fit it beside the model."""
+    k: int = size(4)
+    """The k-mer length."""
+    canonical: bool = False
+    """Also count each k-mer's reverse complement (strand-symmetric features)."""

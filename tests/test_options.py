@@ -135,7 +135,7 @@ def _undocumented(kind: type) -> list[str]:
 
 @pytest.mark.parametrize("workflow", sorted(GROUPS))
 def test_every_option_has_a_docstring(workflow):
-    from genossm.tasks.baselines import BaselineOptions, KmerOptions
+    from genossm.options import BaselineOptions, KmerOptions
 
     module = load_workflow(workflow)
     kinds = [getattr(module, GROUPS[workflow]), BaselineOptions, KmerOptions]

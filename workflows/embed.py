@@ -9,27 +9,29 @@ emb_{H-1}``. Rows are in input order. Written to a temporary file and renamed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import lightning as L
-import numpy as np
-import pandas as pd
-import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from genossm.atomic import atomic_write
-from genossm.data.regions import auto_region_len, center_fit, open_genome, read_regions, region_sequences
-from genossm.data.windows import RegionDataset, SameLengthBatches, SequenceDataset
 from genossm.errors import GenossmError
-from genossm.models import from_pretrained, model_path
 from genossm.options import RunOptions, size
 from genossm.paths import conf_dir
-from genossm.tasks.outputs import input_columns, write_table
-from genossm.tasks.regions import RegionEmbedder
-from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import user_errors
+
+if TYPE_CHECKING:
+    import lightning as L
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+# torch, Lightning and the data modules are imported inside the functions that use them: the run says what it
+# does (its first log line) before it loads them
+
+log = logging.getLogger("genossm.embed")
 
 
 @dataclasses.dataclass
@@ -51,10 +53,21 @@ class EmbedOptions(RunOptions):
     batch_size: int = size(64)
     """Regions per batch."""
 
+    def describe(self) -> str:
+        """One line saying what the run embeds (the run's first log line)."""
+        return f"embed: {self.regions} with the model {self.pretrained}, writing {self.output}"
+
 
 def sequence_loader(seqs: list, batch_size: int, region_len: int | str | None) -> DataLoader:
     """With ``region_len`` every sequence centred/padded to it (``auto``: the longest, rounded up); without,
     batches of one length each."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from genossm.data.regions import auto_region_len, center_fit
+    from genossm.data.windows import RegionDataset, SameLengthBatches, SequenceDataset
+
     if region_len == "auto":
         region_len = auto_region_len(len(s) for s in seqs)
     if region_len:
@@ -69,6 +82,11 @@ def embed_sequences(backbone, seqs: list, pooling: str = "mean", batch_size: int
                     trainer: L.Trainer | None = None) -> torch.Tensor:
     """RC-invariant embeddings (N, H) of ``seqs`` in input order, through ``trainer.predict`` (a one-CPU
     Trainer when none is given)."""
+    import torch
+
+    from genossm.tasks.regions import RegionEmbedder
+    from genossm.tasks.trainer import build_trainer
+
     if trainer is None:
         trainer = build_trainer({"trainer": {"accelerator": "cpu", "devices": 1}}, enable_progress_bar=False,
                                 enable_checkpointing=False, enable_model_summary=False)
@@ -88,6 +106,15 @@ def embed(cfg: DictConfig) -> np.ndarray:
         raise GenossmError(f"output {output}: the suffix must be .npy or .parquet")
     if not opts.pretrained:
         raise GenossmError("pretrained=PATH is required: an exported model folder, a .ckpt, bundled:NAME or hf:ORG/NAME")
+    log.info("%s", opts.describe())
+    import numpy as np
+    import pandas as pd
+
+    from genossm.data.regions import open_genome, read_regions, region_sequences
+    from genossm.models import from_pretrained, model_path
+    from genossm.tasks.outputs import input_columns, write_table
+    from genossm.tasks.trainer import build_trainer, prepare_run
+
     model_path(opts.pretrained)  # the error names a missing model
     if not opts.regions:
         raise GenossmError("regions=PATH is required: a BED/TSV of regions, or a FASTA of sequences")

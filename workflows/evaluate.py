@@ -9,31 +9,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from genossm.atomic import atomic_write, check_writable
-from genossm.config import save_config
-from genossm.data.datamodule import EvaluationPasses
 from genossm.checksums import file_sha256
-from genossm.data.genome import fasta_paths
-from genossm.data.intervals import read_bed, subtract_intervals
-from genossm.data.token_cache import fasta_value, open_tokens
-from genossm.data.windows import TiledWindows
+from genossm.config import save_config
 from genossm.errors import GenossmError
-from genossm.models import from_pretrained, load_extra, model_path
-from genossm.models.hub import default_window_len
-from genossm.options import RunOptions, group, size
+from genossm.options import BaselineOptions, RunOptions, group, size
 from genossm.paths import conf_dir
-from genossm.tasks.baselines import BaselineOptions, baseline_report
-from genossm.tasks.outputs import evaluation_rows, print_evaluation, write_evaluation_table
-from genossm.tasks.pretrain import MaskedLM
-from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import user_errors
+
+if TYPE_CHECKING:
+    from genossm.data.windows import TiledWindows
+
+# torch, Lightning and the data modules are imported inside the functions that use them: the run says what it
+# does (its first log line) before it loads them
+
+log = logging.getLogger("genossm.evaluate")
 
 EVAL_WINDOW = 1024  # window_len when neither window_len= nor the model names one (no cap on the model's own)
 
@@ -73,6 +71,11 @@ class EvaluateOptions(RunOptions):
     baselines: BaselineOptions = group(BaselineOptions)
     """The Markov baselines reported beside the model."""
 
+    def describe(self) -> str:
+        """One line saying what the run evaluates (the run's first log line)."""
+        where = (f" (regions {self.regions})" if self.regions else "") + (f" (contigs {self.contigs})" if self.contigs else "")
+        return f"evaluate: the model {self.pretrained} on {self.fasta}{where}, writing {self.output}"
+
 
 def training_genome_here(model_extra: dict) -> tuple[str | list[str] | None, str]:
     """The model's training genome when its files are here and are it, and a note saying how that was known.
@@ -80,6 +83,8 @@ def training_genome_here(model_extra: dict) -> tuple[str | list[str] | None, str
     A model records its training genome's path (a bundled model: the file name only, found in the working
     folder) and, when it can, the files' SHA-256 (``fasta_sha256``): a file of that name or at that path with
     other content (another genome, a replaced file) is not the training genome."""
+    from genossm.data.token_cache import fasta_value
+
     recorded = model_extra.get("fasta")
     if not recorded:
         return None, ""
@@ -104,6 +109,10 @@ def baseline_training_bases(opts: EvaluateOptions, model_extra: dict, eval_cache
        their SHA-256 is the recorded one: model and Markov then learned from the same genome and both face the
        new one;
     3. else the evaluated genome outside the scored windows (the default 256 windows are a small part of it)."""
+    from genossm.data.genome import fasta_paths
+    from genossm.data.intervals import subtract_intervals
+    from genossm.data.token_cache import fasta_value, open_tokens
+
     cap = opts.baselines.max_train_bases
     note = ""
     if opts.baseline_fasta:
@@ -179,6 +188,21 @@ def evaluate(cfg: DictConfig) -> dict:
     opts = EvaluateOptions.from_config(cfg)
     if not opts.pretrained:
         raise GenossmError("pretrained=PATH is required: an exported model folder or a .ckpt")
+    log.info("%s", opts.describe())
+    from torch.utils.data import DataLoader
+
+    from genossm.data.datamodule import EvaluationPasses
+    from genossm.data.genome import fasta_paths
+    from genossm.data.intervals import read_bed
+    from genossm.data.token_cache import fasta_value, open_tokens
+    from genossm.data.windows import TiledWindows
+    from genossm.models import from_pretrained, load_extra, model_path
+    from genossm.models.hub import default_window_len
+    from genossm.tasks.baselines import baseline_report
+    from genossm.tasks.outputs import evaluation_rows, print_evaluation, write_evaluation_table
+    from genossm.tasks.pretrain import MaskedLM
+    from genossm.tasks.trainer import build_trainer, prepare_run
+
     model_path(opts.pretrained)  # the error names a missing model
     if not opts.fasta:
         raise GenossmError("fasta=PATH is required: the genome to evaluate on (or fasta=[PATH,PATH,...])")

@@ -16,24 +16,26 @@ import logging
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import hydra
-import numpy as np
-import pandas as pd
 from omegaconf import DictConfig
 
 from genossm.config import save_config
-from genossm.data.genome import Genome
-from genossm.data.variant_labels import LabelledVariants, join_scores, read_scored
 from genossm.errors import GenossmError
-from genossm.options import RunOptions, group, size
+from genossm.options import BaselineOptions, RunOptions, group, size
 from genossm.paths import conf_dir
-from genossm.tasks import variant_metrics as vm
-from genossm.tasks.baselines import BaselineOptions
-from genossm.tasks.baselines.markov import fit_chosen_order, markov_variant_scores, reference_bases
-from genossm.tasks.outputs import write_json, write_table
-from genossm.tasks.plots import plot_variant_evaluation
-from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import load_workflow, user_errors
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from genossm.data.genome import Genome
+    from genossm.data.variant_labels import LabelledVariants
+
+# numpy, pandas, torch and the scoring modules are imported inside the functions that use them: the run says
+# what it does (its first log line) before it loads them
 
 log = logging.getLogger("genossm.evaluate_variants")
 
@@ -95,6 +97,12 @@ class EvaluateVariantsOptions(RunOptions):
     """The Markov model: its order is chosen (<= max_order) on the reference's own bases, fitted on at most
     max_train_bases bases of the variants' contigs."""
 
+    def describe(self) -> str:
+        """One line saying what the run evaluates (the run's first log line)."""
+        scores = f"the scores in {self.scored}" if self.scored else f"the model {self.pretrained}"
+        return (f"evaluate-variants: {scores} against the labels ({self.label}) of {self.variants}, "
+                f"writing {self.output}")
+
 
 def signed_name(name: str, sign: int) -> str:
     """A predictor's name as evaluated: ``-genossm_llr`` is the negated LLR (high = alt much less likely)."""
@@ -103,6 +111,8 @@ def signed_name(name: str, sign: int) -> str:
 
 def _labels(labelled: LabelledVariants, opts: EvaluateVariantsOptions) -> tuple[np.ndarray, str, str]:
     """(labels, task: binary | regression, a phrase saying what the label is)."""
+    import numpy as np
+
     label_type = str(opts.label_type)
     if label_type not in ("auto", "binary", "regression"):
         raise GenossmError(f"label_type must be auto, binary or regression, got {label_type!r}")
@@ -128,6 +138,9 @@ def _labels(labelled: LabelledVariants, opts: EvaluateVariantsOptions) -> tuple[
 
 def _check_groups(labelled: LabelledVariants, column: str, groups: np.ndarray, y: np.ndarray, task: str) -> None:
     """Every match group holds a positive (a control set without its case is not a matched comparison)."""
+    import numpy as np
+    import pandas as pd
+
     missing = np.flatnonzero(groups == ".")
     if len(missing):
         raise GenossmError(f"{labelled.where(int(missing[0]))}: no match group (column {column} is empty)")
@@ -146,6 +159,11 @@ def _check_groups(labelled: LabelledVariants, column: str, groups: np.ndarray, y
 def _model_scores(opts: EvaluateVariantsOptions, cfg: DictConfig, labelled: LabelledVariants,
                   out: Path) -> tuple[dict[str, np.ndarray], str]:
     """genossm's ``llr`` and ``emb_dist`` of every labelled allele, and a phrase saying where they came from."""
+    import pandas as pd
+
+    from genossm.data.variant_labels import join_scores, read_scored
+    from genossm.tasks.trainer import build_trainer
+
     if opts.scored:
         table, name = read_scored(opts.scored)
         return join_scores(labelled, table, name), f"scores read from {opts.scored}"
@@ -168,6 +186,8 @@ def _model_scores(opts: EvaluateVariantsOptions, cfg: DictConfig, labelled: Labe
 
 def _markov(opts: EvaluateVariantsOptions, genome: Genome, labelled: LabelledVariants) -> tuple[np.ndarray, dict]:
     """The reference genome's Markov LLR of every allele, and what it was fitted on."""
+    from genossm.tasks.baselines.markov import fit_chosen_order, markov_variant_scores, reference_bases
+
     contigs = list(dict.fromkeys(labelled.table["chrom"].astype(str)))
     cap = opts.baselines.max_train_bases
     seqs, n_bases = reference_bases(genome, contigs, None if cap is None else int(cap))
@@ -208,6 +228,17 @@ def evaluate_variants(cfg: DictConfig) -> dict:
     """Metrics of genossm's variant scores and the baselines against the labels of ``variants``."""
     started = time.perf_counter()
     opts = EvaluateVariantsOptions.from_config(cfg)
+    log.info("%s", opts.describe())
+    import numpy as np
+    import pandas as pd
+
+    from genossm.data.genome import Genome
+    from genossm.data.variant_labels import LabelledVariants
+    from genossm.tasks import variant_metrics as vm
+    from genossm.tasks.outputs import write_json, write_table
+    from genossm.tasks.plots import plot_variant_evaluation
+    from genossm.tasks.trainer import prepare_run
+
     if not opts.variants:
         raise GenossmError("variants= is required: a VCF, BCF or TSV of labelled variants")
     if not opts.fasta:
@@ -340,6 +371,8 @@ def evaluate_variants(cfg: DictConfig) -> dict:
 def metrics_table(result: dict) -> pd.DataFrame:
     """``metrics.tsv``: one row per stratum, predictor and metric (``stratum`` ``all`` or ``COLUMN=VALUE``), with
     the 95 % interval, what a random score reaches, and the model's paired difference to that predictor."""
+    import pandas as pd
+
     rows = []
 
     def add(stratum: str, res: dict) -> None:
@@ -371,6 +404,8 @@ def _cell(m: dict | None, interval: bool = True) -> str:
 
 
 def _table(res: dict, metrics: list[str], first: str = "predictor") -> list[str]:
+    from genossm.tasks import variant_metrics as vm
+
     width = max([len(first), *(len(p) for p in res["predictors"]), len("random")]) + 2
     lines = [f"  {first:<{width}}" + "".join(f"{vm.METRIC_NAMES[m]:<25}" for m in metrics)]
     for name, values in res["predictors"].items():
@@ -383,6 +418,8 @@ def _table(res: dict, metrics: list[str], first: str = "predictor") -> list[str]
 def report(result: dict, out: Path, plot: Path) -> str:
     """The printed report: what was evaluated, the overall table, one table per stratum column (the primary
     metric), the notes, the verdict and where the files are."""
+    from genossm.tasks import variant_metrics as vm
+
     overall = result["overall"]
     task = result["task"]
     metrics = list(vm.BINARY_METRICS if task == "binary" else vm.REGRESSION_METRICS)

@@ -14,31 +14,21 @@ import logging
 from pathlib import Path
 
 import hydra
-import numpy as np
-import torch
-import torch.nn as nn
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from genossm.config import given_keys, renamed_keys, save_config
-from genossm.data.intervals import assign_splits
-from genossm.data.regions import open_genome, read_regions, region_tokens
-from genossm.data.windows import RegionDataset
 from genossm.errors import GenossmError
-from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, load_extra, model_path, save_region_model
-from genossm.models.hub import BUNDLED, train_window_len
-from genossm.options import Options, RunOptions, group, size
+from typing import TYPE_CHECKING
+
+from genossm.options import KmerOptions, Options, RunOptions, group, size
 from genossm.paths import conf_dir
-from genossm.tasks.baselines import KmerOptions, class_weights, fit_linear, kmer_baseline
-from genossm.tasks.metrics import decision_threshold, metrics_by_split, output_scores
-from genossm.tasks.outputs import format_metrics, input_columns, score_columns, write_json, write_table
-from genossm.tasks.plots import plot_curves
-from genossm.tasks.region_labels import check_split_classes, encode_labels
-from genossm.tasks.regions import RegionModel, embed_regions
-from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import user_errors
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+# torch, Lightning and the data modules are imported inside the functions that use them: the run says what it
+# does (its first log line) before it loads them
 
 log = logging.getLogger("genossm.finetune")
 
@@ -117,10 +107,18 @@ class FinetuneOptions(RunOptions):
         if self.method not in ("finetune", "head", "probe"):
             raise GenossmError(f"method must be finetune, head or probe, got {self.method!r}")
 
+    def describe(self) -> str:
+        """One line saying what the run trains (the run's first log line)."""
+        backbone = f"the model {self.pretrained}" if self.pretrained else "a randomly initialised model"
+        return f"finetune ({self.method}): {backbone} on the labels ({self.label_column}) of {self.regions}"
+
 
 def backbone_source(pretrained) -> str | None:
     """Where the backbone came from, as a user would name it again: the imported checkpoint's ``hf:`` name and
     commit (or its folder), ``bundled:NAME``, or the model folder / checkpoint path; None for a random one."""
+    from genossm.models import load_extra
+    from genossm.models.hub import BUNDLED
+
     if not pretrained:
         return None
     text = str(pretrained)
@@ -132,6 +130,8 @@ def backbone_source(pretrained) -> str | None:
 
 def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
     """(backbone, pretrained?) from a saved model, or a random initialisation of ``model_config``."""
+    from genossm.models import BiMambaConfig, BiMambaLM, from_pretrained, model_path
+
     if pretrained:
         model_path(pretrained)  # the error names a missing model
         return from_pretrained(pretrained), True
@@ -142,6 +142,9 @@ def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
 
 def training_window(opts: FinetuneOptions) -> int | None:
     """The cap on ``region_len=auto``: the window the pretrained model was trained on, when it records one."""
+    from genossm.models import load_extra, model_path
+    from genossm.models.hub import train_window_len
+
     if opts.region_len != "auto" or not opts.pretrained:
         return None
     model_path(opts.pretrained)  # the error names a missing model
@@ -162,6 +165,25 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
     """
     spelled = renamed_keys(cfg, RENAMED, given_keys())  # old spellings move to their new keys, once
     opts = FinetuneOptions.from_config(cfg, spelled=spelled)  # a bad value is named as the user wrote it
+    log.info("%s", opts.describe())
+    import numpy as np
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from genossm.data.intervals import assign_splits
+    from genossm.data.regions import open_genome, read_regions, region_tokens
+    from genossm.data.windows import RegionDataset
+    from genossm.models import save_region_model
+    from genossm.tasks.baselines import class_weights, fit_linear, kmer_baseline
+    from genossm.tasks.metrics import decision_threshold, metrics_by_split, output_scores
+    from genossm.tasks.outputs import format_metrics, input_columns, score_columns, write_json, write_table
+    from genossm.tasks.plots import plot_curves
+    from genossm.tasks.region_labels import check_split_classes, encode_labels
+    from genossm.tasks.regions import RegionModel, embed_regions
+    from genossm.tasks.trainer import build_trainer, prepare_run
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir)

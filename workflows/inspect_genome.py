@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+from typing import TYPE_CHECKING
 
 import hydra
-import numpy as np
-import pandas as pd
 from omegaconf import DictConfig
 
-from genossm.data import tokenizer as tk
-from genossm.data.token_cache import TokenCache, open_tokens
 from genossm.options import RunOptions, size
 from genossm.paths import conf_dir
-from genossm.tasks.outputs import write_table
 from genossm.workflows import user_errors
+
+if TYPE_CHECKING:
+    from genossm.data.token_cache import TokenCache
+
+# numpy, torch and the data modules are imported inside the functions that use them: the run says what it reads
+# (its first log line) before it loads them
+
+log = logging.getLogger("genossm.inspect")
 
 READ_BLOCK = 1 << 24  # packed tokens per bincount
 
@@ -35,9 +40,17 @@ class InspectOptions(RunOptions):
     output: str | None = None
     """Also write the table to this TSV."""
 
+    def describe(self) -> str:
+        """One line saying what the run reads (the run's first log line)."""
+        return f"inspect: the contigs of {self.fasta}" + (f" ({self.contigs})" if self.contigs else "")
+
 
 def contig_stats(cache: TokenCache, contig: str) -> dict:  # or a MultiTokenCache (fasta=[a.fa,b.fa])
     """Counts over the contig's packed tokens (one bincount per 16 Mb block)."""
+    import numpy as np
+
+    from genossm.data import tokenizer as tk
+
     packed = cache.packed(contig)
     counts = np.zeros(256, dtype=np.int64)
     for start in range(0, len(packed), READ_BLOCK):
@@ -57,6 +70,12 @@ def contig_stats(cache: TokenCache, contig: str) -> dict:  # or a MultiTokenCach
 def inspect(cfg: DictConfig) -> list[dict]:
     """The table of ``fasta``'s contigs, printed (and written to ``output``)."""
     opts = InspectOptions.from_config(cfg)
+    log.info("%s", opts.describe())
+    import pandas as pd
+
+    from genossm.data.token_cache import open_tokens
+    from genossm.tasks.outputs import write_table
+
     cache = open_tokens(opts.fasta, cache_dir=opts.cache_dir, contigs=opts.contigs)
     rows = [contig_stats(cache, name) for name in cache.contig_names]
     total = sum(r["length"] for r in rows)

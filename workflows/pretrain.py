@@ -12,32 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 
 import hydra
-import torch
-from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
 from genossm.atomic import atomic_write
-from genossm.config import given_keys, instantiate, instantiate_all, renamed_keys, save_config, to_plain
 from genossm.checksums import file_sha256
-from genossm.data.genome import fasta_paths
-from genossm.data.token_cache import fasta_label, fasta_value
+from genossm.config import given_keys, instantiate, instantiate_all, renamed_keys, save_config, to_plain
 from genossm.errors import GenossmError
-from genossm.models import BiMambaConfig, from_pretrained, save_pretrained
-from genossm.options import RunOptions, group
+from genossm.options import BaselineOptions, RunOptions, group
 from genossm.paths import conf_dir
-from genossm.tasks.baselines import BaselineOptions, baseline_report
-from genossm.tasks.callbacks import CheckpointOnSignal, MetricHistory, StopOnNonFinite, TokensPerSecond, non_finite
-from genossm.tasks.loggers import KeepMetricHistory
-from genossm.tasks.outputs import format_comparison
-from genossm.tasks.plots import plot_history
-from genossm.tasks.pretrain import _full_model
-from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import user_errors
 
+# torch, Lightning and the data modules are imported inside the functions that use them: the run says what it
+# does (its first log line) before it loads them
+
+log = logging.getLogger("genossm.pretrain")
 
 RENAMED = {"task.seq_len_warmup": "data.window_len_warmup"}  # old spelling -> new, accepted for one release
 
@@ -158,6 +151,8 @@ def _plain(value):
 def check_resume(ckpt_path: str, module) -> None:
     """Stop, naming every differing key, when the checkpoint was trained with other settings than this run's
     (a resumed run keeps the checkpoint's: its model, optimiser settings, window, genome and split)."""
+    import torch
+
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:  # noqa: BLE001 - truncated, not a checkpoint, another format: one message
@@ -200,6 +195,12 @@ def stage_metrics(trainer, stage: str) -> dict:
     return {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
 
 
+def _model_words(model) -> str:
+    """``a d_model=64 n_layers=4 model``: the model a run trains, in the words of its config."""
+    sizes = " ".join(f"{k}={model.get(k)}" for k in ("d_model", "n_layers") if model is not None and k in model)
+    return f"a {sizes} model" if sizes else "the model"
+
+
 def train(cfg: DictConfig) -> dict:
     """Train, evaluate against the baselines, export; returns the summary (also written to summary.json)."""
     t_start = time.perf_counter()
@@ -208,6 +209,20 @@ def train(cfg: DictConfig) -> dict:
     if opts.output is None:
         raise GenossmError("output= is not set: give the run folder, e.g. output=outputs/pretrain/my_run")
     out = Path(str(opts.output)).absolute()
+    log.info("pretrain: %s on %s, writing %s", _model_words(cfg.get("model")), cfg.get("fasta"), out)
+    import torch
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from genossm.data.genome import fasta_paths
+    from genossm.data.token_cache import fasta_label, fasta_value
+    from genossm.models import BiMambaConfig, from_pretrained, save_pretrained
+    from genossm.tasks.baselines import baseline_report
+    from genossm.tasks.callbacks import CheckpointOnSignal, MetricHistory, StopOnNonFinite, TokensPerSecond, non_finite
+    from genossm.tasks.loggers import KeepMetricHistory
+    from genossm.tasks.plots import plot_history
+    from genossm.tasks.pretrain import _full_model
+    from genossm.tasks.trainer import build_trainer, prepare_run
+
     fasta_paths(cfg.get("fasta"))  # one path or a list; each must exist
     fasta = fasta_value(cfg.fasta)
     BiMambaConfig.from_dict(to_plain(cfg.model), source="model")  # before anything is built
@@ -308,6 +323,8 @@ def train(cfg: DictConfig) -> dict:
 
 
 def print_report(trainer, summary: dict, speed, fit_seconds: float, out: Path, plot: Path) -> None:
+    from genossm.tasks.outputs import format_comparison
+
     val, base = summary["val"], summary["baselines"]
     print()
     if base is not None and "bpb" in val:

@@ -10,23 +10,20 @@ a temporary file and renamed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import hydra
-import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
-from genossm.data.regions import open_genome, read_regions, region_tokens
-from genossm.data.windows import RegionDataset
 from genossm.errors import GenossmError
-from genossm.models import load_region_model
 from genossm.options import RunOptions, size
 from genossm.paths import conf_dir
-from genossm.tasks.metrics import output_scores
-from genossm.tasks.outputs import input_columns, score_columns, write_table
-from genossm.tasks.regions import RegionModel
-from genossm.tasks.trainer import build_trainer, prepare_run
 from genossm.workflows import user_errors
+
+# torch, Lightning and the data modules are imported inside the run: it says what it does (its first log line)
+# before it loads them
+
+log = logging.getLogger("genossm.score_regions")
 
 
 @dataclasses.dataclass
@@ -44,6 +41,10 @@ class ScoreRegionsOptions(RunOptions):
     batch_size: int = size(64)
     """Regions per batch."""
 
+    def describe(self) -> str:
+        """One line saying what the run scores (the run's first log line)."""
+        return f"score-regions: {self.regions} with the region model {self.pretrained}, writing {self.output}"
+
 
 def score_regions(cfg: DictConfig):
     """Scores of every region (input order) from a fine-tuned region model; written atomically to ``output``."""
@@ -54,6 +55,18 @@ def score_regions(cfg: DictConfig):
         raise GenossmError("pretrained=PATH is required: the model/ (or probe/) folder genossm finetune wrote")
     if not opts.regions:
         raise GenossmError("regions=PATH is required: a BED/TSV of regions, or a FASTA of sequences")
+    log.info("%s", opts.describe())
+    import torch
+    from torch.utils.data import DataLoader
+
+    from genossm.data.regions import open_genome, read_regions, region_tokens
+    from genossm.data.windows import RegionDataset
+    from genossm.models import load_region_model
+    from genossm.tasks.metrics import output_scores
+    from genossm.tasks.outputs import input_columns, score_columns, write_table
+    from genossm.tasks.regions import RegionModel
+    from genossm.tasks.trainer import build_trainer, prepare_run
+
     prepare_run(cfg)
 
     # instantiate: the model, the regions, the trainer
