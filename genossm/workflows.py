@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-
 from genossm.errors import GenossmError
 
 # name on the command line -> (file in workflows/, one-line summary)

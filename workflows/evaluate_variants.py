@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import hydra

@@ -12,14 +12,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
 
 from genossm.config import given_keys, renamed_keys, save_config
 from genossm.errors import GenossmError
-from typing import TYPE_CHECKING
-
 from genossm.options import KmerOptions, Options, RunOptions, group, size
 from genossm.paths import conf_dir
 from genossm.workflows import user_errors
