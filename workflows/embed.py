@@ -105,7 +105,8 @@ def embed(cfg: DictConfig) -> np.ndarray:
     if suffix not in (".npy", ".parquet"):
         raise GenossmError(f"output {output}: the suffix must be .npy or .parquet")
     if not opts.pretrained:
-        raise GenossmError("pretrained=PATH is required: an exported model folder, a .ckpt, bundled:NAME or hf:ORG/NAME")
+        raise GenossmError("pretrained=PATH is required: an exported model folder, a .ckpt, bundled:NAME or "
+                           "hf:ORG/NAME")
     log.info("%s", opts.describe())
     import numpy as np
     import pandas as pd

@@ -73,7 +73,8 @@ class EvaluateOptions(RunOptions):
 
     def describe(self) -> str:
         """One line saying what the run evaluates (the run's first log line)."""
-        where = (f" (regions {self.regions})" if self.regions else "") + (f" (contigs {self.contigs})" if self.contigs else "")
+        where = f" (regions {self.regions})" if self.regions else ""
+        where += f" (contigs {self.contigs})" if self.contigs else ""
         return f"evaluate: the model {self.pretrained} on {self.fasta}{where}, writing {self.output}"
 
 
@@ -229,12 +230,13 @@ def evaluate(cfg: DictConfig) -> dict:
         raise GenossmError(f"{cache.fasta}: no window to evaluate (all regions too short or mostly N)")
     if opts.baselines.enabled:  # before the scoring: a baseline that cannot be fitted stops the run now
         train_seqs, how = baseline_training_bases(opts, extra, cache, scored_intervals(windows))
-    task = MaskedLM(model_config=model.config.to_dict(), mask_prob=float(opts.mask_prob), seed=int(opts.seed), model=model)
+    task = MaskedLM(model_config=model.config.to_dict(), mask_prob=float(opts.mask_prob), seed=int(opts.seed),
+                    model=model)
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                             enable_model_summary=False, **devices)
 
     # run: the test loop over every pass of the windows
-    trainer.test(task, dataloaders=DataLoader(EvaluationPasses(windows, int(opts.passes)), batch_size=None), verbose=False)
+    trainer.test(task, dataloaders=DataLoader(EvaluationPasses(windows, opts.passes), batch_size=None), verbose=False)
     values = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     values = {k: values[k] for k in ("loss", "nll", "bpb", "bpb_se", "ppl", "acc", "n_bases", "n_windows") if k in values}
     if not all(math.isfinite(values.get(k, 0.0)) for k in ("loss", "nll", "bpb")):

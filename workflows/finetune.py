@@ -226,7 +226,8 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
         return {"threshold": threshold, "threshold_from": source}
 
     if opts.kmer.enabled:
-        _, scores["kmer"] = kmer_baseline(tokens, valid, y, splits, labels.label_type, n_classes, opts.kmer.k, opts.kmer.canonical,
+        _, scores["kmer"] = kmer_baseline(tokens, valid, y, splits, labels.label_type, n_classes, opts.kmer.k,
+                                          opts.kmer.canonical,
                                           balance=bool(opts.train.class_weights))
     if opts.probe or method == "probe":  # frozen pretrained embeddings, before any fine-tuning touches them
         emb = embed_regions(backbone, tokens, valid, opts.pooling, opts.train.batch_size)
@@ -238,8 +239,8 @@ def finetune(cfg: DictConfig, out_dir) -> dict:
 
     if method in ("finetune", "head"):
         t = opts.train
-        module = RegionModel(backbone, labels.label_type, labels.n_outputs, method=method, pooling=opts.pooling, lr=t.lr,
-                             backbone_lr=t.backbone_lr, weight_decay=t.weight_decay,
+        module = RegionModel(backbone, labels.label_type, labels.n_outputs, method=method, pooling=opts.pooling,
+                             lr=t.lr, backbone_lr=t.backbone_lr, weight_decay=t.weight_decay,
                              class_weights=None if weights is None else weights.tolist(), dropout=t.dropout)
         generator = torch.Generator().manual_seed(int(opts.seed))
         train_dl = DataLoader(RegionDataset(tokens, valid, y, train_rows), batch_size=t.batch_size, shuffle=True,

@@ -241,8 +241,8 @@ def train(cfg: DictConfig) -> dict:
     if opts.pretrained:
         start = from_pretrained(opts.pretrained)
         if start.config.to_dict() != module.model.config.to_dict():
-            raise GenossmError(f"pretrained={opts.pretrained}: its model config differs from model= ({opts.pretrained}'s "
-                               f"config is {start.config.to_dict()})")
+            raise GenossmError(f"pretrained={opts.pretrained}: its model config differs from model= "
+                               f"({opts.pretrained}'s config is {start.config.to_dict()})")
         module.model.load_state_dict(start.state_dict())
     callbacks = instantiate_all(cfg.get("callbacks"))
     if SLURMEnvironment.detect():  # submitit owns the requeue: save last.ckpt on its signal

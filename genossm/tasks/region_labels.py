@@ -117,8 +117,8 @@ def encode_labels(regions: RegionSet, label_type: str = "auto", classes: Sequenc
 
 
 def check_split_classes(regions: RegionSet, labels: Labels, splits: np.ndarray) -> None:
-    """Every non-empty split of a classification (binary, multiclass) must hold at least two classes: training on one class
-    learns nothing, and MCC, AUROC and balanced accuracy are undefined on a split with one class."""
+    """Every non-empty split of a classification (binary, multiclass) must hold at least two classes: training
+    on one class learns nothing, and MCC, AUROC and balanced accuracy are undefined on a split with one class."""
     if labels.label_type == "regression":
         return
     y = labels.y.long().numpy()
