@@ -208,7 +208,8 @@ def score(options: ScoreVariantsOptions, trainer: L.Trainer, model=None) -> Summ
     from genossm.tasks.variants import ScoringOptions, VariantScorer, default_window_len
 
     pretrained, fasta, output, variants = options.pretrained, options.fasta, options.output, options.variants
-    scan, region, table, heatmap, embeddings = options.scan, options.region, options.table, options.heatmap, options.embeddings
+    scan, region, table, heatmap = options.scan, options.region, options.table, options.heatmap
+    embeddings = options.embeddings
     window_len, strands, emb_dist = options.window_len, options.strands, options.emb_dist
     distance, pooling, cache_dir = options.distance, options.pooling, options.cache_dir
     started = time.perf_counter()
