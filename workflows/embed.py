@@ -107,6 +107,8 @@ def embed(cfg: DictConfig) -> np.ndarray:
     if not opts.pretrained:
         raise GenossmError("pretrained=PATH is required: an exported model folder, a .ckpt, bundled:NAME or "
                            "hf:ORG/NAME")
+    if not opts.regions:
+        raise GenossmError("regions=PATH is required: a BED/TSV of regions, or a FASTA of sequences")
     log.info("%s", opts.describe())
     import numpy as np
     import pandas as pd
@@ -117,8 +119,6 @@ def embed(cfg: DictConfig) -> np.ndarray:
     from genossm.tasks.trainer import build_trainer, prepare_run
 
     model_path(opts.pretrained)  # the error names a missing model
-    if not opts.regions:
-        raise GenossmError("regions=PATH is required: a BED/TSV of regions, or a FASTA of sequences")
     prepare_run(cfg)
 
     # instantiate: the model, the sequences, the trainer

@@ -189,6 +189,10 @@ def evaluate(cfg: DictConfig) -> dict:
     opts = EvaluateOptions.from_config(cfg)
     if not opts.pretrained:
         raise GenossmError("pretrained=PATH is required: an exported model folder or a .ckpt")
+    if not opts.fasta:
+        raise GenossmError("fasta=PATH is required: the genome to evaluate on (or fasta=[PATH,PATH,...])")
+    if opts.output is None:
+        raise GenossmError("output= is not set: give a folder for the results")
     log.info("%s", opts.describe())
     from torch.utils.data import DataLoader
 
@@ -205,12 +209,8 @@ def evaluate(cfg: DictConfig) -> dict:
     from genossm.tasks.trainer import build_trainer, prepare_run
 
     model_path(opts.pretrained)  # the error names a missing model
-    if not opts.fasta:
-        raise GenossmError("fasta=PATH is required: the genome to evaluate on (or fasta=[PATH,PATH,...])")
     fasta_paths(opts.fasta)  # each file exists (the error names the missing one)
     fasta = fasta_value(opts.fasta)
-    if opts.output is None:
-        raise GenossmError("output= is not set: give a folder for the results")
     out = Path(str(opts.output)).absolute()
     check_writable(out / "evaluation.json", f"output={opts.output}")  # before the work, not after it
     prepare_run(cfg)

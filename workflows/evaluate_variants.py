@@ -225,8 +225,14 @@ def _strata(labelled: LabelledVariants, stratify: list[str]) -> dict[str, np.nda
 
 def evaluate_variants(cfg: DictConfig) -> dict:
     """Metrics of genossm's variant scores and the baselines against the labels of ``variants``."""
-    started = time.perf_counter()
     opts = EvaluateVariantsOptions.from_config(cfg)
+    if not opts.variants:
+        raise GenossmError("variants= is required: a VCF, BCF or TSV of labelled variants")
+    if not opts.fasta:
+        raise GenossmError("fasta= is required: the reference genome (the Markov baseline is fitted on it)")
+    if bool(opts.scored) == bool(opts.pretrained):
+        raise GenossmError("give either scored=FILE (the output of score-variants) or pretrained=MODEL (to score the "
+                           "variants now), not " + ("both" if opts.scored else "neither"))
     log.info("%s", opts.describe())
     import numpy as np
     import pandas as pd
@@ -238,13 +244,7 @@ def evaluate_variants(cfg: DictConfig) -> dict:
     from genossm.tasks.plots import plot_variant_evaluation
     from genossm.tasks.trainer import prepare_run
 
-    if not opts.variants:
-        raise GenossmError("variants= is required: a VCF, BCF or TSV of labelled variants")
-    if not opts.fasta:
-        raise GenossmError("fasta= is required: the reference genome (the Markov baseline is fitted on it)")
-    if bool(opts.scored) == bool(opts.pretrained):
-        raise GenossmError("give either scored=FILE (the output of score-variants) or pretrained=MODEL (to score the "
-                           "variants now), not " + ("both" if opts.scored else "neither"))
+    started = time.perf_counter()  # the run's seconds, not the imports before it
     direction = str(opts.direction)
     if direction not in DIRECTIONS:
         raise GenossmError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")

@@ -103,6 +103,13 @@ class ScoreVariantsOptions(RunOptions):
         if self.scan not in ("variants", "saturation"):
             raise GenossmError(f"scan= must be 'variants' or 'saturation', got {self.scan!r}")
 
+    def check_required(self) -> None:
+        """The keys a run cannot start without (before it says what it does)."""
+        if self.output is None:
+            raise GenossmError("output= is required (a .vcf/.vcf.gz/.bcf, .tsv or .parquet path)")
+        if self.fasta is None:
+            raise GenossmError("fasta= is required (the reference genome the variants are called against)")
+
     def describe(self) -> str:
         """One line saying what the run scores, with what, into what (the run's first log line)."""
         what = (f"every substitution of {self.region}" if self.scan == "saturation" else
@@ -184,6 +191,7 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
     ``pretrained`` (or ``model``), then score and write. Returns the run's :class:`Summary`."""
     spelled = renamed_keys(cfg, RENAMED, given_keys())  # old spellings move to their new keys, once
     opts = ScoreVariantsOptions.from_config(cfg, spelled=spelled)  # a bad value is named as the user wrote it
+    opts.check_required()
     log.info("%s", opts.describe())
     from genossm.tasks.trainer import build_trainer, prepare_run
 
@@ -213,13 +221,10 @@ def score(options: ScoreVariantsOptions, trainer: L.Trainer, model=None) -> Summ
     window_len, strands, emb_dist = options.window_len, options.strands, options.emb_dist
     distance, pooling, cache_dir = options.distance, options.pooling, options.cache_dir
     started = time.perf_counter()
-    if output is None:
-        raise GenossmError("output= is required (a .vcf/.vcf.gz/.bcf, .tsv or .parquet path)")
+    options.check_required()
     output = Path(output)
     if not (is_vcf_path(output) or is_table_path(output)):
         raise GenossmError(f"output={output}: name it .vcf, .vcf.gz, .bcf, .tsv, .tsv.gz or .parquet")
-    if fasta is None:
-        raise GenossmError("fasta= is required (the reference genome the variants are called against)")
     fasta = one_fasta(fasta, "score-variants")
     check_output_paths(output, table=table, heatmap=heatmap, embeddings=embeddings, variants=variants, fasta=fasta,
                        saturation=scan == "saturation")
