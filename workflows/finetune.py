@@ -136,7 +136,7 @@ def load_backbone(pretrained, model_config=None) -> tuple[nn.Module, bool]:
         return from_pretrained(pretrained), True
     if model_config is None:
         raise GenossmError("no pretrained=PATH given and no model config to initialise one")
-    return BiMambaLM(BiMambaConfig(**dict(model_config))), False
+    return BiMambaLM(BiMambaConfig.from_dict(dict(model_config), source="model")), False
 
 
 def training_window(opts: FinetuneOptions) -> int | None:
