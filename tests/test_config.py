@@ -99,6 +99,9 @@ def test_precision_reaches_the_trainer(tmp_path):
         ("evaluate", "max_windows=0", "max_windows=0: expected a whole number >= 1 (or null)"),
         ("embed", "batch_size=-1", "batch_size=-1: expected a whole number >= 1"),
         ("score-regions", "batch_size=0", "batch_size=0: expected a whole number >= 1"),
+        # checked by what the node builds, named by the node's path
+        ("pretrain", "callbacks.history.every_n_steps=0", "callbacks.history.every_n_steps=0: expected a whole number >= 1"),
+        ("pretrain", "model.d_model=0", "model: invalid model config: d_model must be a positive integer, got 0"),
     ],
 )
 def test_bad_sizes_stop_with_one_line_naming_the_key(workflow, override, message, tmp_path):
