@@ -26,6 +26,7 @@ a key renamed since is named in the spelling the user gave). Classes that Hydra 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -79,9 +80,15 @@ def group(kind: type, **values):
     return dataclasses.field(default_factory=lambda: kind(**values))
 
 
+@functools.cache
+def _hints(owner: type) -> dict:
+    """The resolved annotations of a group (evaluated once per class, not per field and instance)."""
+    return typing.get_type_hints(owner)
+
+
 def _group_type(field: dataclasses.Field, owner: type) -> type | None:
     """The :class:`Options` subclass a field holds, if it holds one (the annotation may be a string)."""
-    kind = typing.get_type_hints(owner).get(field.name)
+    kind = _hints(owner).get(field.name)
     return kind if isinstance(kind, type) and issubclass(kind, Options) else None
 
 
@@ -129,10 +136,6 @@ class Options:
             return cls(**values)
         except OptionError as err:
             raise err.under(key, spelled) from None
-
-    def to_dict(self) -> dict:
-        """The group as plain Python, nested groups as dicts."""
-        return dataclasses.asdict(self)
 
 
 @dataclass
