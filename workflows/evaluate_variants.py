@@ -166,15 +166,14 @@ def _model_scores(opts: EvaluateVariantsOptions, cfg: DictConfig, labelled: Labe
     if opts.scored:
         table, name = read_scored(opts.scored)
         return join_scores(labelled, table, name), f"scores read from {opts.scored}"
-    score_variants = load_workflow("score-variants").score_variants
+    scoring = load_workflow("score-variants")
     trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                             enable_model_summary=False)
     scored_path = out / "scored.tsv"
     started = time.perf_counter()
-    score_variants(opts.pretrained, opts.fasta, scored_path, opts.variants, window_len=opts.window_len,
-                   alleles_per_batch=opts.alleles_per_batch, strands=opts.strands, indel_flank=opts.indel_flank,
-                   tokens_per_forward=opts.tokens_per_forward, num_workers=opts.num_workers, cache_dir=opts.cache_dir,
-                   trainer=trainer, progress=opts.progress, seed=opts.seed, torch_threads=opts.torch_threads)
+    # the options both workflows have mean the same in both (output: here the folder, there the scored table)
+    shared = scoring.OPTION_NAMES & {f.name for f in dataclasses.fields(opts)} - {"output"}
+    scoring.score_variants(output=scored_path, trainer=trainer, **{name: getattr(opts, name) for name in shared})
     table = pd.read_csv(scored_path, sep="\t", keep_default_na=False, na_values=[""])
     if len(table) != len(labelled.table) or not (table["pos"].to_numpy() == labelled.table["pos"].to_numpy()).all():
         raise RuntimeError(f"{scored_path} does not hold the alleles of {opts.variants} in order")
