@@ -199,11 +199,11 @@ def run(cfg: DictConfig, *, model=None, trainer: L.Trainer | None = None) -> Sum
     if trainer is None:  # a predict run writes nothing but its outputs: no logger, checkpoint or root folder
         trainer = build_trainer(cfg, default_root_dir=None, enable_progress_bar=False, enable_checkpointing=False,
                                 enable_model_summary=False)
-    return score(opts, trainer, model=model)
+    return _score(opts, trainer, model=model)
 
 
-def score(options: ScoreVariantsOptions, trainer: L.Trainer, model=None) -> Summary:
-    """Score and write, as :func:`run` does, from checked ``options`` in ``trainer``."""
+def _score(options: ScoreVariantsOptions, trainer: L.Trainer, model=None) -> Summary:
+    """Score and write from the options :func:`run` checked (its required keys included), in ``trainer``."""
     from torch.utils.data import DataLoader
 
     from genossm.data.genome import Genome, one_fasta
@@ -221,8 +221,7 @@ def score(options: ScoreVariantsOptions, trainer: L.Trainer, model=None) -> Summ
     window_len, strands, emb_dist = options.window_len, options.strands, options.emb_dist
     distance, pooling, cache_dir = options.distance, options.pooling, options.cache_dir
     started = time.perf_counter()
-    options.check_required()
-    output = Path(output)
+    output = Path(output)  # output and fasta are set: run() checked them before its first log line
     if not (is_vcf_path(output) or is_table_path(output)):
         raise GenossmError(f"output={output}: name it .vcf, .vcf.gz, .bcf, .tsv, .tsv.gz or .parquet")
     fasta = one_fasta(fasta, "score-variants")
